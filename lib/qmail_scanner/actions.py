@@ -1,0 +1,273 @@
+"""Carry out a verdict: headers, delivery, quarantine, drop, archive; then log and alert.
+
+Quarantined and archived copies keep their envelope as a block of `X-QS-Envelope*` headers
+written at the very top of the stored file (see `envelope_block`). The first of them,
+`X-QS-Envelope:`, holds the exact envelope bytes (base64), so a release re-injects with the
+envelope unchanged; the others are for people reading the maildir with mutt. Release removes
+the leading run of `X-QS-Envelope*` headers and gets the message back as it was received.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import time
+from typing import TYPE_CHECKING
+
+from .outcomes import PermanentReject, TemporaryFailure
+from .records import Verdict
+from .spool import deliver_to_maildir
+from .trace import header_safe, status_text, trace_header
+
+if TYPE_CHECKING:
+    from .main import Message
+    from .settings import Settings
+
+# A header block is looked for in at most this many bytes; beyond that the rest passes unchanged.
+HEADER_BLOCK_LIMIT = 1 << 20
+ENVELOPE_HEADER = b"X-QS-Envelope"
+TRACE_HEADER_NAME = "x-qmail-scanner-diagnostics"
+QUARANTINE_KINDS = ("viruses", "policy", "spam")
+
+
+def carry_out(message: Message, verdict: Verdict) -> int:
+    """Carry out the verdict; return the exit code (0 only when queued or safely stored)."""
+    settings = message.settings
+    if verdict.action == "reject":
+        raise PermanentReject(verdict.reason or "5.7.1 message refused by content filter (#5.7.1)")
+    if verdict.action == "tempfail":
+        raise TemporaryFailure(verdict.reason or "4.3.0 message deferred by content filter, try again later")
+    stored_path = ""
+    if verdict.action == "deliver":
+        if archive_wanted(settings, message.envelope.sender, message.envelope.recipients):
+            archive(message, verdict)
+        from .main import deliver
+
+        pieces = delivery_pieces(message, verdict)
+        try:
+            code = deliver(message, verdict, pieces)
+        finally:
+            for piece in pieces:
+                if isinstance(piece, tuple) and piece[0] != message.message_fd:
+                    os.close(piece[0])
+    elif verdict.action == "quarantine":
+        stored_path = quarantine(message, verdict)
+        if archive_wanted(settings, message.envelope.sender, message.envelope.recipients):
+            archive(message, verdict)
+        code = 0
+    elif verdict.action == "drop":
+        code = 0
+    else:
+        raise TemporaryFailure(f"4.3.0 unknown verdict action {verdict.action!r}, try again later")
+    record(message, verdict, code, stored_path)
+    return code
+
+
+def record(message: Message, verdict: Verdict, code: int, stored_path: str = "") -> None:
+    """Log the message and send alerts; a failure here never changes what happened to the mail."""
+    from .main import _say
+
+    try:
+        from .logs import log_message
+
+        log_message(message, verdict, code, stored_path)
+    except Exception as error:  # the message is already queued or stored
+        _say(f"logging failed: {type(error).__name__}: {error}")
+    if verdict.action in ("quarantine", "drop"):
+        try:
+            from .notify import send_alerts
+
+            send_alerts(message, verdict)
+        except Exception as error:  # an alert failure never changes the verdict
+            _say(f"alert failed: {type(error).__name__}: {error}")
+
+
+# ---------------------------------------------------------------- headers
+
+
+def split_header_block(head: bytes, fd: int | None = None, limit: int = HEADER_BLOCK_LIMIT) -> int:
+    """Offset where the header block ends (just after the last header line's newline).
+
+    `head` is the start of the message; when the blank line is not in it, more is read
+    from `fd` up to `limit`. A message that is all headers ends at its last newline.
+    """
+    if head.startswith(b"\n"):
+        return 0
+    end = head.find(b"\n\n")
+    if end >= 0:
+        return end + 1
+    if fd is not None and len(head) < limit:
+        more = bytearray(head)
+        while len(more) < limit:
+            chunk = os.pread(fd, min(1 << 16, limit - len(more)), len(more))
+            if not chunk:
+                break
+            more += chunk
+            end = more.find(b"\n\n", max(0, len(more) - len(chunk) - 1))
+            if end >= 0:
+                return end + 1
+        head = bytes(more)
+    return head.rfind(b"\n") + 1
+
+
+def header_name(line: bytes) -> bytes:
+    """The lower-cased name of a header line, or b"" for a continuation or a non-header."""
+    if not line or line[:1] in (b" ", b"\t"):
+        return b""
+    colon = line.find(b":")
+    return line[:colon].rstrip().lower() if colon > 0 else b""
+
+
+def rewrite_headers(block: bytes, drop_names: frozenset, drop_prefixes: tuple = (), subject_tag: str = "") -> bytes:
+    """Remove headers by name (with their continuation lines) and tag the first Subject."""
+    out = []
+    dropping = False
+    tagged = not subject_tag
+    tag = subject_tag.encode("utf-8", "replace")
+    for line in block.splitlines(keepends=True):
+        name = header_name(line)
+        if not name and line[:1] in (b" ", b"\t"):
+            if not dropping:
+                out.append(line)
+            continue
+        dropping = name in drop_names or name.startswith(drop_prefixes)
+        if dropping:
+            continue
+        if not tagged and name == b"subject":
+            tagged = True
+            value = line[line.find(b":") + 1 :].lstrip(b" \t")
+            if not value.startswith(tag):
+                line = b"Subject: " + tag + b" " + value
+        out.append(line)
+    if not tagged:
+        out.append(b"Subject: " + tag + b"\n")
+    return b"".join(out)
+
+
+def forged_header_names(settings: Settings) -> tuple[frozenset, tuple]:
+    """Names (and prefixes) of headers only this program may write: removed from incoming mail."""
+    text = settings.dscr_hdrs_text.lower().encode()
+    names = {TRACE_HEADER_NAME.encode(), text, text + b"-mail-from", text + b"-rcpt-to", text + b"-message-id"}
+    prefixes: tuple = ()
+    if any(scanner.kind == "spam" for scanner in settings.scanners):
+        prefixes = (b"x-spam-",)
+    return frozenset(names), prefixes
+
+
+def render_header(name: str, value: str) -> bytes:
+    """One header line from a name and a (possibly multi-line) value, control characters removed."""
+    lines = [header_safe(line.strip(), 2000) for line in value.splitlines() if line.strip()] or [""]
+    return (f"{header_safe(name, 100)}: " + "\n\t".join(lines) + "\n").encode("utf-8", "surrogateescape")
+
+
+def descriptive_headers(message: Message, verdict: Verdict) -> bytes:
+    """The --add-dscr-hdrs headers: Mail-From, Rcpt-To (only `all`), the status, Message-ID."""
+    settings = message.settings
+    if settings.add_dscr_hdrs not in ("yes", "all"):
+        return b""
+    text = settings.dscr_hdrs_text
+    status = status_text(verdict, message.environ)
+    sender = header_safe(message.envelope.sender, 1003)
+    lines = [f"{text}-Mail-From: {sender} via {settings.hostname}\n"]
+    if settings.add_dscr_hdrs == "all":
+        rcpts = ",\n\t".join(header_safe(r, 1003) for r in message.envelope.recipients)
+        lines.append(f"{text}-Rcpt-To: {rcpts}\n")
+    lines.append(f"{text}: {settings.version} ({status}. Processed in {message.seconds():.3f} secs)\n")
+    lines.append(f"{text}-Message-ID: <{message.area.message_id}@{settings.hostname}>\n")
+    return "".join(lines).encode("utf-8", "surrogateescape")
+
+
+def delivery_pieces(message: Message, verdict: Verdict) -> list:
+    """What goes to qmail-queue: our headers, the cleaned header block, then the body unread."""
+    settings = message.settings
+    added = trace_header(settings, message.envelope, verdict, message.environ, message.seconds())
+    added += descriptive_headers(message, verdict)
+    added += b"".join(render_header(name, value) for name, value in verdict.add_headers)
+    subject_tag = next((r.subject_tag for r in verdict.scan_results if r.subject_tag), "")
+    names, prefixes = forged_header_names(settings)
+    replacement = next((r.replacement_path for r in verdict.scan_results if r.replacement_path), None)
+    if replacement:
+        # Verbose spam mode: the scanner rewrote the message (its own X-Spam-* headers stay).
+        source_fd = _open_replacement(message, replacement)
+        head = os.pread(source_fd, 1 << 16, 0)
+        prefixes = ()
+    else:
+        source_fd = message.message_fd
+        head = message.area.header_bytes
+    end = split_header_block(head, source_fd)
+    block = head[:end] if end <= len(head) else os.pread(source_fd, end, 0)
+    return [added, rewrite_headers(block, names, prefixes, subject_tag), (source_fd, end)]
+
+
+def _open_replacement(message: Message, path: str) -> int:
+    """Open the scanner's rewritten message; it lives in this message's work dir."""
+    real = os.path.realpath(path)
+    if not real.startswith(os.path.realpath(message.area.unpack_dir) + os.sep):
+        raise TemporaryFailure("4.3.0 rewritten message outside the work dir, try again later")
+    return os.open(real, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
+
+
+# ---------------------------------------------------------------- stored copies
+
+
+def envelope_block(message: Message, verdict: Verdict, kind: str) -> bytes:
+    """The X-QS-Envelope* headers put on top of a quarantined or archived copy."""
+    envelope = message.envelope
+    encoded = base64.b64encode(envelope.raw).decode("ascii")
+    folded = "\n\t".join(encoded[i : i + 76] for i in range(0, len(encoded), 76)) or '""'
+    lines = [
+        f"X-QS-Envelope: {folded}\n",
+        f"X-QS-Envelope-Id: {message.area.message_id}\n",
+        f"X-QS-Envelope-Kind: {kind}\n",
+        f"X-QS-Envelope-Date: {rfc2822_date()}\n",
+        f"X-QS-Envelope-From: <{header_safe(envelope.sender, 1003)}>\n",
+    ]
+    lines += [f"X-QS-Envelope-To: <{header_safe(r, 1003)}>\n" for r in envelope.recipients]
+    lines.append(f"X-QS-Envelope-Client-IP: {header_safe(message.environ.get('TCPREMOTEIP', ''), 64)}\n")
+    lines.append(f"X-QS-Envelope-Relay-Client: {'1' if 'RELAYCLIENT' in message.environ else '0'}\n")
+    if verdict.reason:
+        lines.append(f"X-QS-Envelope-Reason: {header_safe(verdict.reason, 900)}\n")
+    return "".join(lines).encode("utf-8", "surrogateescape")
+
+
+def rfc2822_date(when: float | None = None) -> str:
+    """`Wed, 26 Mar 2008 10:00:00 +0100` in local time (the C locale's names)."""
+    return time.strftime("%a, %d %b %Y %H:%M:%S %z", time.localtime(when))
+
+
+def quarantine(message: Message, verdict: Verdict) -> str:
+    """Store the message as received, with its envelope, in quarantine/<kind>; return the path."""
+    kind = verdict.quarantine_kind if verdict.quarantine_kind in QUARANTINE_KINDS else "policy"
+    maildir = os.path.join(message.settings.spooldir, "quarantine", kind)
+    pieces = [envelope_block(message, verdict, kind), (message.message_fd, 0)]
+    return deliver_to_maildir(maildir, pieces, message.area.message_id)
+
+
+def archive_wanted(settings: Settings, sender: str, recipients: tuple[str, ...]) -> bool:
+    """--archive: `yes` keeps every message, a regex only those whose sender or a recipient match."""
+    value = settings.archive
+    if not value or value == "no":
+        return False
+    if value == "yes":
+        return True
+    pattern = re.compile(value, re.IGNORECASE)
+    return any(pattern.search(address) for address in (sender, *recipients))
+
+
+def archive(message: Message, verdict: Verdict) -> str:
+    """Copy the message as received, with its envelope, into archives/; return the path."""
+    maildir = os.path.join(message.settings.spooldir, "archives")
+    pieces = [envelope_block(message, verdict, "archive"), (message.message_fd, 0)]
+    return deliver_to_maildir(maildir, pieces, message.area.message_id)
+
+
+def store_failed(message: Message, reason: str) -> int:
+    """Keep a message that could not be processed in failed/ (instead of temp-failing); exit 0."""
+    verdict = Verdict(action="failed", reason=reason)
+    maildir = os.path.join(message.settings.spooldir, "failed")
+    path = deliver_to_maildir(
+        maildir, [envelope_block(message, verdict, "failed"), (message.message_fd, 0)], message.area.message_id
+    )
+    record(message, verdict, 0, path)
+    return 0

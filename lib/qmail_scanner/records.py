@@ -1,0 +1,76 @@
+"""The plain records that travel through the per-message pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What the caller wrote on fd 1: `F<sender>\\0`, `T<rcpt>\\0`..., `\\0`."""
+
+    sender: str  # "" for the null sender
+    recipients: tuple[str, ...]
+    raw: bytes  # the exact bytes, handed on unchanged
+
+
+@dataclass
+class Part:
+    """One MIME part or archive member, as the unpacker saw it."""
+
+    index: int  # position in walk order, 0 = the whole message
+    depth: int  # MIME nesting depth (0 = top level)
+    declared_type: str  # Content-Type as written, lower-cased, without parameters
+    filenames: tuple[str, ...] = ()  # every name the part claims (name=, filename=, uuencode)
+    raw_headers: bytes = b""  # the part's header block exactly as written
+    size: int = 0  # decoded size in bytes
+    magic_type: str = ""  # real type by content, e.g. "application/x-dosexec"
+    decoded_path: str | None = None  # file in the work dir holding the decoded body
+    container: str = ""  # "" for MIME parts; archive path for members, e.g. "a.zip/b.zip"
+    encrypted: bool = False  # password-protected archive member
+    transfer_encoding: str = ""
+
+    @property
+    def display_name(self) -> str:
+        """The name used in logs: the first claimed filename, or the declared type."""
+        return self.filenames[0] if self.filenames else ""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A reason to act on a message, found by a check or a scanner."""
+
+    kind: str  # "virus", "policy", "spam"
+    rule: str  # short machine name, e.g. "double-extension", "clamd", ".exe"
+    reason: str  # human text for logs, alerts and SMTP replies
+    part_name: str = ""  # the attachment it concerns, if any
+    monitor_only: bool = False  # --dlp-monitor: log and head, do not block
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What one scanner said about one message."""
+
+    scanner: str  # "clamd", "spamd", ...
+    version: str = ""  # for the trace header, e.g. "1.4.3/27000"
+    findings: tuple[Finding, ...] = ()
+    failed: bool = False  # the scanner could not give an answer
+    failure_reason: str = ""
+    unchecked: bool = False  # failed, but the site chose fail=pass
+    spam_score: float | None = None
+    spam_required: float | None = None
+    extra_headers: tuple[tuple[str, str], ...] = ()  # headers to add on delivery
+    replacement_path: str | None = None  # verbose spam mode: the rewritten message
+    subject_tag: str = ""  # prefix to add to Subject:
+
+
+@dataclass
+class Verdict:
+    """The decision for one message."""
+
+    action: str = "deliver"  # deliver | quarantine | reject | tempfail | drop
+    quarantine_kind: str = ""  # viruses | policy | spam
+    reason: str = ""
+    findings: list[Finding] = field(default_factory=list)
+    scan_results: list[ScanResult] = field(default_factory=list)
+    add_headers: list[tuple[str, str]] = field(default_factory=list)

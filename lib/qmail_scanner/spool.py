@@ -1,0 +1,175 @@
+"""The spool: unique ids, the per-message work area, maildir writes and cleanup."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import time
+from dataclasses import dataclass
+
+from .outcomes import TEMP_CREATE_FILES, TEMP_READ_ERROR, TEMP_WRITE_ERROR, TemporaryFailure
+
+# Layout under the spool directory (the 2.x names, so existing habits carry over).
+WORK_DIRS = ("tmp", "working/tmp", "working/new", "working/cur")
+MAILDIRS = ("quarantine/viruses", "quarantine/policy", "quarantine/spam", "archives", "failed")
+STALE_WORK_SECONDS = 30 * 3600
+NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_sequence = 0
+
+
+def unique_id() -> str:
+    """A maildir-style id unique on this host: time, pid, a counter and entropy."""
+    global _sequence
+    _sequence += 1
+    now = time.time()
+    return f"{int(now)}.{os.getpid()}_{_sequence}.{int(now * 1e6) % 1000000:06d}{os.urandom(3).hex()}"
+
+
+@dataclass
+class WorkArea:
+    """The files of one message in flight; all removed when processing ends."""
+
+    message_id: str
+    message_path: str  # working/tmp/<id>: the message as received
+    unpack_dir: str  # tmp/<id>/: decoded parts
+    message_size: int = 0
+    header_bytes: bytes = b""  # the first block of the message, for cheap header reads
+
+    def remove(self) -> None:
+        """Remove every file of this message; never follows symlinks."""
+        try:
+            os.unlink(self.message_path)
+        except FileNotFoundError:
+            pass
+        shutil.rmtree(self.unpack_dir, ignore_errors=True)
+
+
+def create_work_area(spooldir: str) -> WorkArea:
+    """Make the unpack dir (0700, exclusive); the message file is made by spool_message."""
+    message_id = unique_id()
+    unpack_dir = os.path.join(spooldir, "tmp", message_id)
+    try:
+        os.mkdir(unpack_dir, 0o700)
+    except OSError as error:
+        raise TemporaryFailure(f"cannot create work dir {unpack_dir}: {error.strerror}", TEMP_CREATE_FILES) from None
+    return WorkArea(message_id, os.path.join(spooldir, "working", "tmp", message_id), unpack_dir)
+
+
+def spool_message(area: WorkArea, source_fd: int, chunk_bytes: int, header_keep: int = 65536) -> int:
+    """Stream source_fd to the work file in bounded chunks; return an fd open on the file."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | NO_FOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(area.message_path, flags, 0o600)
+    except OSError as error:
+        raise TemporaryFailure(f"cannot create spool file: {error.strerror}", TEMP_CREATE_FILES) from None
+    head = bytearray()
+    size = 0
+    while True:
+        try:
+            chunk = os.read(source_fd, chunk_bytes)
+        except OSError as error:
+            os.close(fd)
+            raise TemporaryFailure(f"message read error: {error.strerror}", TEMP_READ_ERROR) from None
+        if not chunk:
+            break
+        if len(head) < header_keep:
+            head += chunk[: header_keep - len(head)]
+        try:
+            _write_all(fd, chunk)
+        except OSError as error:
+            os.close(fd)
+            raise TemporaryFailure(f"spool write error: {error.strerror}", TEMP_WRITE_ERROR) from None
+        size += len(chunk)
+    area.message_size = size
+    area.header_bytes = bytes(head)
+    return fd
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written == 0:  # a write of 0 bytes means the device is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
+
+
+def write_pieces(destination_fd: int, pieces: list) -> None:
+    """Write pieces (bytes, or (fd, offset) ranges copied to the file's end) to a fd."""
+    for piece in pieces:
+        if isinstance(piece, tuple):
+            source_fd, offset = piece
+            while chunk := os.pread(source_fd, 1 << 16, offset):
+                _write_all(destination_fd, chunk)
+                offset += len(chunk)
+        else:
+            _write_all(destination_fd, piece)
+
+
+def deliver_to_maildir(maildir: str, pieces: list, message_id: str) -> str:
+    """Write pieces (see write_pieces) into maildir the durable way.
+
+    tmp/ file created exclusively, written, fsynced, renamed into new/, directory fsynced:
+    only then may the caller report the message as stored.
+    """
+    tmp_path = os.path.join(maildir, "tmp", message_id)
+    new_path = os.path.join(maildir, "new", message_id)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | NO_FOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp_path, flags, 0o600)
+    except OSError as error:
+        raise TemporaryFailure(f"cannot create {tmp_path}: {error.strerror}", TEMP_CREATE_FILES) from None
+    try:
+        write_pieces(fd, pieces)
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.rename(tmp_path, new_path)
+        directory = os.open(os.path.join(maildir, "new"), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except OSError as error:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(tmp_path)
+        except OSError:
+            pass
+        raise TemporaryFailure(f"cannot store message in {maildir}: {error.strerror}", TEMP_WRITE_ERROR) from None
+    return new_path
+
+
+def remove_stale_work(spooldir: str, max_age: float = STALE_WORK_SECONDS, now: float | None = None) -> list[str]:
+    """Remove work files and dirs older than max_age (the daily -z run); return what went."""
+    cutoff = (now if now is not None else time.time()) - max_age
+    removed = []
+    for relative in ("tmp", "working/tmp", "working/new", "working/cur"):
+        directory = os.path.join(spooldir, relative)
+        try:
+            entries = list(os.scandir(directory))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            try:
+                if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
+                removed.append(entry.path)
+            except OSError:
+                continue
+    return removed
+
+
+def create_layout(spooldir: str) -> None:
+    """Create every spool directory that is missing (0700); used by install and tests."""
+    for relative in WORK_DIRS:
+        os.makedirs(os.path.join(spooldir, relative), 0o700, exist_ok=True)
+    for relative in MAILDIRS:
+        for sub in ("tmp", "new", "cur"):
+            os.makedirs(os.path.join(spooldir, relative, sub), 0o700, exist_ok=True)

@@ -1,0 +1,1 @@
+"""configure.py's machinery: options, host probes, rendering and installation."""

@@ -1,0 +1,163 @@
+"""Freeze the settings and render the site-specific queue program from its template."""
+
+from __future__ import annotations
+
+import os
+import pprint
+import re
+import sys
+from dataclasses import fields
+
+from .options import parse_debug
+from .probes import ConfigureError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LIB = os.path.dirname(HERE)
+TEMPLATES = os.path.join(os.path.dirname(LIB), "templates")
+NOTIFY_WORDS = {"none", "sender", "recips", "admin", "all", "psender", "precips", "nmladm", "nmlvadm"}
+
+
+def _engine_settings_class():
+    """The engine's Settings, imported from this source tree to validate the frozen literal."""
+    if LIB not in sys.path:
+        sys.path.insert(0, LIB)
+    from qmail_scanner.settings import Settings
+
+    return Settings
+
+
+def engine_dir(args, version: str) -> str:
+    """The versioned engine copy the program is pinned to."""
+    return os.path.join(os.path.abspath(args.libdir), version)
+
+
+def _fail_policies(args) -> dict[str, str]:
+    policies = {}
+    for item in args.scanner_fail:
+        name, _, policy = item.partition("=")
+        if policy not in ("tempfail", "pass"):
+            raise ConfigureError(f"--scanner-fail {item!r}: expected NAME=tempfail or NAME=pass")
+        policies[name.strip()] = policy
+    if args.sa_faulttolerant:
+        for name in ("spamd", "fast_spamassassin", "verbose_spamassassin"):
+            policies.setdefault(name, "pass")
+    return policies
+
+
+def _check_regex(option: str, pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise ConfigureError(f"{option}: not a valid regular expression: {error}") from None
+
+
+def build_settings(args, facts: dict, version: str, command: str) -> dict:
+    """The settings literal to freeze: options + probe facts, validated by the engine."""
+    unknown_notify = set(args.notify) - NOTIFY_WORDS
+    if unknown_notify:
+        raise ConfigureError(f"--notify: unknown value(s) {', '.join(sorted(unknown_notify))}", f"use {', '.join(sorted(NOTIFY_WORDS))}")
+    if args.dlp_monitor:
+        _check_regex("--dlp-monitor", args.dlp_monitor)
+    archive = "" if args.archive.lower() in ("no", "0", "") else args.archive
+    if archive and archive.lower() != "yes":
+        _check_regex("--archive", archive)
+    policies = _fail_policies(args)
+    scanners = []
+    for scanner in facts["scanners"]:
+        scanner = dict(scanner)
+        scanner["fail"] = policies.get(scanner["name"], scanner.get("fail", "tempfail"))
+        scanner.setdefault("scan_timeout", args.scanner_timeout)
+        scanners.append(scanner)
+    domain = args.domain or facts["hostname"]
+    settings = {
+        "version": version,
+        "configure_command": command,
+        "qmaildir": args.qmaildir,
+        "spooldir": os.path.abspath(args.spooldir),
+        "qmail_queue_binary": args.qmail_queue_binary,
+        "qmail_inject_binary": args.qmail_inject_binary,
+        "engine_dir": engine_dir(args, version),
+        "qs_user": args.qs_user,
+        "qs_group": args.qs_group,
+        "hostname": facts["hostname"],
+        "custom_error_fd": args.custom_error_fd,
+        "deadline_seconds": args.deadline,
+        "trace_header_style": args.trace_header,
+        "admin": args.admin,
+        "domain": domain,
+        "admin_description": args.admin_description,
+        "local_domains": args.local_domains if args.local_domains is not None else [domain],
+        "notify": args.notify,
+        "silent_viruses": args.silent_viruses,
+        "lang": args.lang,
+        "scanners": scanners,
+        "skip_text_msgs": args.skip_text_msgs,
+        "redundant": args.redundant,
+        "unzip": args.unzip,
+        "block_password_protected": args.block_password_protected,
+        "max_zip_size": args.max_zip_size,
+        "max_scan_size": args.max_scan_size,
+        "fix_mime": args.fix_mime,
+        "ignore_eol_check": args.ignore_eol_check,
+        "normalize": args.normalize,
+        "mime_unpacker": args.mime_unpacker,
+        "reformime_binary": facts["reformime_binary"],
+        "tnef_binary": facts["tnef_binary"],
+        "have_python_magic": facts["have_python_magic"],
+        "have_tnefparse": facts["have_tnefparse"],
+        "extra_sys_path": facts["extra_sys_path"],
+        "dlp_monitor": args.dlp_monitor,
+        "virus_to_delete": args.virus_to_delete,
+        "virus_reject": args.virus_reject,
+        "sa_quarantine": args.sa_quarantine,
+        "sa_delete": args.sa_delete,
+        "sa_reject": args.sa_reject,
+        "sa_subject": args.sa_subject,
+        "sa_delta": args.sa_delta,
+        "sa_maxsize": args.sa_maxsize,
+        "sa_timeout": args.sa_timeout,
+        "sa_verbose": any(s["name"] == "verbose_spamassassin" for s in scanners),
+        "debug": parse_debug(args.debug),
+        "log_details": args.log_details,
+        "log_crypto": args.log_crypto,
+        "archive": archive,
+        "add_dscr_hdrs": args.add_dscr_hdrs,
+        "dscr_hdrs_text": args.dscr_hdrs_text,
+        "settings_per_domain": args.settings_per_domain,
+    }
+    settings_class = _engine_settings_class()
+    known = {f.name for f in fields(settings_class)}
+    if "alert_texts" in known:
+        from .alert_texts import render_alert_texts
+
+        settings["alert_texts"] = render_alert_texts(args.lang)
+    try:
+        settings_class.from_mapping(settings)
+    except (TypeError, ValueError) as error:
+        raise ConfigureError(f"the engine refuses these settings: {error}") from None
+    return settings
+
+
+def render_program(settings: dict, facts: dict, probe_lines: list[tuple[str, str]], date: str) -> str:
+    """Render templates/qmail-scanner-queue.py.j2 with the settings frozen as a literal."""
+    try:
+        import jinja2
+    except ImportError:
+        raise ConfigureError("Jinja2 is needed to render the program", "apt-get install python3-jinja2 or pip install jinja2") from None
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # renders Python source, not HTML
+    )
+    template = environment.get_template("qmail-scanner-queue.py.j2")
+    return template.render(
+        python=facts["python"],
+        python_version=facts["python_version"],
+        version=settings["version"],
+        date=date,
+        command=settings["configure_command"],
+        probe_lines=probe_lines,
+        engine_dir=settings["engine_dir"],
+        settings_literal=pprint.pformat(settings, indent=1, width=110, sort_dicts=False),
+    )

@@ -1,0 +1,186 @@
+"""--install: the program, the pinned byte-compiled engine, the spool, owners and modes.
+
+Re-running it is safe: directories are created when missing, the site's edited
+quarantine-events.txt is kept, and a changed program is backed up before it is replaced.
+With --destdir every write goes under that directory and no account is created.
+"""
+
+from __future__ import annotations
+
+import compileall
+import filecmp
+import grp
+import os
+import pwd
+import py_compile
+import shutil
+import subprocess
+import sys
+import time
+
+from .probes import ConfigureError, find_program
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE_ROOT = os.path.dirname(os.path.dirname(HERE))
+ENGINE_SOURCE = os.path.join(SOURCE_ROOT, "lib", "qmail_scanner")
+TEMPLATES = os.path.join(SOURCE_ROOT, "templates")
+WRAPPER_SOURCE = os.path.join(SOURCE_ROOT, "contrib", "qmail-scanner-queue.c")
+PROGRAM_NAME = "qmail-scanner-queue.py"
+SPOOL_DIRS = ("tmp", "working/tmp", "working/new", "working/cur")
+SPOOL_MAILDIRS = ("quarantine/viruses", "quarantine/policy", "quarantine/spam", "archives", "failed")
+LOG_FILES = ("quarantine.log", "mailstats.csv", "qmail-queue.log")
+
+
+class Installer:
+    """Writes under destdir (may be empty), owning spool files by the scanner account."""
+
+    def __init__(self, destdir: str, owner: str, group: str, may_chown: bool) -> None:
+        self.destdir = destdir
+        self.uid = self.gid = -1
+        if may_chown:
+            try:
+                self.uid = pwd.getpwnam(owner).pw_uid
+                self.gid = grp.getgrnam(group).gr_gid
+            except KeyError:
+                pass
+
+    def path(self, target: str) -> str:
+        return os.path.join(self.destdir, target.lstrip("/")) if self.destdir else target
+
+    def own(self, path: str, mode: int) -> None:
+        os.chmod(path, mode)
+        if self.uid >= 0 and os.geteuid() == 0:
+            os.lchown(path, self.uid, self.gid)
+
+    def directory(self, target: str, mode: int, owned: bool = True) -> str:
+        path = self.path(target)
+        os.makedirs(path, mode, exist_ok=True)
+        if owned:
+            self.own(path, mode)
+        return path
+
+
+def ensure_account(user: str, group: str) -> None:
+    """Create the scanner's system group and user when missing (real installs only)."""
+    try:
+        grp.getgrnam(group)
+    except KeyError:
+        _run_admin(["groupadd", "--system", group])
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        _run_admin(["useradd", "--system", "--gid", group, "--home-dir", "/nonexistent", "--no-create-home", "--shell", "/usr/sbin/nologin", user])
+
+
+def _run_admin(argv: list[str]) -> None:
+    binary = find_program(argv[0])
+    if not binary:
+        raise ConfigureError(f"cannot create the scanner account: {argv[0]} not found", "create it by hand and re-run")
+    completed = subprocess.run([binary, *argv[1:]], capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise ConfigureError(f"{argv[0]} failed: {completed.stderr.strip()}", "create the account by hand and re-run")
+
+
+def install_engine(installer: Installer, engine_dir: str) -> str:
+    """Copy the engine to its versioned dir and byte-compile it (checked hashes are not needed)."""
+    target_parent = installer.path(engine_dir)
+    target = os.path.join(target_parent, "qmail_scanner")
+    staging = target + ".new"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(ENGINE_SOURCE, staging, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    ok = compileall.compile_dir(
+        staging, quiet=1, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH, force=True
+    )
+    if not ok:
+        raise ConfigureError("the engine does not byte-compile", "is this Python too old for the engine?")
+    shutil.rmtree(target, ignore_errors=True)
+    os.rename(staging, target)
+    for root, dirs, files in os.walk(target_parent):
+        os.chmod(root, 0o755)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o644)
+    return target
+
+
+def install_program(installer: Installer, bindir: str, rendered: str) -> str:
+    """Install the program, keeping a changed previous one as a dated backup."""
+    directory = installer.directory(bindir, 0o755, owned=False)
+    destination = os.path.join(directory, PROGRAM_NAME)
+    if os.path.exists(destination) and not filecmp.cmp(destination, rendered, shallow=False):
+        backup = f"{destination}.{time.strftime('%Y%m%d-%H%M%S')}"
+        os.rename(destination, backup)
+        print(f"kept the previous program as {backup}")
+    staging = destination + ".new"
+    shutil.copyfile(rendered, staging)
+    os.chmod(staging, 0o755)  # readable and runnable, writable by root only
+    os.rename(staging, destination)
+    return destination
+
+
+def install_spool(installer: Installer, spooldir: str) -> None:
+    """The 2.x spool layout: work dirs 0700, maildirs, log files, the default policy file."""
+    installer.directory(spooldir, 0o750)
+    for relative in SPOOL_DIRS:
+        for part in _prefixes(relative):
+            installer.directory(os.path.join(spooldir, part), 0o700)
+    for relative in SPOOL_MAILDIRS:
+        for part in _prefixes(relative):
+            installer.directory(os.path.join(spooldir, part), 0o700)
+        for sub in ("tmp", "new", "cur"):
+            installer.directory(os.path.join(spooldir, relative, sub), 0o700)
+    for name in LOG_FILES:
+        path = installer.path(os.path.join(spooldir, name))
+        if not os.path.exists(path):
+            with open(path, "a", encoding="utf-8"):
+                pass
+        installer.own(path, 0o640)
+    policy = installer.path(os.path.join(spooldir, "quarantine-events.txt"))
+    shipped = os.path.join(TEMPLATES, "quarantine-events.txt")
+    if not os.path.exists(policy) and os.path.exists(shipped):
+        shutil.copyfile(shipped, policy)
+        installer.own(policy, 0o640)
+    elif os.path.exists(policy):
+        print(f"kept the site's {policy}")
+
+
+def _prefixes(relative: str) -> list[str]:
+    parts = relative.split("/")
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def install(args, settings: dict, rendered: str) -> None:
+    """Lay everything out; print what the administrator does next."""
+    real_install = not args.prefix and not args.destdir
+    if real_install and os.geteuid() != 0:
+        raise ConfigureError("--install needs root", "run as root, or use --prefix DIR for a local install")
+    if real_install:
+        ensure_account(args.qs_user, args.qs_group)
+    installer = Installer(args.destdir, args.qs_user, args.qs_group, may_chown=os.geteuid() == 0)
+    install_engine(installer, settings["engine_dir"])
+    program = install_program(installer, args.bindir, rendered)
+    install_spool(installer, settings["spooldir"])
+    wrapper = _install_wrapper(args, installer, program)
+    if not args.destdir:
+        _compile_policy(program)
+    runner = wrapper or program
+    print(f"installed {program}")
+    print("Add QMAILQUEUE to the tcprules of qmail-smtpd, for example in /etc/tcp.smtp:")
+    print(f'  127.:allow,RELAYCLIENT="",QMAILQUEUE="{runner}"')
+    print(f'  :allow,QMAILQUEUE="{runner}"')
+    print("then rebuild the rules (qmailctl cdb, or tcprules tcp.smtp.cdb tcp.smtp.tmp < tcp.smtp).")
+    print(f"Run '{runner} -z' daily from cron (as {args.qs_user}) to remove stale work files.")
+
+
+def _compile_policy(program: str) -> None:
+    completed = subprocess.run([program, "-g"], capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        print(f"warning: compiling the policy file failed: {completed.stdout.strip()} {completed.stderr.strip()}")
+
+
+def _install_wrapper(args, installer: Installer, program: str) -> str:
+    """Build and install the setuid wrapper when a C compiler is present; return its path."""
+    if args.skip_setuid_test or not os.path.exists(WRAPPER_SOURCE):
+        return ""
+    from .wrapper import build_and_install_wrapper
+
+    return build_and_install_wrapper(args, installer, program, sys.executable)

@@ -1,0 +1,143 @@
+"""configure.py's command line: the original Qmail-Scanner option names and defaults."""
+
+from __future__ import annotations
+
+import argparse
+
+YES = {"yes", "y", "1", "true", "on"}
+NO = {"no", "n", "0", "false", "off"}
+
+
+def yes_no(text: str) -> bool:
+    """Parse the original's yes/no option values."""
+    lowered = text.strip().lower()
+    if lowered in YES:
+        return True
+    if lowered in NO:
+        return False
+    raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
+
+
+def comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The option parser; groups follow the order an administrator decides things in."""
+    parser = argparse.ArgumentParser(
+        prog="configure.py",
+        description=(
+            "Probe this host and generate qmail-scanner-queue.py, the program qmail runs in place of "
+            "qmail-queue (set QMAILQUEUE in tcprules). With --install, also lay out the spool, users and "
+            "permissions and install the program."
+        ),
+        epilog=(
+            "Examples:\n"
+            "  ./configure.py --scanners auto --install            # a qmail host, as root\n"
+            "  ./configure.py --prefix ~/qs --qmail-queue-binary /path/to/sink --notify none --install\n"
+            "Options of the original Qmail-Scanner keep their names and defaults; yes/no options take yes or no."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument_group
+
+    layout = add("installation layout")
+    layout.add_argument("--qmaildir", default="/var/qmail", help="qmail home (default %(default)s)")
+    layout.add_argument("--bindir", help="where the queue program goes (default QMAILDIR/bin)")
+    layout.add_argument("--spooldir", help="working, quarantine and log dir (default /var/spool/qscan)")
+    layout.add_argument("--libdir", help="where the byte-compiled engine goes (default /usr/local/lib/qmail-scanner)")
+    layout.add_argument("--qmail-queue-binary", help="the real qmail-queue, the next hop (default QMAILDIR/bin/qmail-queue)")
+    layout.add_argument("--qmail-inject-binary", help="qmail-inject for alerts (default QMAILDIR/bin/qmail-inject)")
+    layout.add_argument("--prefix", help="local install for non-root use: bin/, spool/, lib/ under this dir")
+    layout.add_argument("--destdir", default="", help="stage the install under this dir (packagers); nothing outside it is touched")
+    layout.add_argument("--python", default="", help="interpreter to freeze into the program (default: the one running configure)")
+    layout.add_argument("--qs-user", default="", help="account the scanner runs as (default qscand; with --prefix: you)")
+    layout.add_argument("--qs-group", default="", help="group of that account (default qscand; with --prefix: yours)")
+
+    contract = add("qmail-queue contract")
+    contract.add_argument("--custom-error-fd", type=non_negative_int, default=6, help="fd for custom SMTP error texts: 6 (notqmail, 2007 patch), 4 (older patch), 0 = off (default %(default)s)")
+    contract.add_argument("--deadline", type=float, default=1200.0, help="total seconds per message before a temporary failure (default %(default)s)")
+    contract.add_argument("--trace-header", choices=("x-diagnostics", "received"), default="x-diagnostics", help="2.x X-Qmail-Scanner-Diagnostics: or the 1.x Received: form")
+    contract.add_argument("--no-QQ-check", dest="no_qq_check", action="store_true", help="do not require the next hop to exist now (packagers)")
+
+    alerts = add("administrator and alerts")
+    alerts.add_argument("--admin", default="root", help="user part of the admin address (default %(default)s)")
+    alerts.add_argument("--domain", default="", help="domain of the admin address (default: this host's FQDN)")
+    alerts.add_argument("--admin-description", default="System Anti-Virus Administrator", help="display name of alerts")
+    alerts.add_argument("--local-domains", type=comma_list, default=None, help="comma list; only recipients here get notices (default: the domain)")
+    alerts.add_argument("--notify", type=comma_list, default=["psender", "admin"], help="none, sender, recips, admin, all, psender, precips, nmladm, nmlvadm (default psender,admin)")
+    alerts.add_argument("--silent-viruses", type=comma_list, default=["auto"], help="viruses that forge senders: never alert the sender (default auto = a maintained list)")
+    alerts.add_argument("--lang", default="", help="alert language, e.g. en_GB de_DE (default: from $LANG, else en_GB)")
+
+    scanning = add("scanning")
+    scanning.add_argument("--scanners", default="auto", help="auto, none, or a comma list: clamd clamdscan clamscan spamd fast_spamassassin verbose_spamassassin rspamd and command-line AVs")
+    scanning.add_argument("--clamd-servers", type=comma_list, default=None, help="clamd unix sockets or host:port, tried in order (default: from clamd.conf)")
+    scanning.add_argument("--spamd-servers", type=comma_list, default=None, help="spamd unix sockets or host:port (default: probed)")
+    scanning.add_argument("--rspamd-servers", type=comma_list, default=None, help="rspamd host:port (default localhost:11333)")
+    scanning.add_argument("--scanner-fail", type=comma_list, default=[], help="per scanner: NAME=tempfail|pass, e.g. spamd=pass (default tempfail)")
+    scanning.add_argument("--scanner-timeout", type=float, default=120.0, help="seconds one scanner may take (default %(default)s)")
+    scanning.add_argument("--skip-text-msgs", type=yes_no, default=True, help="no AV run on messages without attachments (default yes)")
+    scanning.add_argument("--redundant", type=yes_no, default=False, help="also scan the undecoded original message (default no)")
+    scanning.add_argument("--virus-to-delete", type=yes_no, default=False, help="drop viruses instead of quarantining (default no)")
+    scanning.add_argument("--virus-reject", type=yes_no, default=False, help="reject viruses at SMTP time, naming the virus (default no)")
+    scanning.add_argument("--max-scan-size", type=non_negative_int, default=100_000_000, help="larger messages skip AV/spam scanning (default %(default)s)")
+
+    internal = add("internal checks and policy")
+    internal.add_argument("--fix-mime", type=yes_no, default=True, help="the malformed-MIME checks (default yes)")
+    internal.add_argument("--ignore-eol-check", type=yes_no, default=False, help="do not treat NUL/CR in MIME headers as suspicious (default no)")
+    internal.add_argument("--normalize", type=yes_no, default=True, help="decode RFC 2047 headers before matching rules (default yes)")
+    internal.add_argument("--unzip", type=yes_no, default=False, help="unpack zip attachments for the checks and scanners (default no)")
+    internal.add_argument("--block-password-protected", type=yes_no, default=False, help="quarantine password-protected archives (default no)")
+    internal.add_argument("--max-zip-size", type=non_negative_int, default=1_000_000_000, help="archives expanding beyond this are blocked (default %(default)s)")
+    internal.add_argument("--mime-unpacker", choices=("internal", "reformime"), default="internal", help="MIME unpacker (default internal)")
+    internal.add_argument("--dlp-monitor", default="", help="regex: matching policy events are logged and headed, not blocked")
+
+    spam = add("spam handling")
+    spam.add_argument("--sa-quarantine", type=float, default=None, help="score >= required+N goes to quarantine/spam")
+    spam.add_argument("--sa-delete", type=float, default=None, help="score >= required+N is dropped")
+    spam.add_argument("--sa-reject", type=yes_no, default=False, help="reject at SMTP instead of dropping (default no)")
+    spam.add_argument("--sa-subject", default="", help="tag the subject of spam with this text")
+    spam.add_argument("--sa-delta", type=float, default=0.0, help="add N to SpamAssassin's required score")
+    spam.add_argument("--sa-maxsize", type=non_negative_int, default=512_000, help="larger messages skip spam checks (default %(default)s)")
+    spam.add_argument("--sa-timeout", type=float, default=60.0, help="seconds for spamd (default %(default)s)")
+    spam.add_argument("--sa-alt", type=yes_no, default=False, help="(original) alternate SpamAssassin handling; accepted for compatibility")
+    spam.add_argument("--sa-report", type=yes_no, default=False, help="(original) add the SpamAssassin report; use verbose_spamassassin")
+    spam.add_argument("--sa-debug", type=yes_no, default=False, help="(original) SpamAssassin debug; use --debug")
+    spam.add_argument("--sa-faulttolerant", type=yes_no, default=False, help="spamd failures let mail pass unchecked (same as --scanner-fail spamd=pass)")
+    spam.add_argument("--settings-per-domain", type=yes_no, default=False, help="per-recipient/domain settings from settings_per_domain.txt (default no)")
+
+    logging = add("logging and headers")
+    logging.add_argument("--debug", default="yes", help="yes (=1), no, or a level; >= 100 keeps work files (default yes)")
+    logging.add_argument("--log-details", choices=("syslog", "mailstats", "no"), default="syslog", help="one line per message (default syslog)")
+    logging.add_argument("--log-crypto", type=yes_no, default=False, help="note PGP / S/MIME / encrypted zip in the log (default no)")
+    logging.add_argument("--archive", default="no", help="no, yes, or a regex on sender/recipients: copy matching mail to archives/")
+    logging.add_argument("--add-dscr-hdrs", choices=("yes", "no", "all"), default="no", help="descriptive X-Qmail-Scanner headers; all adds recipients (default no)")
+    logging.add_argument("--dscr-hdrs-text", default="X-Qmail-Scanner", help="name of those headers (default %(default)s)")
+
+    action = add("actions")
+    action.add_argument("--install", action="store_true", help="install the program, engine, spool and permissions (root, or with --prefix)")
+    action.add_argument("--batch", action="store_true", help="never prompt")
+    action.add_argument("--skip-setuid-test", action="store_true", help="do not build/test the setuid wrapper")
+    action.add_argument("--output", default="qmail-scanner-queue.py", help="where to write the generated program (default ./%(default)s)")
+    action.add_argument("--quiet", action="store_true", help="print only errors and the summary")
+    return parser
+
+
+def parse_debug(text: str) -> int:
+    """The original's --debug yes/no or a number."""
+    lowered = text.strip().lower()
+    if lowered in YES:
+        return 1
+    if lowered in NO:
+        return 0
+    try:
+        return max(0, int(lowered))
+    except ValueError:
+        raise SystemExit(f"configure.py: --debug takes yes, no or a number, not {text!r}") from None

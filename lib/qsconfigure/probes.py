@@ -1,0 +1,110 @@
+"""The probe framework: each probe is one small function; results print autoconf style."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+class ConfigureError(Exception):
+    """A requested component is missing or broken: one-line reason plus a hint."""
+
+    def __init__(self, reason: str, hint: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.hint = hint
+
+
+@dataclass
+class ProbeResult:
+    """What one probe found: a value to freeze (path, version...) or why it is absent."""
+
+    found: bool
+    value: str = ""  # the path or address found
+    version: str = ""
+    detail: str = ""  # why not found / what is wrong
+    hint: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        if not self.found:
+            return f"no ({self.detail})" if self.detail else "no"
+        text = self.value or "yes"
+        return f"{text} ({self.version})" if self.version else text
+
+
+@dataclass
+class ProbeLog:
+    """Every probe result, in order, for the summary and the generated program's header."""
+
+    lines: list[tuple[str, str]] = field(default_factory=list)
+    quiet: bool = False
+
+    def check(self, label: str, probe: Callable[[], ProbeResult]) -> ProbeResult:
+        """Run a probe, print `checking for <label>... <result>`, remember it."""
+        if not self.quiet:
+            print(f"checking for {label}... ", end="", flush=True)
+        result = probe()
+        description = result.describe()
+        if not self.quiet:
+            print(description)
+        self.lines.append((label, description))
+        return result
+
+
+def find_program(name: str, extra_dirs: tuple[str, ...] = ()) -> str | None:
+    """Find an executable on PATH or in the extra dirs (sbin dirs are not always on PATH)."""
+    search = os.pathsep.join([os.environ.get("PATH", ""), *extra_dirs, "/usr/sbin", "/usr/local/sbin", "/sbin"])
+    return shutil.which(name, path=search)
+
+
+def run_quietly(argv: list[str], timeout: float = 20.0, input_bytes: bytes | None = None) -> tuple[int, str]:
+    """Run a probe command without a shell; return (exit code, combined output); -1 if it cannot run."""
+    try:
+        completed = subprocess.run(
+            argv, input=input_bytes, capture_output=True, timeout=timeout, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return -1, str(error)
+    output = (completed.stdout + completed.stderr).decode("utf-8", "replace")
+    return completed.returncode, output
+
+
+def probe_python(requested: str) -> ProbeResult:
+    """The real interpreter binary: symlinks and version-manager shims resolved."""
+    candidate = requested or sys.executable
+    located = shutil.which(candidate) or candidate
+    code, output = run_quietly(
+        [located, "-I", "-S", "-c", "import sys, os; print(os.path.realpath(sys.executable)); print(sys.version.split()[0])"]
+    )
+    if code != 0:
+        return ProbeResult(False, detail=f"{candidate} does not run", hint="give --python /path/to/python3")
+    real_path, version = output.split()[:2]
+    major, minor = (int(x) for x in version.split(".")[:2])
+    if (major, minor) < (3, 9):
+        return ProbeResult(False, detail=f"Python {version} is too old", hint="Python 3.9 or newer is needed")
+    return ProbeResult(True, real_path, version)
+
+
+def probe_python_module(python: str, module: str, check_code: str = "") -> ProbeResult:
+    """A module importable by the target interpreter from one of configure's site dirs."""
+    site_dirs = [p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and os.path.isdir(p)]
+    code = (
+        "import sys, os\n"
+        f"sys.path[:0] = {site_dirs!r}\n"
+        f"import {module} as m\n"
+        f"{check_code}\n"
+        "d = os.path.dirname(os.path.dirname(os.path.abspath(m.__file__)))\n"
+        "print(d if os.path.basename(m.__file__) == '__init__.py' else os.path.dirname(os.path.abspath(m.__file__)))\n"
+        "print(getattr(m, '__version__', ''))\n"
+    )
+    exit_code, output = run_quietly([python, "-I", "-S", "-c", code])
+    if exit_code != 0:
+        last = output.strip().splitlines()[-1] if output.strip() else "import failed"
+        return ProbeResult(False, detail=last[:100], hint=f"pip install {module}")
+    lines = output.splitlines() + [""]
+    return ProbeResult(True, lines[0], lines[1])
