@@ -152,7 +152,7 @@ def hand_on(binary: str, pieces: list, envelope_raw: bytes) -> int:
         write_pieces(message_write, pieces)
         os.close(message_write)
         message_write = -1
-        _write_all(envelope_write, envelope_raw)
+        write_pieces(envelope_write, [envelope_raw])
     except OSError:
         fed_whole = False  # the next hop stopped reading; its exit code tells why
     finally:

@@ -1,0 +1,46 @@
+# qmail-scanner: `make demo` shows it working; `make test` sets up everything and runs every test.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: all demo test deps venv lint bench load soak clean help
+
+all: help
+
+help:
+	@echo "make demo    configure, install into ./demo, run sample messages, show what happened"
+	@echo "make test    install what the tests need (Debian packages as root, a venv), run every test"
+	@echo "make bench   per-message cost and unpacking speed, as ratios against a baseline"
+	@echo "make lint    ruff"
+	@echo "make load    concurrent senders through the program with faults, then an accounting"
+	@echo "make soak    a long fuzzing run with a summary"
+
+deps:
+	PYTHON=$(PYTHON) sh tests/install-deps.sh all
+
+venv:
+	PYTHON=$(PYTHON) sh tests/install-deps.sh venv
+
+demo: venv
+	sh tests/install-deps.sh debian
+	$(PY) contrib/demo.py
+
+test: deps
+	$(PY) -m ruff check lib tests configure.py contrib benchmarks
+	CI=$${CI:-} $(PY) -m pytest -q tests
+
+lint: venv
+	$(PY) -m ruff check lib tests configure.py contrib benchmarks
+
+bench: deps
+	$(PY) benchmarks/run.py
+
+load: deps
+	$(PY) benchmarks/load.py
+
+soak: deps
+	$(PY) tests/soak.py
+
+clean:
+	rm -rf demo build .pytest_cache .hypothesis .ruff_cache qmail-scanner-queue.py
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

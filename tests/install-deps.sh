@@ -1,0 +1,51 @@
+#!/bin/sh
+# Install what the tests and the demo need: Debian packages (as root) and a venv.
+# Usage: tests/install-deps.sh [debian|venv|all]
+set -eu
+cd "$(dirname "$0")/.."
+what=${1:-all}
+PYTHON=${PYTHON:-python3}
+
+DEBIAN_PACKAGES="gcc libc6-dev libmagic1 tnef maildrop clamav clamav-daemon clamdscan clamav-testfiles
+spamassassin spamd spamc rspamd chromium"
+
+debian() {
+    missing=""
+    for package in $DEBIAN_PACKAGES; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing="$missing $package"
+    done
+    [ -z "$missing" ] && return 0
+    if [ "$(id -u)" != 0 ]; then
+        echo "install-deps: missing Debian packages:$missing (run as root to install them)" >&2
+        return 0
+    fi
+    echo "install-deps: installing$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    # shellcheck disable=SC2086
+    apt-get install -y -q --no-install-recommends $missing >/dev/null 2>&1 || {
+        apt-get update -q >/dev/null
+        apt-get install -y -q --no-install-recommends $missing >/dev/null
+    }
+    # The packaged daemons must not hold the default sockets or eat memory: tests start their own.
+    for service in clamav-daemon clamav-freshclam spamd spamassassin rspamd; do
+        if command -v systemctl >/dev/null 2>&1; then systemctl stop "$service" >/dev/null 2>&1 || true; fi
+    done
+}
+
+venv() {
+    if [ ! -x .venv/bin/python ]; then
+        "$PYTHON" -m venv .venv
+    fi
+    stamp=.venv/.requirements-installed
+    if [ ! -f "$stamp" ] || [ tests/requirements.txt -nt "$stamp" ]; then
+        .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/requirements.txt
+        touch "$stamp"
+    fi
+}
+
+case "$what" in
+    debian) debian ;;
+    venv) venv ;;
+    all) debian; venv ;;
+    *) echo "usage: $0 [debian|venv|all]" >&2; exit 2 ;;
+esac
