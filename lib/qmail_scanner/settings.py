@@ -17,6 +17,7 @@ class ScannerConfig:
     scan_timeout: float = 120.0
     fail: str = "tempfail"  # tempfail | pass
     version: str = ""  # as probed at configure/-z time
+    extra_args: tuple[str, ...] = ()  # command-line scanners: extra argv words, e.g. --database=DIR
 
 
 @dataclass(frozen=True)
@@ -68,9 +69,11 @@ class Settings:
     max_parts: int = 5000
     max_decoded_bytes: int = 500_000_000
     max_expansion_ratio: int = 200
+    max_unpack_seconds: float = 300.0  # unpacking longer than this is a temporary failure
     dlp_monitor: str = ""
     virus_to_delete: bool = False
     virus_reject: bool = False
+    av_scan_parts: bool = False  # clamd: also stream each decoded part, not only the whole message
     # Spam.
     sa_quarantine: float | None = None
     sa_delete: float | None = None
@@ -84,6 +87,7 @@ class Settings:
     debug: int = 0  # 0 off; 1..3 more detail; >= 100 keeps work files
     log_details: str = "syslog"  # syslog | mailstats | no
     log_crypto: bool = False
+    syslog_socket: str = "/dev/log"  # where syslog lines go (BSD: /var/run/log)
     archive: str = ""  # "" off, "yes" all, else a regex on sender/recipients
     add_dscr_hdrs: str = "no"  # no | yes | all
     dscr_hdrs_text: str = "X-Qmail-Scanner"
@@ -97,7 +101,10 @@ class Settings:
         if unknown:
             raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
         values = dict(frozen)
-        values["scanners"] = tuple(ScannerConfig(**s) for s in frozen.get("scanners", ()))
+        values["scanners"] = tuple(
+            ScannerConfig(**{**s, **{k: tuple(s[k]) for k in ("addresses", "extra_args") if k in s}})
+            for s in frozen.get("scanners", ())
+        )
         for name in ("local_domains", "notify", "silent_viruses", "extra_sys_path"):
             if name in values:
                 values[name] = tuple(values[name])

@@ -1,0 +1,185 @@
+"""ClamAV's clamd over its own socket protocol: INSTREAM of the spooled message, with failover."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+import time
+from typing import TYPE_CHECKING
+
+from ..records import Finding, ScanResult
+from .common import (
+    STREAM_CHUNK_BYTES,
+    Deadline,
+    ScannerFailure,
+    connect,
+    file_chunks,
+    one_line,
+    scan_deadline,
+)
+
+if TYPE_CHECKING:
+    from ..main import Message
+    from ..settings import ScannerConfig
+
+END_OF_STREAM = b"\0\0\0\0"
+MAX_REPLY_BYTES = 4096
+# clamd closes the socket when a stream passes StreamMaxLength; the writer then sees one of these.
+HANGUP_ERRNOS = (errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED)
+
+
+def scan(config: ScannerConfig, message: Message) -> ScanResult:
+    """Stream the message (and, when asked, each decoded part) to clamd; name the viruses found."""
+    deadline = scan_deadline(config, message)
+    findings: list[Finding] = []
+    for label, fd in _streams(message):
+        try:
+            name = scan_fd_with_failover(config, fd, deadline)
+        finally:
+            if fd != message.message_fd:
+                os.close(fd)
+        if name:
+            findings.append(Finding("virus", name, f"Virus found: {name}", part_name=label))
+            break  # the first virus decides; scanning the rest would only cost time
+    return ScanResult(config.name, findings=tuple(findings))
+
+
+def _streams(message: Message):
+    """The spooled message, then the decoded parts when settings.av_scan_parts says so."""
+    yield "", message.message_fd
+    if not getattr(message.settings, "av_scan_parts", False) or message.unpacked is None:
+        return
+    for part in getattr(message.unpacked, "parts", ()):
+        path = getattr(part, "decoded_path", None)
+        if not path:
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue  # the unpacker removed or never finished it: the whole message was scanned
+        yield part.display_name, fd
+
+
+def scan_fd_with_failover(config: ScannerConfig, fd: int, deadline: Deadline) -> str:
+    """Try each address in order; return the virus name or "" for clean; ScannerFailure when none answered."""
+    if not config.addresses:
+        raise ScannerFailure("no clamd address configured")
+    problems = []
+    for address in config.addresses:
+        try:
+            return instream(address, fd, config.connect_timeout, deadline)
+        except ScannerFailure as failure:
+            problems.append(f"{address}: {failure}" if not str(failure).startswith(address) else str(failure))
+            if deadline.at <= time.monotonic():
+                break
+    raise ScannerFailure("; ".join(problems))
+
+
+def instream(address: str, fd: int, connect_timeout: float, deadline: Deadline) -> str:
+    """One INSTREAM exchange: the virus name, "" when clean, ScannerFailure otherwise."""
+    sock = connect(address, connect_timeout, deadline)
+    try:
+        hung_up = False
+        try:
+            sock.settimeout(deadline.left())
+            sock.sendall(b"zINSTREAM\0")
+            for chunk in file_chunks(fd, STREAM_CHUNK_BYTES):
+                sock.settimeout(deadline.left())
+                sock.sendall(struct.pack(">I", len(chunk)) + chunk)
+            sock.settimeout(deadline.left())
+            sock.sendall(END_OF_STREAM)
+        except socket.timeout:
+            raise ScannerFailure("timed out streaming the message") from None
+        except OSError as error:
+            if error.errno not in HANGUP_ERRNOS:
+                raise ScannerFailure(f"stream failed: {error.strerror or error}") from None
+            hung_up = True  # over StreamMaxLength, most likely: the reply may still be readable
+        reply = _read_reply(sock, deadline, hung_up)
+    finally:
+        sock.close()
+    return parse_reply(reply, hung_up)
+
+
+def _read_reply(sock: socket.socket, deadline: Deadline, hung_up: bool) -> bytes:
+    """The NUL-terminated reply; after a hang-up, whatever clamd managed to say (maybe nothing)."""
+    reply = bytearray()
+    while b"\0" not in reply:
+        try:
+            sock.settimeout(deadline.bounded(1.0) if hung_up else deadline.left())
+            chunk = sock.recv(MAX_REPLY_BYTES)
+        except socket.timeout:
+            if hung_up:
+                break
+            raise ScannerFailure("timed out waiting for the reply") from None
+        except OSError as error:
+            if hung_up:
+                break
+            raise ScannerFailure(f"connection lost reading the reply: {error.strerror or error}") from None
+        if not chunk:
+            break
+        reply += chunk
+        if len(reply) > MAX_REPLY_BYTES:
+            raise ScannerFailure("reply too long")
+    return bytes(reply)
+
+
+def parse_reply(reply: bytes, hung_up: bool = False) -> str:
+    """`stream: OK` -> "", `stream: <name> FOUND` -> name; anything else is a failure."""
+    text = reply.split(b"\0", 1)[0].decode("utf-8", "replace").strip()
+    if text.startswith("stream: ") and not hung_up:
+        body = text[len("stream: ") :]
+        if body == "OK":
+            return ""
+        if body.endswith(" FOUND") and len(body) > len(" FOUND"):
+            name = body[: -len(" FOUND")].strip()
+            if name and all(c.isprintable() and not c.isspace() for c in name):
+                return name
+    if text.endswith("ERROR"):
+        if "size limit" in text:
+            raise ScannerFailure(f"message over clamd's StreamMaxLength ({one_line(text)})")
+        raise ScannerFailure(f"clamd error: {one_line(text)}")
+    if hung_up:
+        raise ScannerFailure("clamd closed the connection while the message was sent (StreamMaxLength?)")
+    if not text:
+        raise ScannerFailure("clamd closed the connection without a reply")
+    raise ScannerFailure(f"reply not understood: {one_line(text)}")
+
+
+def simple_command(address: str, command: str, connect_timeout: float, deadline: Deadline) -> str:
+    """Send a z-command (PING, VERSION) and return the reply text."""
+    sock = connect(address, connect_timeout, deadline)
+    try:
+        sock.settimeout(deadline.left())
+        try:
+            sock.sendall(b"z" + command.encode("ascii") + b"\0")
+        except OSError as error:
+            raise ScannerFailure(f"{address}: send failed: {error}") from None
+        reply = _read_reply(sock, deadline, False)
+    finally:
+        sock.close()
+    if not reply.endswith(b"\0"):
+        raise ScannerFailure(f"{address}: incomplete reply to {command}")
+    return reply[:-1].decode("utf-8", "replace").strip()
+
+
+def version(config: ScannerConfig, timeout: float = 10.0) -> str:
+    """The trace form of clamd's version, `1.4.3/27000`, from the first address that answers."""
+    deadline = Deadline(timeout)
+    problems = []
+    for address in config.addresses:
+        try:
+            text = simple_command(address, "VERSION", config.connect_timeout, deadline)
+        except ScannerFailure as failure:
+            problems.append(str(failure))
+            continue
+        return trace_version(text)
+    raise ScannerFailure("; ".join(problems) or "no clamd address configured")
+
+
+def trace_version(text: str) -> str:
+    """`ClamAV 1.4.3/27000/Tue ...` -> `1.4.3/27000`; `ClamAV 1.4.3` -> `1.4.3`."""
+    if text.startswith("ClamAV "):
+        text = text[len("ClamAV ") :]
+    return "/".join(text.split("/")[:2]).strip()
