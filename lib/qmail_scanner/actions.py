@@ -12,9 +12,9 @@ from __future__ import annotations
 import base64
 import os
 import re
-import time
 from typing import TYPE_CHECKING
 
+from .logs import rfc2822_date
 from .outcomes import PermanentReject, TemporaryFailure
 from .records import Verdict
 from .spool import deliver_to_maildir
@@ -229,11 +229,6 @@ def envelope_block(message: Message, verdict: Verdict, kind: str) -> bytes:
     if verdict.reason:
         lines.append(f"X-QS-Envelope-Reason: {header_safe(verdict.reason, 900)}\n")
     return "".join(lines).encode("utf-8", "surrogateescape")
-
-
-def rfc2822_date(when: float | None = None) -> str:
-    """`Wed, 26 Mar 2008 10:00:00 +0100` in local time (the C locale's names)."""
-    return time.strftime("%a, %d %b %Y %H:%M:%S %z", time.localtime(when))
 
 
 def quarantine(message: Message, verdict: Verdict) -> str:

@@ -1,0 +1,193 @@
+"""The logs of the original: one syslog line or mailstats.csv row per message, quarantine.log, the debug trace.
+
+Field order (syslog: space-separated with spaces inside fields turned into `_`; mailstats.csv:
+TAB-separated, with the date first):
+
+    status seconds size sender recipients subject message-id attachment:size...
+
+`status` is `Clear:RC:1(ip):SA:0(1.2/5.0):` for delivered mail (trace.status_text) and
+`<Quarantined|Dropped|Failed>:<Kind>(<reason>):RC:1(ip):` otherwise; `--log-crypto` appends
+`CR:PGP(signed):`-style tags. The null sender is `<>`; an empty field is `-`; recipients are
+comma-separated. quarantine.log: date, sender, recipients, subject, reason, kind, id (TABs).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING
+
+from .trace import header_safe, status_text
+
+if TYPE_CHECKING:
+    from .main import Message
+    from .records import Verdict
+
+SYSLOG_FACILITY_MAIL = 2
+SYSLOG_INFO = 6
+SYSLOG_TAG = "qmail-scanner"
+KIND_WORDS = {"viruses": "Virus", "policy": "Policy", "spam": "Spam"}
+ACTION_WORDS = {"quarantine": "Quarantined", "drop": "Dropped", "failed": "Failed", "reject": "Rejected"}
+
+
+def note(message: Message, text: str, level: int = 1) -> None:
+    """Add a step to the debug trace when --debug is at least `level`."""
+    if message.settings.debug >= level:
+        message.notes.append(f"+{message.seconds():.3f}s {text}")
+
+
+def log_message(message: Message, verdict: Verdict, code: int, stored_path: str = "") -> None:
+    """Write everything the site asked to be logged about this message."""
+    settings = message.settings
+    if settings.log_details in ("syslog", "mailstats"):
+        fields = log_fields(message, verdict, code)
+        if settings.log_details == "syslog":
+            send_syslog(" ".join(field.replace(" ", "_") for field in fields), settings.syslog_socket)
+        else:
+            append_line(os.path.join(settings.spooldir, "mailstats.csv"), "\t".join([log_date(), *fields]))
+    if verdict.action in ("quarantine", "drop", "failed"):
+        envelope = message.envelope
+        row = [
+            rfc2822_date(),
+            envelope.sender or "<>",
+            ",".join(envelope.recipients),
+            header_subject(message),
+            verdict.reason,
+            verdict.quarantine_kind or verdict.action,
+            os.path.basename(stored_path) or "-",
+        ]
+        append_line(os.path.join(settings.spooldir, "quarantine.log"), "\t".join(_tab_safe(v) for v in row))
+    note(message, f"finished: {verdict.action} ({verdict.reason or 'clean'}), exit {code}")
+    write_debug_trace(message)
+
+
+def log_fields(message: Message, verdict: Verdict, code: int) -> list[str]:
+    """The per-message fields in the original's order (attachments are the trailing fields)."""
+    envelope = message.envelope
+    fields = [
+        status_field(message, verdict, code),
+        f"{message.seconds():.3f}",
+        str(message.area.message_size),
+        envelope.sender or "<>",
+        ",".join(envelope.recipients) or "-",
+        header_subject(message) or "-",
+        header_message_id(message) or "-",
+    ]
+    fields = [_tab_safe(field) for field in fields]
+    for part in getattr(message.unpacked, "parts", ()) or ():
+        if part.filenames:
+            name = part.filenames[0] if not part.container else f"{part.container}/{part.filenames[0]}"
+            fields.append(_tab_safe(f"{name}:{part.size}", 255))
+    return fields
+
+
+def status_field(message: Message, verdict: Verdict, code: int) -> str:
+    """`Clear:RC:...` for delivered mail; `Quarantined:Virus(<reason>):RC:...` for the rest."""
+    relay_and_ip = status_text(verdict, message.environ).split(":", 1)[1]  # "RC:1(ip):..."
+    if verdict.action == "deliver":
+        status = "Clear:" + relay_and_ip if code == 0 else f"Failed({code}):" + relay_and_ip
+    else:
+        word = ACTION_WORDS.get(verdict.action, verdict.action.capitalize())
+        kind = KIND_WORDS.get(verdict.quarantine_kind, "")
+        status = f"{word}:{kind}({header_safe(verdict.reason, 200)}):" + relay_and_ip
+    if message.settings.log_crypto:
+        status += "".join(f"CR:{tag}:" for tag in crypto_tags(message))
+    return status
+
+
+def crypto_tags(message: Message) -> list[str]:
+    """`PGP(signed)`, `SMIME(encrypted)`, `ZIP(encrypted)`, as the unpacker found them."""
+    return list(getattr(message.unpacked, "crypto_tags", ()) or ())
+
+
+def header_subject(message: Message) -> str:
+    """The Subject as the unpacker decoded it, else as written."""
+    value = getattr(message.unpacked, "subject", None)
+    if value is None:
+        value = raw_header_value(message.area.header_bytes, b"subject")
+    return header_safe(" ".join(value.split()), 200)
+
+
+def header_message_id(message: Message) -> str:
+    """The Message-ID header."""
+    value = getattr(message.unpacked, "message_id", None)
+    if value is None:
+        value = raw_header_value(message.area.header_bytes, b"message-id")
+    return header_safe(value, 200)
+
+
+def raw_header_value(head: bytes, name: bytes) -> str:
+    """The first header of that name in the top header block, unfolded."""
+    collected: list[bytes] = []
+    for line in head.split(b"\n"):
+        if not line:
+            break
+        if collected:
+            if line[:1] in (b" ", b"\t"):
+                collected.append(line.strip())
+                continue
+            break
+        colon = line.find(b":")
+        if colon > 0 and line[:colon].rstrip().lower() == name:
+            collected.append(line[colon + 1 :].strip())
+    return b" ".join(collected).decode("utf-8", "replace")
+
+
+def _tab_safe(value: str, limit: int = 1003) -> str:
+    return header_safe(value.replace("\t", " "), limit)
+
+
+def log_date(when: float | None = None) -> str:
+    """The mailstats.csv date: `2008-03-26 10:00:00 +0100` (local time, sortable)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(when))
+
+
+def rfc2822_date(when: float | None = None) -> str:
+    """`Wed, 26 Mar 2008 10:00:00 +0100` in local time (the C locale's names)."""
+    return time.strftime("%a, %d %b %Y %H:%M:%S %z", time.localtime(when))
+
+
+def append_line(path: str, line: str) -> None:
+    """Append one line to a log file."""
+    append_text(path, line.replace("\n", " ") + "\n")
+
+
+def append_text(path: str, text: str) -> None:
+    """Append with a single O_APPEND write, so concurrent processes never interleave."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, 0o640)
+    try:
+        os.write(fd, text.encode("utf-8", "replace"))
+    finally:
+        os.close(fd)
+
+
+def send_syslog(line: str, socket_path: str = "/dev/log") -> None:
+    """One line to syslog, facility mail, tag `qmail-scanner[pid]` (what glibc's syslog(3) sends)."""
+    import socket
+
+    priority = SYSLOG_FACILITY_MAIL * 8 + SYSLOG_INFO
+    stamp = time.strftime("%b %d %H:%M:%S", time.localtime())
+    packet = f"<{priority}>{stamp} {SYSLOG_TAG}[{os.getpid()}]: {line}".encode("utf-8", "replace")[:8192]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+        try:
+            sender.connect(socket_path)
+        except OSError:
+            # Older syslog daemons listen on a stream socket.
+            sender.close()
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stream:
+                stream.connect(socket_path)
+                stream.sendall(packet + b"\0")
+            return
+        sender.send(packet)
+
+
+def write_debug_trace(message: Message) -> None:
+    """--debug: append the collected steps to qmail-queue.log as `<date>:<pid>: <step>`."""
+    if not message.settings.debug or not message.notes:
+        return
+    stamp = time.strftime("%d/%m/%Y %H:%M:%S", time.localtime())
+    prefix = f"{stamp}:{os.getpid()}: {message.area.message_id} "
+    text = "".join(prefix + header_safe(line, 2000) + "\n" for line in message.notes)
+    message.notes.clear()
+    append_text(os.path.join(message.settings.spooldir, "qmail-queue.log"), text)

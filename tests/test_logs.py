@@ -1,0 +1,134 @@
+"""The log lines of the original: syslog, mailstats.csv, quarantine.log, qmail-queue.log."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from actions_fixtures import make_message, make_settings
+from qmail_scanner.actions import carry_out
+from qmail_scanner.logs import raw_header_value
+from qmail_scanner.records import Finding, ScanResult, Verdict
+from report_fixtures import load_report_module
+
+pytest_plugins = ("actions_fixtures",)
+
+MESSAGE = (
+    b"From: Alice <alice@example.net>\nSubject: quarterly\n report\tfigures\nMessage-ID: <q1@example.net>\n\nnumbers\n"
+)
+
+
+@pytest.fixture
+def syslog_socket(tmp_path):
+    """A real datagram socket standing where /dev/log would be."""
+    path = str(tmp_path / "log")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(path)
+    listener.settimeout(5)
+    yield path, listener
+    listener.close()
+
+
+def test_syslog_line_has_the_original_fields(tmp_path, standin_binary, queue_dir, syslog_socket):
+    path, listener = syslog_socket
+    settings = make_settings(tmp_path / "spool", qmail_queue_binary=standin_binary, syslog_socket=path)
+    message = make_message(
+        settings,
+        MESSAGE,
+        sender="alice@example.net",
+        recipients=("bob@example.org", "carol@example.org"),
+        environ={"TCPREMOTEIP": "192.0.2.7", "RELAYCLIENT": ""},
+    )
+    result = ScanResult(scanner="spamd", spam_score=1.2, spam_required=5.0)
+    assert carry_out(message, Verdict(scan_results=[result])) == 0
+    packet = listener.recv(8192).decode()
+    assert packet.startswith("<22>")  # facility mail, level info
+    prefix = packet.split(": ", 1)[0]
+    assert prefix.endswith("]") and " qmail-scanner[" in prefix
+    report = load_report_module()
+    record = report.parse_syslog_line(packet)
+    assert record.status == "Clear:RC:1(192.0.2.7):SA:0(1.2/5.0):"
+    assert record.size == len(MESSAGE)
+    assert record.sender == "alice@example.net"
+    assert record.recipients == ["bob@example.org", "carol@example.org"]
+    assert record.subject == "quarterly_report_figures"
+    assert record.message_id == "<q1@example.net>"
+    assert record.relay_client is True
+    assert 0 <= record.seconds < 5
+
+
+def test_mailstats_row_and_quarantine_log(tmp_path, standin_binary, queue_dir):
+    spool = tmp_path / "spool"
+    settings = make_settings(spool, qmail_queue_binary=standin_binary, log_details="mailstats")
+    verdict = Verdict(
+        action="quarantine",
+        quarantine_kind="viruses",
+        reason="Eicar-Test-Signature",
+        findings=[Finding(kind="virus", rule="Eicar-Test-Signature", reason="Eicar-Test-Signature")],
+    )
+    message = make_message(settings, MESSAGE, sender="", recipients=("bob@example.org",))
+    assert carry_out(message, verdict) == 0
+    report = load_report_module()
+    [row] = (spool / "mailstats.csv").read_text().splitlines()
+    record = report.parse_mailstats_line(row)
+    assert record.status.startswith("Quarantined:Virus(Eicar-Test-Signature):RC:0(192.0.2.7):")
+    assert record.sender == "<>"
+    assert record.subject == "quarterly report figures"  # spaces kept in the TAB-separated file
+    assert record.when.year >= 2024
+    [qline] = (spool / "quarantine.log").read_text().splitlines()
+    fields = qline.split("\t")
+    assert fields[4] == "Eicar-Test-Signature"
+    assert fields[1:4] == ["<>", "bob@example.org", "quarterly report figures"]
+    assert fields[5] == "viruses" and fields[6] == message.area.message_id
+    assert report.parse_quarantine_line(qline).reason == "Eicar-Test-Signature"
+
+
+def test_no_logging_when_log_details_no(tmp_path, standin_binary, queue_dir):
+    spool = tmp_path / "spool"
+    settings = make_settings(spool, qmail_queue_binary=standin_binary, log_details="no", syslog_socket="/nonexistent")
+    assert carry_out(make_message(settings, MESSAGE), Verdict()) == 0
+    assert not (spool / "mailstats.csv").exists()
+
+
+def test_logging_failure_never_changes_exit_code(tmp_path, standin_binary, queue_dir, capfd):
+    settings = make_settings(tmp_path / "spool", qmail_queue_binary=standin_binary, syslog_socket="/nonexistent")
+    assert carry_out(make_message(settings, MESSAGE), Verdict()) == 0
+    assert "logging failed" in capfd.readouterr().err
+
+
+def test_crypto_tags_in_status(tmp_path, standin_binary, queue_dir):
+    spool = tmp_path / "spool"
+    settings = make_settings(spool, qmail_queue_binary=standin_binary, log_details="mailstats", log_crypto=True)
+    message = make_message(settings, MESSAGE)
+
+    class Unpacked:
+        parts = ()
+        subject = "signed"
+        message_id = "<s@x>"
+        crypto_tags = ["PGP(signed)"]
+
+    message.unpacked = Unpacked()
+    assert carry_out(message, Verdict()) == 0
+    row = (spool / "mailstats.csv").read_text()
+    assert "\tClear:RC:0(192.0.2.7):CR:PGP(signed):\t" in row
+
+
+def test_debug_trace_written_with_levels(tmp_path, standin_binary, queue_dir):
+    from qmail_scanner.logs import note
+
+    spool = tmp_path / "spool"
+    settings = make_settings(spool, qmail_queue_binary=standin_binary, log_details="no", debug=1)
+    message = make_message(settings, MESSAGE)
+    note(message, "unpacked 1 part")
+    note(message, "detail only at level 2", level=2)
+    assert carry_out(message, Verdict()) == 0
+    lines = (spool / "qmail-queue.log").read_text().splitlines()
+    assert any(line.endswith("unpacked 1 part") for line in lines)
+    assert not any("level 2" in line for line in lines)
+    assert all(f": {message.area.message_id} +" in line for line in lines)
+
+
+def test_raw_header_value_unfolds():
+    assert raw_header_value(MESSAGE, b"subject") == "quarterly report\tfigures"
+    assert raw_header_value(b"A: 1\n\nSubject: body\n", b"subject") == ""
