@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,8 @@ class Settings:
     add_dscr_hdrs: str = "no"  # no | yes | all
     dscr_hdrs_text: str = "X-Qmail-Scanner"
     settings_per_domain: bool = False
+    settings_per_domain_file: str = ""  # default: <spooldir>/settings_per_domain.txt
+    alert_texts: dict = field(default_factory=dict)  # field -> text in --lang, rendered at configure time
 
     @classmethod
     def from_mapping(cls, frozen: dict) -> Settings:
