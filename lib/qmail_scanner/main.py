@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+# _signal, not signal: the signal module imports enum, a few milliseconds per message.
+import _signal as signal
 import os
-import signal
 import sys
 import time
-from dataclasses import dataclass, field
 
 from . import outcomes
 from .outcomes import Outcome, TemporaryFailure
 from .queue_protocol import hand_on, read_envelope, report_outcome, seal_inherited_fds
 from .records import Envelope, Verdict
+from .recordtype import field, record
 from .settings import Settings
 from .spool import WorkArea, create_work_area, spool_message
 
 
-@dataclass
+@record
 class Message:
     """One message in flight: what every step after spooling may look at."""
 
@@ -102,7 +103,7 @@ def process_message(settings: Settings, environ: dict[str, str]) -> int:
         _quiet_signals()
         _say("out of memory")
         code = outcomes.TEMP_OUT_OF_MEMORY
-    except Exception as error:  # noqa: BLE001 - any bug must end as a temporary failure
+    except Exception as error:
         _quiet_signals()
         _say(f"internal error {type(error).__name__}: {error}")
         failure = TemporaryFailure("4.3.0 temporary scanner problem, try again later")

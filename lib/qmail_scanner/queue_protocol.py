@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import stat
 
 from .outcomes import (
@@ -167,7 +166,7 @@ def hand_on(binary: str, pieces: list, envelope_raw: bytes) -> int:
     except BaseException:
         # Deadline or termination while qmail-queue runs: it has not committed, stop it.
         try:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, 9)  # SIGKILL; the signal module costs an enum import
             os.waitpid(pid, 0)
         except OSError:
             pass

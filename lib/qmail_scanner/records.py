@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from .recordtype import field, record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Envelope:
     """What the caller wrote on fd 1: `F<sender>\\0`, `T<rcpt>\\0`..., `\\0`."""
 
@@ -14,7 +14,7 @@ class Envelope:
     raw: bytes  # the exact bytes, handed on unchanged
 
 
-@dataclass
+@record
 class Part:
     """One MIME part or archive member, as the unpacker saw it."""
 
@@ -36,7 +36,7 @@ class Part:
         return self.filenames[0] if self.filenames else ""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Finding:
     """A reason to act on a message, found by a check or a scanner."""
 
@@ -47,7 +47,7 @@ class Finding:
     monitor_only: bool = False  # --dlp-monitor: log and head, do not block
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ScanResult:
     """What one scanner said about one message."""
 
@@ -64,7 +64,7 @@ class ScanResult:
     subject_tag: str = ""  # prefix to add to Subject:
 
 
-@dataclass
+@record
 class Verdict:
     """The decision for one message."""
 

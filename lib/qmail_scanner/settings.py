@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from .recordtype import field, fields, record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ScannerConfig:
     """One configured scanner: its name, where it listens, and what a failure means."""
 
@@ -20,7 +20,7 @@ class ScannerConfig:
     extra_args: tuple[str, ...] = ()  # command-line scanners: extra argv words, e.g. --database=DIR
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Settings:
     """Everything the generated program knows about this site, frozen at configure time."""
 
