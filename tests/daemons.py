@@ -342,52 +342,52 @@ def dead_socket_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
-def clamd_server():
+@pytest.fixture(scope="session", name="clamd_server")
+def clamd_server_fixture():
     server = ClamdServer("clamd", tcp=True).start()
     yield server
     server.remove()
 
 
-@pytest.fixture(scope="session")
-def clamd_small_stream():
+@pytest.fixture(scope="session", name="clamd_small_stream")
+def clamd_small_stream_fixture():
     """A clamd whose StreamMaxLength is 100 KiB, to see the over-limit handling."""
     server = ClamdServer("clamd-small", stream_max_length="100K").start()
     yield server
     server.remove()
 
 
-@pytest.fixture()
-def clamd_disposable():
+@pytest.fixture(name="clamd_disposable")
+def clamd_disposable_fixture():
     """A clamd a test may stop."""
     server = ClamdServer("clamd-disposable").start()
     yield server
     server.remove()
 
 
-@pytest.fixture(scope="session")
-def spamd_server():
+@pytest.fixture(scope="session", name="spamd_server")
+def spamd_server_fixture():
     server = SpamdServer().start()
     yield server
     server.remove()
 
 
-@pytest.fixture(scope="session")
-def rspamd_server():
+@pytest.fixture(scope="session", name="rspamd_server")
+def rspamd_server_fixture():
     server = RspamdServer().start()
     yield server
     server.remove()
 
 
-@pytest.fixture()
-def silent_server():
+@pytest.fixture(name="silent_server")
+def silent_server_fixture():
     server = FakeServer("silent")
     yield server
     server.close()
 
 
-@pytest.fixture()
-def fake_server_factory():
+@pytest.fixture(name="fake_server_factory")
+def fake_server_factory_fixture():
     servers: list[FakeServer] = []
 
     def make(mode: str, reply: bytes = b"", read_request: bool = True) -> FakeServer:

@@ -127,8 +127,9 @@ def _read_reply(sock: socket.socket, deadline: Deadline, hung_up: bool) -> bytes
 
 def parse_reply(reply: bytes, hung_up: bool = False) -> str:
     """`stream: OK` -> "", `stream: <name> FOUND` -> name; anything else is a failure."""
+    complete = b"\0" in reply  # without its NUL the reply may have been cut short
     text = reply.split(b"\0", 1)[0].decode("utf-8", "replace").strip()
-    if text.startswith("stream: ") and not hung_up:
+    if text.startswith("stream: ") and complete and not hung_up:
         body = text[len("stream: ") :]
         if body == "OK":
             return ""
