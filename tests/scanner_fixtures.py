@@ -8,12 +8,12 @@ import os
 import struct
 import time
 import zipfile
-from dataclasses import replace
 from pathlib import Path
 
 from daemons import EICAR, GTUBE
 from qmail_scanner.main import Message
 from qmail_scanner.records import Envelope
+from qmail_scanner.recordtype import replace
 from qmail_scanner.settings import ScannerConfig, Settings
 from qmail_scanner.spool import create_layout, create_work_area, spool_message
 

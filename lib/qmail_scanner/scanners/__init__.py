@@ -122,7 +122,7 @@ def run_one(config: ScannerConfig, message: Message, versions: dict[str, str]) -
         return failed_result(config, f"internal error {type(error).__name__}: {error}", versions)
     version = versions.get(config.name) or config.version
     if version and not result.version:
-        from dataclasses import replace
+        from ..recordtype import replace
 
         result = replace(result, version=version)
     return result

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..records import Finding, ScanResult
+from ..recordtype import record
 from .common import ScannerFailure, one_line, scan_deadline
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 MAX_OUTPUT_BYTES = 1_000_000
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CommandLineAV:
     """How to run one command-line scanner and read its answer."""
 
