@@ -83,6 +83,7 @@ class Installation:
         rlimit_fsize: int | None = None,
         timeout: float = 120.0,
         args: tuple[str, ...] = (),
+        command: list[str] | None = None,
     ) -> RunResult:
         """Run the installed program once, as qmail-smtpd would, and collect the outcome."""
         before = set(self.sink.glob("*.msg"))
@@ -103,7 +104,7 @@ class Installation:
 
         started = time.monotonic()
         process = subprocess.Popen(
-            [str(self.program), *args],
+            command or [str(self.program), *args],
             stdin=message_read,
             stdout=envelope_read,
             stderr=subprocess.PIPE,

@@ -6,8 +6,6 @@ import os
 import pprint
 import re
 import sys
-from dataclasses import fields
-
 from .options import parse_debug
 from .probes import ConfigureError
 
@@ -126,7 +124,7 @@ def build_settings(args, facts: dict, version: str, command: str) -> dict:
         "settings_per_domain": args.settings_per_domain,
     }
     settings_class = _engine_settings_class()
-    known = {f.name for f in fields(settings_class)}
+    known = {spec.name for spec in settings_class.__record_fields__}
     if "alert_texts" in known:
         from .alert_texts import render_alert_texts
 
