@@ -78,7 +78,7 @@ def bench_startup(workdir: Path) -> dict:
 
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="qs-bench-") as directory:
-        context = bench_startup(Path(directory))
+        bench_startup(Path(directory))
         for name in ("bench_unpack", "bench_scanners"):
             try:
                 module = importlib.import_module(name)
