@@ -1,0 +1,352 @@
+"""Site policy rules from quarantine-events.txt: attachment names, headers, virtual headers, real types.
+
+File format (the original's): `value<TAB>type<TAB>description`, `#` comments, case-insensitive.
+The hot path loads a compiled form (marshal of plain data) kept beside the source; a newer
+source is recompiled on the fly, and a broken source never stops the mail flow: the last good
+compiled form stays in use and the problem is logged on stderr.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import re
+import sys
+from typing import TYPE_CHECKING
+
+from .records import Finding
+
+if TYPE_CHECKING:
+    from .main import Message
+    from .settings import Settings
+
+RULES_FILE = "quarantine-events.txt"
+COMPILED_FILE = "quarantine-events.compiled"
+FORMAT_VERSION = 1
+VIRTUAL_HEADERS = (
+    "MAILFROM",
+    "RCPTTO",
+    "REMOTEIPADDR",
+    "ZIPPASSWORDPROTECTED",
+    "FILELENGTHTOOLONG",
+    "FILEDOUBLEBARRELED",
+    "FILECLSID",
+    "CRYPTODETAILS",
+)
+_PLAIN_NAME = re.compile(r"[\w.~ -]+")
+_HEADER_NAME = re.compile(r"[!-9;-~]+")
+
+# A compiled rule is a plain tuple, so marshal can store it:
+# (line number, kind, value, parameter, description)
+#   kind "name": value = name pattern, parameter = exact size or -1
+#   kind "header": value = regex, parameter = lower-case header name or virtual name
+#   kind "type": value = real-type regex, parameter = name pattern ("" = any name)
+Rule = tuple
+
+
+class RuleError(ValueError):
+    """One bad line of the rules file."""
+
+
+def rules_path(settings: Settings) -> str:
+    return os.path.join(settings.spooldir, RULES_FILE)
+
+
+def compiled_path(settings: Settings) -> str:
+    return os.path.join(settings.spooldir, COMPILED_FILE)
+
+
+def _is_plain(value: str) -> bool:
+    return bool(_PLAIN_NAME.fullmatch(value))
+
+
+def parse_line(number: int, line: str) -> Rule | None:
+    """One line of the rules file as a compiled rule; None for blanks and comments."""
+    text = line.rstrip("\r\n")
+    if not text.strip() or text.lstrip().startswith("#"):
+        return None
+    fields = [f for f in re.split(r"\t+", text.strip(" ")) if f != ""]
+    if len(fields) < 3:
+        raise RuleError("expected value<TAB>type<TAB>description (TAB-separated, three fields)")
+    value, kind, description = fields[0], fields[1].strip(), "\t".join(fields[2:]).strip()
+    upper = kind.upper()
+    if upper.startswith("SIZE="):
+        size_text = kind[5:].strip()
+        if not re.fullmatch(r"-1|\d+", size_text):
+            raise RuleError(f"SIZE must be -1 or a number of bytes, not {size_text!r}")
+        _check_name_pattern(value)
+        return (number, "name", value, int(size_text), description)
+    if upper == "TYPE" or upper.startswith("TYPE="):
+        type_pattern = kind[5:].strip() if upper.startswith("TYPE=") else value
+        name_pattern = value if upper.startswith("TYPE=") and value not in ("*", ".*") else ""
+        if not type_pattern:
+            raise RuleError("TYPE= needs a real type, e.g. TYPE=application/x-dosexec")
+        _compile(type_pattern)
+        if name_pattern:
+            _check_name_pattern(name_pattern)
+        return (number, "type", type_pattern, name_pattern, description)
+    header = kind[:-1].strip() if kind.endswith(":") else kind
+    if header.upper() in VIRTUAL_HEADERS:
+        _compile(value)
+        return (number, "header", value, header.upper(), description)
+    if kind.endswith(":") and _HEADER_NAME.fullmatch(header):
+        _compile(value)
+        return (number, "header", value, header.lower(), description)
+    raise RuleError(f"unknown rule type {kind!r} (SIZE=n, TYPE=..., a header name with ':', or a virtual header)")
+
+
+def _compile(pattern: str) -> re.Pattern:
+    try:
+        return re.compile(pattern, re.I)
+    except re.error as error:
+        raise RuleError(f"bad regular expression {pattern!r}: {error}") from None
+
+
+def _check_name_pattern(value: str) -> None:
+    if not _is_plain(value):
+        _compile(f"(?:{value})$")
+
+
+def parse_rules(text: str) -> tuple[list[Rule], list[tuple[int, str, str]]]:
+    """All good rules, and every bad line as (line number, reason, line)."""
+    rules: list[Rule] = []
+    errors: list[tuple[int, str, str]] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        try:
+            rule = parse_line(number, line)
+        except RuleError as error:
+            errors.append((number, str(error), line))
+            continue
+        if rule is not None:
+            rules.append(rule)
+    return rules, errors
+
+
+def _read_source(path: str) -> tuple[str, tuple[int, int]]:
+    with open(path, "rb") as source:
+        stat = os.fstat(source.fileno())
+        data = source.read()
+    return data.decode("utf-8", "replace"), (stat.st_mtime_ns, stat.st_size)
+
+
+def _write_compiled(path: str, rules: list[Rule], stamp: tuple[int, int]) -> None:
+    """Atomically replace the compiled form (write a temp file, then rename)."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    data = marshal.dumps({"version": FORMAT_VERSION, "source": list(stamp), "rules": [list(r) for r in rules]})
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+
+
+def _read_compiled(path: str) -> dict | None:
+    try:
+        with open(path, "rb") as compiled:
+            data = marshal.loads(compiled.read())
+    except (OSError, EOFError, ValueError, TypeError):
+        return None
+    if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
+        return None
+    return data
+
+
+def _complain(text: str) -> None:
+    sys.stderr.write(f"qmail-scanner[{os.getpid()}]: {text}\n")
+
+
+def load_rules(settings: Settings) -> list[Rule]:
+    """The rules in force: the compiled form, refreshed when the source changed."""
+    source = rules_path(settings)
+    compiled = compiled_path(settings)
+    data = _read_compiled(compiled)
+    try:
+        stat = os.stat(source)
+    except OSError:
+        return [tuple(r) for r in data["rules"]] if data else []
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    if data and tuple(data.get("source", ())) == stamp:
+        return [tuple(r) for r in data["rules"]]
+    try:
+        text, stamp = _read_source(source)
+    except OSError as error:
+        _complain(f"POLICY: cannot read {source}: {error.strerror}; keeping the compiled rules")
+        return [tuple(r) for r in data["rules"]] if data else []
+    rules, errors = parse_rules(text)
+    if errors:
+        for number, reason, _line in errors:
+            _complain(f"POLICY ERROR {source} line {number}: {reason}")
+        if data:
+            _complain(f"POLICY: {source} is broken; still using the last good compiled rules")
+            return [tuple(r) for r in data["rules"]]
+        _complain(f"POLICY: {source} is broken and no compiled rules exist; using its {len(rules)} good lines")
+        return rules
+    try:
+        _write_compiled(compiled, rules, stamp)
+    except OSError as error:
+        _complain(f"POLICY: cannot write {compiled}: {error.strerror} (run -g as the scanner user)")
+    return rules
+
+
+# ---------------------------------------------------------------- matching
+
+
+def _name_matches(pattern: str, name: str) -> bool:
+    """An attachment value matches the end of a name (`.exe`, `happy99.exe`) or, as a regex, its end."""
+    from .formatcheck import windows_name
+
+    name = windows_name(name)
+    if _is_plain(pattern):
+        return name.lower().endswith(pattern.lower())
+    return re.search(f"(?:{pattern})$", name, re.I) is not None
+
+
+def _virtual_values(message: Message, header: str) -> list[str]:
+    from . import formatcheck
+
+    unpacked = message.unpacked
+    parts = unpacked.parts if unpacked is not None else []
+    if header == "MAILFROM":
+        return [message.envelope.sender]
+    if header == "RCPTTO":
+        return list(message.envelope.recipients)
+    if header == "REMOTEIPADDR":
+        return [message.environ.get("TCPREMOTEIP", "")]
+    if header == "CRYPTODETAILS":
+        return list(unpacked.crypto) if unpacked is not None else []
+    if header == "ZIPPASSWORDPROTECTED":
+        return [f"{p.container}/{p.display_name}" for p in parts if p.encrypted]
+    test = {
+        "FILELENGTHTOOLONG": formatcheck.is_too_long,
+        "FILEDOUBLEBARRELED": formatcheck.is_double_barrelled,
+        "FILECLSID": formatcheck.has_clsid_extension,
+    }[header]
+    return [name for p in parts for name in p.filenames if test(name)]
+
+
+def _header_values(message: Message, header: str, cache: dict[str, list[str]]) -> list[str]:
+    if header in cache:
+        return cache[header]
+    unpacked = message.unpacked
+    if header.isupper():
+        values = _virtual_values(message, header)
+    elif unpacked is None:
+        values = []
+    else:
+        from .mime import decode_words, header_text, parse_headers
+
+        values = unpacked.header_values(header)
+        for part in unpacked.parts[1:]:
+            if part.raw_headers and not part.container:
+                for name, value in parse_headers(part.raw_headers):
+                    if name == header:
+                        text = header_text(value)
+                        values.append(decode_words(text) if message.settings.normalize else text)
+    cache[header] = values
+    return values
+
+
+def _describe(rule: Rule) -> str:
+    return rule[4] or f"policy rule on line {rule[0]}"
+
+
+def evaluate(message: Message, rules: list[Rule]) -> list[Finding]:
+    """Findings for every rule the message matches (one per rule)."""
+    findings: list[Finding] = []
+    unpacked = message.unpacked
+    parts = [p for p in (unpacked.parts if unpacked is not None else []) if p.filenames or p.magic_type]
+    cache: dict[str, list[str]] = {}
+    for rule in rules:
+        _number, kind, value, parameter, _description = rule
+        if kind == "name":
+            for part in parts:
+                name = next((n for n in part.filenames if _name_matches(value, n)), None)
+                if name is not None and (parameter == -1 or part.size == parameter):
+                    findings.append(_found(message, rule, _shown(part, name)))
+                    break
+        elif kind == "type":
+            for part in parts:
+                if not part.magic_type or not re.fullmatch(value, part.magic_type, re.I):
+                    continue
+                if parameter and not any(_name_matches(parameter, n) for n in part.filenames):
+                    continue
+                findings.append(_found(message, rule, _shown(part, part.display_name)))
+                break
+        else:
+            pattern = re.compile(value, re.I)
+            if any(pattern.search(v) for v in _header_values(message, parameter, cache)):
+                findings.append(_found(message, rule, ""))
+    return findings
+
+
+def _shown(part: object, name: str) -> str:
+    container = getattr(part, "container", "")
+    return f"{container}/{name}" if container else name
+
+
+def _found(message: Message, rule: Rule, part_name: str) -> Finding:
+    number, kind, value, parameter, _ = rule
+    reason = _describe(rule)
+    monitor = False
+    pattern = message.settings.dlp_monitor
+    if pattern:
+        event = f"{value}\t{parameter}\t{reason}\t{part_name}"
+        try:
+            monitor = re.search(pattern, event, re.I) is not None
+        except re.error:
+            monitor = False
+    if kind == "header":
+        value = parameter if parameter.isupper() else f"{parameter.title()}:"
+    return Finding("policy", value, reason, part_name, monitor_only=monitor)
+
+
+def check(message: Message) -> list[Finding]:
+    """The policy findings for one message."""
+    rules = load_rules(message.settings)
+    if not rules:
+        return []
+    return evaluate(message, rules)
+
+
+# ---------------------------------------------------------------- admin flags
+
+
+def compile_rules(settings: Settings) -> int:
+    """-g: compile the rules file; report every bad line; exit code 0 when all lines are good."""
+    source = rules_path(settings)
+    try:
+        text, stamp = _read_source(source)
+    except OSError as error:
+        print(f"cannot read {source}: {error.strerror}", file=sys.stderr)
+        return 1
+    rules, errors = parse_rules(text)
+    for number, reason, line in errors:
+        print(f"{source}:{number}: {reason}: {line.rstrip()!r}", file=sys.stderr)
+    if errors:
+        print(f"{len(errors)} bad line(s); the compiled rules were left unchanged", file=sys.stderr)
+        return 1
+    try:
+        _write_compiled(compiled_path(settings), rules, stamp)
+    except OSError as error:
+        print(f"cannot write {compiled_path(settings)}: {error.strerror}", file=sys.stderr)
+        return 1
+    print(f"compiled {len(rules)} rules from {source} into {compiled_path(settings)}")
+    return 0
+
+
+def print_rules(settings: Settings) -> int:
+    """-r: print the rules as the scanner loads them."""
+    rules = load_rules(settings)
+    for number, kind, value, parameter, description in rules:
+        if kind == "name":
+            shown_type = f"SIZE={parameter}"
+        elif kind == "type":
+            shown_type = "TYPE" if not parameter else f"TYPE={value}"
+            value = parameter or value
+        else:
+            shown_type = parameter if parameter.isupper() else f"{parameter.title()}:"
+        print(f"{number}\t{value}\t{shown_type}\t{description}")
+    print(f"# {len(rules)} rules in force", file=sys.stderr)
+    return 0
