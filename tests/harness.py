@@ -202,7 +202,7 @@ def load_queued(path: Path) -> QueuedMessage:
 
 def strip_added_headers(message: bytes) -> bytes:
     """Remove the header lines we prepend (trace, descriptive), with their continuations."""
-    ours = (b"x-qmail-scanner", b"received: from", b"x-spam-")
+    ours = (b"x-qmail-scanner", b"x-spam-")
     lines = message.split(b"\n")
     index = 0
     while index < len(lines):

@@ -9,6 +9,7 @@ from .outcomes import (
     PERM_ADDRESS_TOO_LONG,
     TEMP_ENVELOPE_FORMAT,
     TEMP_READ_ERROR,
+    TEMP_REJECTED,
     TEMP_WRITE_ERROR,
     EnvelopeError,
     Outcome,
@@ -143,7 +144,7 @@ def hand_on(binary: str, pieces: list, envelope_raw: bytes) -> int:
     except OSError as error:
         for fd in (message_read, message_write, envelope_read, envelope_write):
             os.close(fd)
-        raise TemporaryFailure(f"cannot run {binary}: {error.strerror}", TEMP_WRITE_ERROR) from None
+        raise TemporaryFailure(f"cannot run {binary}: {error.strerror}", TEMP_REJECTED) from None
     os.close(message_read)
     os.close(envelope_read)
     fed_whole = True
@@ -172,7 +173,7 @@ def hand_on(binary: str, pieces: list, envelope_raw: bytes) -> int:
             pass
         raise
     if os.WIFSIGNALED(status):
-        raise TemporaryFailure(f"{binary} killed by signal {os.WTERMSIG(status)}", TEMP_WRITE_ERROR)
+        raise TemporaryFailure(f"{binary} killed by signal {os.WTERMSIG(status)}", TEMP_REJECTED)
     code = os.waitstatus_to_exitcode(status)
     if code == 0 and not fed_whole:
         raise TemporaryFailure(f"{binary} exited 0 without reading the whole message", TEMP_WRITE_ERROR)

@@ -39,8 +39,8 @@ class WorkArea:
         """Remove every file of this message; never follows symlinks."""
         try:
             os.unlink(self.message_path)
-        except FileNotFoundError:
-            pass
+        except OSError:
+            pass  # never there, or already gone: cleanup must not fail the message
         remove_tree(self.unpack_dir)
 
 
@@ -54,7 +54,12 @@ def remove_tree(path: str) -> None:
     except FileNotFoundError:
         return
     except NotADirectoryError:
-        os.unlink(path)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return
+    except OSError:
         return
     for entry in entries:
         try:
