@@ -7,6 +7,7 @@ not by waiting for a socket file: spamd creates its socket before it can answer.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import shutil
 import signal
@@ -229,6 +230,10 @@ class RspamdServer:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "log" / "rspamd.log"
+
     def start(self) -> RspamdServer:
         directory = self.directory
         argv = [
@@ -332,9 +337,19 @@ class FakeServer:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+_dead_dirs: list[Path] = []
+
+
+@atexit.register
+def _remove_dead_dirs() -> None:
+    for directory in _dead_dirs:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def dead_socket_path() -> str:
     """A path where a unix socket was, but nothing listens any more (connection refused)."""
     directory = _private_dir("qs-dead-")
+    _dead_dirs.append(directory)
     path = str(directory / "dead.sock")
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(path)
