@@ -106,7 +106,7 @@ def test_crypto_tags_in_status(tmp_path, standin_binary, queue_dir):
         parts = ()
         subject = "signed"
         message_id = "<s@x>"
-        crypto_tags = ["PGP(signed)"]
+        crypto = ["PGP(signed)"]
 
     message.unpacked = Unpacked()
     assert carry_out(message, Verdict()) == 0

@@ -13,6 +13,7 @@ from actions_fixtures import make_message, make_settings
 from qmail_scanner.actions import carry_out
 from qmail_scanner.notify import alert_targets, encode_words
 from qmail_scanner.records import Finding, Verdict
+from qmail_scanner.recordtype import replace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))
 from qsconfigure.alert_texts import available_languages, render_alert_texts
@@ -158,7 +159,7 @@ def test_alert_goes_out_through_qmail_inject(tmp_path, recorder, monkeypatch):
     message = make_message(settings, raw, sender="a@example.net", recipients=("b@example.org",))
     error_read, error_write = os.pipe()  # stands for qmail-smtpd's custom-error fd
     os.set_inheritable(error_write, True)
-    settings = settings.__class__(**{**settings.__dict__, "custom_error_fd": error_write})
+    settings = replace(settings, custom_error_fd=error_write)
     message.settings = settings
     try:
         assert carry_out(message, POLICY) == 0

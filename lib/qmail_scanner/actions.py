@@ -9,9 +9,7 @@ the leading run of `X-QS-Envelope*` headers and gets the message back as it was 
 
 from __future__ import annotations
 
-import base64
 import os
-import re
 from typing import TYPE_CHECKING
 
 from .logs import rfc2822_date
@@ -213,6 +211,8 @@ def _open_replacement(message: Message, path: str) -> int:
 
 def envelope_block(message: Message, verdict: Verdict, kind: str) -> bytes:
     """The X-QS-Envelope* headers put on top of a quarantined or archived copy."""
+    import base64
+
     envelope = message.envelope
     encoded = base64.b64encode(envelope.raw).decode("ascii")
     folded = "\n\t".join(encoded[i : i + 76] for i in range(0, len(encoded), 76)) or '""'
@@ -235,6 +235,8 @@ def quarantine(message: Message, verdict: Verdict) -> str:
     """Store the message as received, with its envelope, in quarantine/<kind>; return the path."""
     kind = verdict.quarantine_kind if verdict.quarantine_kind in QUARANTINE_KINDS else "policy"
     maildir = os.path.join(message.settings.spooldir, "quarantine", kind)
+    if kind == "spam" and message.settings.spam_maildir:
+        maildir = message.settings.spam_maildir
     pieces = [envelope_block(message, verdict, kind), (message.message_fd, 0)]
     return deliver_to_maildir(maildir, pieces, message.area.message_id)
 
@@ -246,6 +248,8 @@ def archive_wanted(settings: Settings, sender: str, recipients: tuple[str, ...])
         return False
     if value == "yes":
         return True
+    import re
+
     pattern = re.compile(value, re.IGNORECASE)
     return any(pattern.search(address) for address in (sender, *recipients))
 

@@ -97,7 +97,7 @@ def status_field(message: Message, verdict: Verdict, code: int) -> str:
 
 def crypto_tags(message: Message) -> list[str]:
     """`PGP(signed)`, `SMIME(encrypted)`, `ZIP(encrypted)`, as the unpacker found them."""
-    return list(getattr(message.unpacked, "crypto_tags", ()) or ())
+    return list(getattr(message.unpacked, "crypto", ()) or ())
 
 
 def header_subject(message: Message) -> str:
