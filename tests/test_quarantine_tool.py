@@ -1,0 +1,101 @@
+"""contrib/qs-quarantine: list, show, release through qmail-queue with the original envelope, delete, purge."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from actions_fixtures import envelope_bytes, make_message, make_settings, queued
+from qmail_scanner.actions import carry_out
+from qmail_scanner.records import Finding, Verdict
+
+pytest_plugins = ("actions_fixtures",)
+
+TOOL = Path(__file__).resolve().parent.parent / "contrib" / "qs-quarantine"
+ORIGINAL = b"From: a@example.net\nSubject: the invoice\n\nplease find attached\n"
+
+
+def tool(spool: Path, *args: str, qmail_queue: str = "/nonexistent") -> subprocess.CompletedProcess:
+    argv = [sys.executable, str(TOOL), "--spooldir", str(spool), "--qmail-queue", qmail_queue, *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
+def quarantine_one(tmp_path, kind="policy", reason="Disallowed attachment type .pif", recipients=None) -> str:
+    settings = make_settings(tmp_path / "spool", log_details="no")
+    recipients = recipients or ("bob@example.org", "carol@example.org")
+    message = make_message(settings, ORIGINAL, sender="a@example.net", recipients=recipients)
+    verdict = Verdict(action="quarantine", quarantine_kind=kind, reason=reason, findings=[Finding("policy", "x", "")])
+    assert carry_out(message, verdict) == 0
+    return message.area.message_id
+
+
+def test_list_shows_id_date_reason_sender_recipients_subject(tmp_path):
+    first = quarantine_one(tmp_path)
+    second = quarantine_one(tmp_path, "viruses", "Eicar-Test-Signature", ("dave@example.org",))
+    result = tool(tmp_path / "spool", "list", "--tab")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    by_id = {row[0]: row for row in rows}
+    assert set(by_id) == {first, second}
+    policy_row = ["policy", "Disallowed attachment type .pif", "a@example.net", "bob@example.org,carol@example.org"]
+    assert by_id[first][2:] == [*policy_row, "the invoice"]
+    assert by_id[second][2:4] == ["viruses", "Eicar-Test-Signature"]
+    assert by_id[first][1][:3] in ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+    human = tool(tmp_path / "spool", "list", "--kind", "viruses").stdout
+    assert "1 quarantined message(s)" in human and second in human and first not in human
+
+
+def test_show_prints_the_stored_message(tmp_path):
+    message_id = quarantine_one(tmp_path)
+    result = tool(tmp_path / "spool", "show", message_id)
+    assert result.stdout.startswith("X-QS-Envelope: ")
+    assert result.stdout.endswith(ORIGINAL.decode())
+    assert "please find" not in tool(tmp_path / "spool", "show", message_id, "--headers").stdout
+
+
+def test_release_round_trip_keeps_the_envelope(tmp_path, standin_binary, queue_dir):
+    message_id = quarantine_one(tmp_path)
+    result = tool(tmp_path / "spool", "release", message_id, qmail_queue=standin_binary)
+    assert result.returncode == 0, result.stderr
+    assert f"released {message_id}" in result.stdout
+    [(message, envelope)] = queued(queue_dir)
+    assert envelope == envelope_bytes("a@example.net", ["bob@example.org", "carol@example.org"])
+    first_line, rest = message.split(b"\n", 1)
+    assert first_line.startswith(b"X-Qmail-Scanner-Released: ")
+    assert b"from quarantine/policy by " in first_line and b"(Disallowed attachment type .pif)" in first_line
+    assert rest == ORIGINAL
+    listing = tool(tmp_path / "spool", "list", "--tab").stdout
+    assert "policy (released)" in listing
+    assert not list((tmp_path / "spool" / "quarantine" / "policy" / "new").iterdir())
+
+
+def test_failed_release_keeps_the_message(tmp_path, standin_binary, queue_dir, monkeypatch):
+    message_id = quarantine_one(tmp_path)
+    monkeypatch.setenv("QQ_STANDIN_EXIT", "71")
+    result = tool(tmp_path / "spool", "release", message_id, qmail_queue=standin_binary)
+    assert result.returncode == 1 and "exited 71, not released" in result.stderr
+    assert len(list((tmp_path / "spool" / "quarantine" / "policy" / "new").iterdir())) == 1
+
+
+def test_delete_and_unknown_ids(tmp_path):
+    message_id = quarantine_one(tmp_path)
+    assert tool(tmp_path / "spool", "delete", message_id).returncode == 0
+    assert tool(tmp_path / "spool", "list", "--tab").stdout == ""
+    missing = tool(tmp_path / "spool", "delete", message_id)
+    assert missing.returncode == 1 and "no quarantined message" in missing.stderr
+    sneaky = tool(tmp_path / "spool", "show", "../../../etc/passwd")
+    assert sneaky.returncode == 1 and "not a quarantine id" in sneaky.stderr
+
+
+def test_purge_removes_only_old_messages(tmp_path):
+    old = quarantine_one(tmp_path)
+    new = quarantine_one(tmp_path)
+    old_path = tmp_path / "spool" / "quarantine" / "policy" / "new" / old
+    ten_days_ago = time.time() - 10 * 86400
+    os.utime(old_path, (ten_days_ago, ten_days_ago))
+    result = tool(tmp_path / "spool", "purge", "--days", "7")
+    assert "purged 1 message(s)" in result.stdout
+    assert [line.split("\t")[0] for line in tool(tmp_path / "spool", "list", "--tab").stdout.splitlines()] == [new]
