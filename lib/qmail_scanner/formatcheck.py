@@ -18,7 +18,48 @@ if TYPE_CHECKING:
 
 # Extensions Windows runs (or opens in something that runs code) on a double click.
 EXECUTABLE_EXTENSIONS = frozenset(
-    ["exe", "com", "pif", "scr", "bat", "cmd", "vbs", "vbe", "js", "jse", "wsf", "wsh", "wsc", "hta", "lnk", "cpl", "shs", "shb", "msi", "msp", "mst", "reg", "scf", "sct", "chm", "hlp", "inf", "ins", "isp", "jar", "ps1", "psm1", "msc", "application", "gadget", "vb", "dll", "ocx", "sys", "url"]
+    [
+        "exe",
+        "com",
+        "pif",
+        "scr",
+        "bat",
+        "cmd",
+        "vbs",
+        "vbe",
+        "js",
+        "jse",
+        "wsf",
+        "wsh",
+        "wsc",
+        "hta",
+        "lnk",
+        "cpl",
+        "shs",
+        "shb",
+        "msi",
+        "msp",
+        "mst",
+        "reg",
+        "scf",
+        "sct",
+        "chm",
+        "hlp",
+        "inf",
+        "ins",
+        "isp",
+        "jar",
+        "ps1",
+        "psm1",
+        "msc",
+        "application",
+        "gadget",
+        "vb",
+        "dll",
+        "ocx",
+        "sys",
+        "url",
+    ]
 )
 MIME_HEADERS = ("content-type", "content-transfer-encoding", "content-disposition")
 MAX_BOUNDARY = 250

@@ -287,7 +287,7 @@ def _shown(part: object, name: str) -> str:
 
 
 def _found(message: Message, rule: Rule, part_name: str) -> Finding:
-    number, kind, value, parameter, _ = rule
+    _number, kind, value, parameter, _ = rule
     reason = _describe(rule)
     monitor = False
     pattern = message.settings.dlp_monitor

@@ -69,7 +69,9 @@ def make_tnef(name: str, data: bytes, bad_checksum: bool = False) -> bytes:
 
 def multipart(boundary: bytes, parts: list[bytes], extra_head: bytes = b"", subject: bytes = b"test") -> bytes:
     out = HEAD + b"Subject: " + subject + b"\nMIME-Version: 1.0\n" + extra_head
-    out += b'Content-Type: multipart/mixed; boundary="' + boundary + b'"\n\nThis is a multi-part message in MIME format.\n'
+    out += (
+        b'Content-Type: multipart/mixed; boundary="' + boundary + b'"\n\nThis is a multi-part message in MIME format.\n'
+    )
     for part in parts:
         out += b"--" + boundary + b"\n" + part
         if not part.endswith(b"\n"):
@@ -106,21 +108,24 @@ def messages() -> dict[str, bytes]:
         b"--alt\nContent-Type: text/html; charset=utf-8\nContent-Transfer-Encoding: quoted-printable\n\n"
         b'<p>Caf=C3=A9 news <img src=3D"cid:logo@x"></p>\n'
         b"--alt--\n"
-        b"--rel\nContent-Type: image/png; name=\"logo.png\"\nContent-Transfer-Encoding: base64\n"
-        b"Content-ID: <logo@x>\nContent-Disposition: inline; filename=\"logo.png\"\n\n" + b64(PNG) + b"--rel--\n"
+        b'--rel\nContent-Type: image/png; name="logo.png"\nContent-Transfer-Encoding: base64\n'
+        b'Content-ID: <logo@x>\nContent-Disposition: inline; filename="logo.png"\n\n' + b64(PNG) + b"--rel--\n"
     )
     m["clean-smime-signed.eml"] = (
         HEAD + b"Subject: signed\nMIME-Version: 1.0\n"
         b'Content-Type: multipart/signed; protocol="application/pkcs7-signature"; micalg=sha-256; boundary="sig"\n\n'
-        b"This is an S/MIME signed message\n\n--sig\n" + text_part(b"Signed text.\n")
+        b"This is an S/MIME signed message\n\n--sig\n"
+        + text_part(b"Signed text.\n")
         + b'--sig\nContent-Type: application/pkcs7-signature; name="smime.p7s"\nContent-Transfer-Encoding: base64\n'
-        b'Content-Disposition: attachment; filename="smime.p7s"\n\n' + b64(b"\x30\x82\x01\x00" + b"\x01" * 60)
+        b'Content-Disposition: attachment; filename="smime.p7s"\n\n'
+        + b64(b"\x30\x82\x01\x00" + b"\x01" * 60)
         + b"--sig--\n"
     )
     m["clean-pgp-mime-signed.eml"] = (
         HEAD + b"Subject: pgp signed\nMIME-Version: 1.0\n"
         b'Content-Type: multipart/signed; micalg=pgp-sha256; protocol="application/pgp-signature"; boundary="pgp"\n\n'
-        b"--pgp\n" + text_part(b"Signed with PGP.\n")
+        b"--pgp\n"
+        + text_part(b"Signed with PGP.\n")
         + b'--pgp\nContent-Type: application/pgp-signature; name="signature.asc"\n'
         b'Content-Disposition: attachment; filename="signature.asc"\n\n'
         b"-----BEGIN PGP SIGNATURE-----\n\niQEzBAEBCAAdFiEE\n=abcd\n-----END PGP SIGNATURE-----\n--pgp--\n"
@@ -134,22 +139,30 @@ def messages() -> dict[str, bytes]:
     )
     m["clean-calendar-invite.eml"] = (
         HEAD + b"Subject: Invitation: planning\nMIME-Version: 1.0\n"
-        b'Content-Type: multipart/mixed; boundary="cal"\n\n'
-        b'--cal\nContent-Type: multipart/alternative; boundary="calalt"\n\n'
-        b"--calalt\n" + text_part(b"You are invited.\n")
-        + b"--calalt\nContent-Type: text/calendar; charset=utf-8; method=REQUEST\nContent-Transfer-Encoding: 7bit\n\n"
+        b'Content-Type: multipart/mixed; boundary="mixed-cal"\n\n'
+        b'--mixed-cal\nContent-Type: multipart/alternative; boundary="alt-cal"\n\n'
+        b"--alt-cal\n"
+        + text_part(b"You are invited.\n")
+        + b"--alt-cal\nContent-Type: text/calendar; charset=utf-8; method=REQUEST\nContent-Transfer-Encoding: 7bit\n\n"
         b"BEGIN:VCALENDAR\nMETHOD:REQUEST\nBEGIN:VEVENT\nSUMMARY:planning\nEND:VEVENT\nEND:VCALENDAR\n"
-        b"--calalt--\n"
-        b'--cal\nContent-Type: application/ics; name="invite.ics"\nContent-Disposition: attachment; filename="invite.ics"\n'
-        b"Content-Transfer-Encoding: base64\n\n" + b64(b"BEGIN:VCALENDAR\nMETHOD:REQUEST\nEND:VCALENDAR\n") + b"--cal--\n"
+        b"--alt-cal--\n"
+        b'--mixed-cal\nContent-Type: application/ics; name="invite.ics"\n'
+        b'Content-Disposition: attachment; filename="invite.ics"\n'
+        b"Content-Transfer-Encoding: base64\n\n"
+        + b64(b"BEGIN:VCALENDAR\nMETHOD:REQUEST\nEND:VCALENDAR\n")
+        + b"--mixed-cal--\n"
     )
     inner = (
         b"From: Carol <carol@example.com>\nSubject: the report\nMIME-Version: 1.0\n"
-        b'Content-Type: multipart/mixed; boundary="inner"\n\n--inner\n' + text_part(b"Report attached.\n")
-        + attachment(b"application/pdf", b"report.pdf", PDF) + b"--inner--\n"
+        b'Content-Type: multipart/mixed; boundary="inner"\n\n--inner\n'
+        + text_part(b"Report attached.\n")
+        + attachment(b"application/pdf", b"report.pdf", PDF)
+        + b"--inner--\n"
     )
     m["clean-forwarded.eml"] = multipart(
-        b"fwd", [text_part(b"FYI, forwarded below.\n"), b"Content-Type: message/rfc822\n\n" + inner], subject=b"Fwd: report"
+        b"fwd",
+        [text_part(b"FYI, forwarded below.\n"), b"Content-Type: message/rfc822\n\n" + inner],
+        subject=b"Fwd: report",
     )
     m["clean-long-filename.eml"] = multipart(
         b"long", [text_part(), attachment(b"application/pdf", b"Quarterly results " + b"x" * 180 + b".pdf", PDF)]
@@ -158,26 +171,34 @@ def messages() -> dict[str, bytes]:
         b"intl",
         [
             text_part(),
-            b"Content-Type: application/pdf; name=\"=?utf-8?B?UmVjaG51bmcgZsO8ciBKw7xyZ2VuLnBkZg==?=\"\n"
+            b'Content-Type: application/pdf; name="=?utf-8?B?UmVjaG51bmcgZsO8ciBKw7xyZ2VuLnBkZg==?="\n'
             b"Content-Disposition: attachment; filename*=utf-8''Rechnung%20f%C3%BCr%20J%C3%BCrgen.pdf\n"
             b"Content-Transfer-Encoding: base64\n\n" + b64(PDF),
-            b"Content-Type: image/png; name=\"=?iso-8859-1?Q?=E9t=E9.png?=\"\nContent-Transfer-Encoding: base64\n\n"
+            b'Content-Type: image/png; name="=?iso-8859-1?Q?=E9t=E9.png?="\nContent-Transfer-Encoding: base64\n\n'
             + b64(PNG),
         ],
         subject=b"=?utf-8?q?Rechnung_f=C3=BCr_J=C3=BCrgen?=",
     )
     m["clean-uuencoded-text.eml"] = (
-        HEAD + b"Subject: old client\n\nHere is the file:\n\nbegin 644 notes.txt\n"
-        + _uu(b"These are the notes.\n") + b"`\nend\n\nBye.\n"
+        HEAD
+        + b"Subject: old client\n\nHere is the file:\n\nbegin 644 notes.txt\n"
+        + _uu(b"These are the notes.\n")
+        + b"`\nend\n\nBye.\n"
     )
     m["clean-zip.eml"] = multipart(
-        b"z", [text_part(), attachment(b"application/zip", b"docs.zip", make_zip([("a.txt", b"text " * 50), ("b.pdf", PDF)]))]
+        b"z",
+        [
+            text_part(),
+            attachment(b"application/zip", b"docs.zip", make_zip([("a.txt", b"text " * 50), ("b.pdf", PDF)])),
+        ],
     )
     m["clean-crlf.eml"] = multipart(b"crlf", [text_part(), attachment(b"application/pdf", b"a.pdf", PDF)]).replace(
         b"\n", b"\r\n"
     )
     # ---- policy rules (the shipped default file)
-    m["exe-attachment.eml"] = multipart(b"e", [text_part(), attachment(b"application/octet-stream", b"setup.exe", FAKE_EXE)])
+    m["exe-attachment.eml"] = multipart(
+        b"e", [text_part(), attachment(b"application/octet-stream", b"setup.exe", FAKE_EXE)]
+    )
     m["scr-rfc2231-name.eml"] = multipart(
         b"r",
         [
@@ -215,16 +236,17 @@ def messages() -> dict[str, bytes]:
     m["tnef-exe.eml"] = multipart(
         b"tn", [text_part(), attachment(b"application/ms-tnef", b"winmail.dat", make_tnef("setup.exe", FAKE_EXE))]
     )
-    m["uuencoded-exe.eml"] = (
-        HEAD + b"Subject: see attached\n\nbegin 644 game.exe\n" + _uu(FAKE_EXE) + b"`\nend\n"
-    )
+    m["uuencoded-exe.eml"] = HEAD + b"Subject: see attached\n\nbegin 644 game.exe\n" + _uu(FAKE_EXE) + b"`\nend\n"
     m["forwarded-exe.eml"] = multipart(
         b"fe",
         [
             text_part(),
             b"Content-Type: message/rfc822\n\n"
-            + b'From: x@example.com\nSubject: inner\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="in"\n\n'
-            + b"--in\n" + attachment(b"application/octet-stream", b"patch.exe", FAKE_EXE) + b"--in--\n",
+            + b"From: x@example.com\nSubject: inner\nMIME-Version: 1.0\n"
+            + b'Content-Type: multipart/mixed; boundary="in"\n\n'
+            + b"--in\n"
+            + attachment(b"application/octet-stream", b"patch.exe", FAKE_EXE)
+            + b"--in--\n",
         ],
     )
     m["exe-renamed.eml"] = multipart(
@@ -249,9 +271,7 @@ def messages() -> dict[str, bytes]:
             b"Content-ID: <EA4DMGBP9p>\n\n" + b64(b"RIFF not a program"),
         ],
     )
-    m["undeclared-executable.eml"] = multipart(
-        b"u", [text_part(), attachment(b"image/gif", b"picture.gif", FAKE_EXE)]
-    )
+    m["undeclared-executable.eml"] = multipart(b"u", [text_part(), attachment(b"image/gif", b"picture.gif", FAKE_EXE)])
     m["header-comment.eml"] = multipart(
         b"hc",
         [
@@ -270,8 +290,8 @@ def messages() -> dict[str, bytes]:
     )
     m["long-boundary.eml"] = multipart(b"b" * 300, [text_part()])
     m["duplicate-boundary.eml"] = (
-        HEAD + b"Subject: dup\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"same\"\n\n"
-        b"--same\nContent-Type: multipart/alternative; boundary=\"same\"\n\n"
+        HEAD + b'Subject: dup\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="same"\n\n'
+        b'--same\nContent-Type: multipart/alternative; boundary="same"\n\n'
         b"--same\n" + text_part() + b"--same--\n"
     )
     m["conflicting-filenames.eml"] = multipart(
@@ -281,7 +301,7 @@ def messages() -> dict[str, bytes]:
         b"bc",
         [
             text_part(),
-            b"\tContent-Type: application/octet-stream; name=\"a.bin\"\nContent-Transfer-Encoding: base64\n\n"
+            b'\tContent-Type: application/octet-stream; name="a.bin"\nContent-Transfer-Encoding: base64\n\n'
             + b64(b"data"),
         ],
     )
@@ -293,18 +313,22 @@ def messages() -> dict[str, bytes]:
             b"Content-Transfer-Encoding: base64\n\n" + b64(b"data"),
         ],
     )
-    m["long-filename.eml"] = multipart(
-        b"lf", [text_part(), attachment(b"application/pdf", b"a" * 300 + b".pdf", PDF)]
-    )
+    m["long-filename.eml"] = multipart(b"lf", [text_part(), attachment(b"application/pdf", b"a" * 300 + b".pdf", PDF)])
     m["nul-in-header.eml"] = multipart(
         b"nu",
-        [text_part(), b'Content-Type: application/octet-stream; name="a\x00.bin"\nContent-Transfer-Encoding: base64\n\n'
-         + b64(b"data")],
+        [
+            text_part(),
+            b'Content-Type: application/octet-stream; name="a\x00.bin"\nContent-Transfer-Encoding: base64\n\n'
+            + b64(b"data"),
+        ],
     )
     m["cr-in-header.eml"] = multipart(
         b"cr",
-        [text_part(), b'Content-Type: application/octet-stream;\r name="a.bin"\nContent-Transfer-Encoding: base64\n\n'
-         + b64(b"data")],
+        [
+            text_part(),
+            b'Content-Type: application/octet-stream;\r name="a.bin"\nContent-Transfer-Encoding: base64\n\n'
+            + b64(b"data"),
+        ],
     )
     return m
 

@@ -1,0 +1,144 @@
+"""--mime-unpacker reformime: the part list from maildrop's reformime instead of the internal walker.
+
+reformime -i lists the sections with their byte offsets; each leaf is extracted with
+`reformime -e -s <section>` (Debian 12's reformime crashes on -x). Header blocks are read
+from the spooled file at the listed offsets, so the checks see the same raw bytes as with the
+internal unpacker, and everything after extraction (types, archives, uuencode) is shared.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import TYPE_CHECKING
+
+from . import magictype
+from .mime import (
+    MAX_HEADER_BLOCK,
+    NEW_FILE_FLAGS,
+    Unpacked,
+    _may_be_archive,
+    _Walker,
+    claimed_filenames,
+    first_header,
+    header_text,
+    parse_headers,
+    split_content_header,
+)
+from .outcomes import TEMP_TIMEOUT, TemporaryFailure
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .settings import Settings
+
+TEXT_MARKS = (b"begin ", b"begin-base64 ", b"-----BEGIN PGP ")
+
+
+def list_sections(settings: Settings, message_path: str, timeout: float) -> list[dict[str, str]]:
+    """`reformime -i` as a list of {field: value} per section."""
+    with open(message_path, "rb") as message:
+        done = _run([settings.reformime_binary, "-i"], message, subprocess.PIPE, timeout)
+    sections: list[dict[str, str]] = []
+    for block in done.stdout.decode("latin-1").split("\n\n"):
+        fields = {}
+        for line in block.splitlines():
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+        if "section" in fields:
+            sections.append(fields)
+    return sections
+
+
+def _run(argv: list[str], stdin: object, stdout: object, timeout: float) -> subprocess.CompletedProcess:
+    try:
+        done = subprocess.run(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise TemporaryFailure("reformime took too long, try again later", TEMP_TIMEOUT) from None
+    except OSError as error:
+        raise TemporaryFailure(f"cannot run reformime: {error.strerror}") from None
+    if done.returncode != 0:
+        raise TemporaryFailure(f"reformime failed (exit {done.returncode}), try again later")
+    return done
+
+
+def unpack_with_reformime(
+    message_path: str, unpack_dir: str, settings: Settings, remaining: Callable[[], float]
+) -> Unpacked:
+    """The same Unpacked as mime.unpack gives, with reformime doing the MIME walk."""
+    walker = _Walker(message_path, unpack_dir, settings, remaining)
+    timeout = max(1.0, min(remaining(), settings.max_unpack_seconds))
+    sections = list_sections(settings, message_path, timeout)
+    names = [s["section"] for s in sections]
+    with open(message_path, "rb") as message:
+        walker.result.message_size = os.fstat(message.fileno()).st_size
+        for fields in sections:
+            walker.tick()
+            section = fields["section"]
+            start = int(fields.get("starting-pos", 0))
+            body_start = int(fields.get("starting-pos-body", start))
+            message.seek(start)
+            raw_headers = message.read(min(body_start - start, MAX_HEADER_BLOCK))
+            for ending in (b"\r\n", b"\n"):
+                if raw_headers.endswith(ending * 2) or raw_headers == ending:
+                    raw_headers = raw_headers[: -len(ending)]
+                    break
+            if section == "1":
+                walker.result.top_headers = raw_headers
+                walker.result.body_offset = body_start
+            headers = parse_headers(raw_headers)
+            content_type = first_header(headers, "content-type")
+            declared, params = split_content_header(content_type) if content_type is not None else ("", [])
+            encoding_value = first_header(headers, "content-transfer-encoding")
+            encoding = header_text(encoding_value).strip().lower() if encoding_value is not None else ""
+            part = walker.new_part(
+                section.count("."),
+                declared,
+                raw_headers,
+                filenames=claimed_filenames(headers),
+                transfer_encoding=encoding,
+            )
+            if part is None:
+                break
+            walker._note_crypto(declared, params)
+            if any(other.startswith(section + ".") for other in names):
+                continue  # a container: its children follow
+            part.decoded_path = walker.work_file(part)
+            fd = os.open(part.decoded_path, NEW_FILE_FLAGS, 0o600)
+            try:
+                message.seek(0)
+                _run([settings.reformime_binary, "-e", "-s", section], message, fd, timeout)
+            finally:
+                os.close(fd)
+            part.size = os.path.getsize(part.decoded_path)
+            if walker.take_budget(part.size) < part.size:
+                os.truncate(part.decoded_path, 0)
+            with open(part.decoded_path, "rb") as decoded:
+                head = decoded.read(magictype.HEAD_BYTES)
+                is_text = (
+                    encoding in ("x-uuencode", "uuencode", "x-uue")
+                    or declared
+                    in (
+                        "",
+                        "text/plain",
+                        "text/html",
+                        "text/enriched",
+                    )
+                    or (declared.startswith("text/") and not part.filenames)
+                )
+                part.magic_type = magictype.detect(head, settings, want_detail=not is_text or bool(part.filenames))
+                marked = False
+                if is_text:
+                    decoded.seek(0)
+                    tail = b""
+                    while chunk := decoded.read(1 << 20):
+                        window = tail + chunk
+                        if any(mark in window for mark in TEXT_MARKS):
+                            marked = True
+                            break
+                        tail = chunk[-20:]
+            if marked:
+                walker.look_into_text(part)
+            if _may_be_archive(part):
+                walker.look_into_file(part, head)
+    return walker.result
