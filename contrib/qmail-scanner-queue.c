@@ -71,7 +71,7 @@ static void trouble(const char *text) {
 
 static int is_closed(int fd) { return fcntl(fd, F_GETFD) < 0 && errno == EBADF; }
 
-static void open_standard_fds(void) {
+static void open_standard_fds(int carries_message) {
   int fd, missing_input = 0;
   /* Fill every gap first, so no later open() lands on fd 0, 1 or 2. */
   for (fd = 0; fd <= 2; ++fd) {
@@ -79,8 +79,10 @@ static void open_standard_fds(void) {
     if (fd < 2) missing_input = 1;
     if (open("/dev/null", fd == 2 ? O_WRONLY : O_RDONLY) != fd) _exit(EXIT_TROUBLE);
   }
+  /* glibc itself puts /dev/full (write-only) on a closed fd 0 of a setuid program. */
+  if ((fcntl(0, F_GETFL) & O_ACCMODE) == O_WRONLY || (fcntl(1, F_GETFL) & O_ACCMODE) == O_WRONLY) missing_input = 1;
   /* No message or no envelope: what qmail-queue says when it cannot read them. */
-  if (missing_input) {
+  if (missing_input && carries_message) {
     say("qmail-scanner-queue: fd 0 or fd 1 is closed: no message to read\n");
     _exit(EXIT_READ_ERROR);
   }
@@ -121,22 +123,30 @@ static int name_allowed(const char *entry, size_t name_len) {
   return 0;
 }
 
-static char **clean_environment(char **environ_in) {
-  static char *kept[KEEP_MAX + 2];
-  size_t count = 0, i, j;
-  for (i = 0; environ_in && environ_in[i] && count < KEEP_MAX; ++i) {
-    const char *entry = environ_in[i];
+static void keep_allowed(char **environ_in, char **kept, size_t *count, int want_qs) {
+  size_t i, j;
+  for (i = 0; environ_in && environ_in[i] && *count < KEEP_MAX; ++i) {
+    char *entry = environ_in[i];
     const char *equals = strchr(entry, '=');
     int duplicate = 0;
     if (!equals) continue;
     size_t name_len = (size_t)(equals - entry);
     if (!name_allowed(entry, name_len)) continue;
+    if ((strncmp(entry, "QS_", 3) == 0) != want_qs) continue;
     if (strnlen(equals + 1, VALUE_MAX + 1) > VALUE_MAX) continue;
     /* The first of duplicated names wins, as getenv() would see it. */
-    for (j = 0; j < count; ++j)
+    for (j = 0; j < *count; ++j)
       if (strncmp(kept[j], entry, name_len + 1) == 0) duplicate = 1;
-    if (!duplicate) kept[count++] = (char *)entry;
+    if (!duplicate) kept[(*count)++] = entry;
   }
+}
+
+static char **clean_environment(char **environ_in) {
+  static char *kept[KEEP_MAX + 2];
+  size_t count = 0;
+  /* The connection's own variables first, so a flood of QS_* cannot push them out. */
+  keep_allowed(environ_in, kept, &count, 0);
+  keep_allowed(environ_in, kept, &count, 1);
   kept[count++] = "PATH=" QS_PATH;
   kept[count] = NULL;
   return kept;
@@ -156,7 +166,7 @@ int main(int argc, char **argv, char **envp) {
   int i;
   uid_t caller = getuid();
 
-  open_standard_fds();
+  open_standard_fds(argc <= 1);
   umask(QS_UMASK);
   if (argc > 1) {
     if (caller != 0 && caller != (uid_t)(QS_UID)) {

@@ -88,6 +88,8 @@ def process_message(settings: Settings, environ: dict[str, str]) -> int:
     message_fd = -1
     try:
         _install_signal_handlers(settings.deadline_seconds)
+        if not _open_missing_standard_fds():
+            raise outcomes.EnvelopeError("fd 0 or fd 1 is closed: no message to read", outcomes.TEMP_READ_ERROR)
         seal_inherited_fds()
         area = create_work_area(settings.spooldir)
         message_fd = spool_message(area, 0, settings.spool_chunk_bytes)
@@ -115,6 +117,24 @@ def process_message(settings: Settings, environ: dict[str, str]) -> int:
         if area is not None and settings.debug < 100:
             area.remove()
     return code
+
+
+def _open_missing_standard_fds() -> bool:
+    """Put /dev/null on closed fds 0-2, so no work file lands there; False if fd 0 or 1 was closed."""
+    complete = True
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        # Without this, a closed fd 2 becomes the spool file and our stderr lines land in the message.
+        opened = os.open(os.devnull, os.O_WRONLY if fd == 2 else os.O_RDONLY)
+        os.set_inheritable(opened, True)
+        if fd == 2 and sys.stderr is None:  # Python found fd 2 closed at start-up
+            sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+        complete = complete and fd == 2
+    return complete
 
 
 def _say(text: str) -> None:

@@ -49,6 +49,12 @@ def remove_tree(path: str) -> None:
 
     shutil.rmtree would do, but importing shutil costs every message a few milliseconds.
     """
+    if os.path.islink(path):  # scandir would follow it: remove the link itself only
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return
     try:
         entries = list(os.scandir(path))
     except FileNotFoundError:
@@ -172,8 +178,29 @@ def deliver_to_maildir(maildir: str, pieces: list, message_id: str) -> str:
     return new_path
 
 
+def creator_is_gone(name: str) -> bool:
+    """True when a work file's name (see unique_id) names a process that no longer exists.
+
+    A scanner killed by SIGKILL cannot clean up; its files are orphans from that moment on,
+    so -z removes them at once instead of after 30 hours.
+    """
+    try:
+        pid = int(name.split(".")[1].split("_")[0])
+    except (IndexError, ValueError):
+        return False
+    if pid <= 1 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # alive, another user's
+    return False
+
+
 def remove_stale_work(spooldir: str, max_age: float = STALE_WORK_SECONDS, now: float | None = None) -> list[str]:
-    """Remove work files and dirs older than max_age (the daily -z run); return what went."""
+    """Remove work files and dirs older than max_age or left by a dead process (-z); return what went."""
     cutoff = (now if now is not None else time.time()) - max_age
     removed = []
     for relative in ("tmp", "working/tmp", "working/new", "working/cur"):
@@ -184,7 +211,7 @@ def remove_stale_work(spooldir: str, max_age: float = STALE_WORK_SECONDS, now: f
             continue
         for entry in entries:
             try:
-                if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                if entry.stat(follow_symlinks=False).st_mtime >= cutoff and not creator_is_gone(entry.name):
                     continue
                 if entry.is_dir(follow_symlinks=False):
                     remove_tree(entry.path)
