@@ -132,3 +132,23 @@ def test_debug_trace_written_with_levels(tmp_path, standin_binary, queue_dir):
 def test_raw_header_value_unfolds():
     assert raw_header_value(MESSAGE, b"subject") == "quarterly report\tfigures"
     assert raw_header_value(b"A: 1\n\nSubject: body\n", b"subject") == ""
+
+
+def test_logrotate_file_is_accepted_by_logrotate(tmp_path):
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    logrotate = shutil.which("logrotate") or "/usr/sbin/logrotate"
+    if not Path(logrotate).exists():
+        pytest.skip("logrotate is not installed")
+    shipped = (Path(__file__).resolve().parent.parent / "contrib" / "logrotate.qmail-scanner").read_text()
+    config = tmp_path / "qmail-scanner"
+    config.write_text(shipped.replace("qscand", "root").replace("/var/spool/qscan", str(tmp_path)))
+    config.chmod(0o644)
+    (tmp_path / "mailstats.csv").write_text("x\n")
+    result = subprocess.run(
+        [logrotate, "-d", "-s", str(tmp_path / "state"), str(config)], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "error" not in result.stderr.lower(), result.stderr
+    assert "Handling 1 logs" in result.stderr
