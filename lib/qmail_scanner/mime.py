@@ -304,6 +304,7 @@ class _Reader:
                 if at_line_start and search == start and buf.startswith(b"--", start):
                     candidate = start
                 elif at_line_start and search == start and len(buf) - start < 2 and not self.eof:
+                    candidate = start
                     need_more = True
                     break
                 else:
