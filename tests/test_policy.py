@@ -25,7 +25,8 @@ def spool(tmp_path: Path) -> Path:
 
 
 def message_with(*attachments: tuple[str, bytes], subject: str = "hello", extra: str = "") -> bytes:
-    out = f"From: a@example.org\nSubject: {subject}\n{extra}MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=B\n\n"
+    out = f"From: a@example.org\nSubject: {subject}\n{extra}MIME-Version: 1.0\n"
+    out += "Content-Type: multipart/mixed; boundary=B\n\n"
     body = out.encode() + b"--B\nContent-Type: text/plain\n\nhi\n"
     for name, data in attachments:
         body += (
