@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,15 +17,11 @@ from qmail_scanner.queue_protocol import read_envelope  # noqa: E402
 from qmail_scanner.settings import Settings  # noqa: E402
 from qmail_scanner.spool import create_layout, create_work_area, spool_message  # noqa: E402
 
-STANDIN_SOURCE = HERE / "standin" / "qmail-queue-standin.c"
-
 
 @pytest.fixture(scope="session")
-def standin_binary(tmp_path_factory) -> str:
-    """The qmail-queue stand-in, compiled once per test session."""
-    binary = tmp_path_factory.mktemp("standin") / "qmail-queue-standin"
-    subprocess.run(["cc", "-O2", "-o", str(binary), str(STANDIN_SOURCE)], check=True)
-    return str(binary)
+def standin_binary(standin) -> str:
+    """The qmail-queue stand-in (conftest's), as a path string for Settings."""
+    return str(standin)
 
 
 @pytest.fixture
@@ -99,11 +93,3 @@ def recorder(tmp_path) -> tuple[str, Path]:
     script.write_text(f"#!{sys.executable}\nRECORD_DIR = {str(record_dir)!r}\n" + source)
     script.chmod(0o755)
     return str(script), record_dir
-
-
-def spooldir(tmp_path: Path) -> Path:
-    """A fresh spool directory."""
-    path = tmp_path / "spool"
-    if path.exists():
-        shutil.rmtree(path)
-    return path
