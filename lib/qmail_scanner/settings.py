@@ -93,6 +93,7 @@ class Settings:
     dscr_hdrs_text: str = "X-Qmail-Scanner"
     settings_per_domain: bool = False
     settings_per_domain_file: str = ""  # default: <spooldir>/settings_per_domain.txt
+    failed_action: str = "tempfail"  # tempfail | store: keep unprocessable mail in failed/ and accept it
     spam_maildir: str = ""  # spam quarantine maildir; "" = <spooldir>/quarantine/spam
     alert_texts: dict = field(default_factory=dict)  # field -> text in --lang, rendered at configure time
 
