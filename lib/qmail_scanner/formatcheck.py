@@ -83,11 +83,12 @@ RULES = {
     "password-protected": "Disallowed attachment: password-protected archive",
 }
 
+# Patterns compiled on first use (re caches them).
 _EXT_ALTERNATION = "|".join(sorted(EXECUTABLE_EXTENSIONS, key=len, reverse=True))
-_DOUBLE_EXTENSION = re.compile(r"\.[a-z]{2,5}[\s._-]*\.\s*(?:" + _EXT_ALTERNATION + r")$", re.I)
-_CLSID = re.compile(r"\.\s*\{[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\}", re.I)
-_HEADER_NAME = re.compile(rb"[!-9;-~]+[ \t]*:")
-_BARE_CR = re.compile(rb"\r(?!\n)")
+_DOUBLE_EXTENSION = r"(?i)\.[a-z]{2,5}[\s._-]*\.\s*(?:" + _EXT_ALTERNATION + r")$"
+_CLSID = r"(?i)\.\s*\{[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\}"
+_HEADER_NAME = rb"[!-9;-~]+[ \t]*:"
+_BARE_CR = rb"\r(?!\n)"
 
 
 def windows_name(name: str) -> str:
@@ -109,12 +110,12 @@ def is_executable_name(name: str) -> bool:
 
 def is_double_barrelled(name: str) -> bool:
     """`photo.gif.exe`, also padded with blanks or dots (`photo.gif      .exe`)."""
-    return bool(_DOUBLE_EXTENSION.search(windows_name(name)))
+    return bool(re.search(_DOUBLE_EXTENSION, windows_name(name)))
 
 
 def has_clsid_extension(name: str) -> bool:
     """`file.{3050F4D8-98B5-11CF-BB82-00AA00BDCE0B}`: Windows hides the real type behind a class id."""
-    return bool(_CLSID.search(name))
+    return bool(re.search(_CLSID, name))
 
 
 def is_too_long(name: str) -> bool:
@@ -136,7 +137,7 @@ def _check_header_block(part: Part, settings: Settings) -> list[tuple[str, str]]
     if not settings.ignore_eol_check:
         if b"\x00" in raw:
             hits.append(("nul-in-header", ""))
-        if b"\r" in raw and _BARE_CR.search(raw):
+        if b"\r" in raw and re.search(_BARE_CR, raw):
             hits.append(("cr-in-header", ""))
     seen: dict[str, int] = {}
     previous_name = ""
@@ -152,7 +153,7 @@ def _check_header_block(part: Part, settings: Settings) -> list[tuple[str, str]]
             elif not line.strip() and previous_name.startswith(("content-", "mime-")):
                 hits.append(("broken-continuation", f"empty continuation of {previous_name}"))
             continue
-        if not _HEADER_NAME.match(line):
+        if not re.match(_HEADER_NAME, line):
             previous_name = ""
             if part.index > 0:
                 shown = line[:40].decode("latin-1")

@@ -31,12 +31,13 @@ NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW"
 
 _BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 _NOT_BASE64 = bytes(set(range(256)) - set(_BASE64_ALPHABET))
-_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
-_BETWEEN_WORDS = re.compile(r"(\?=)[ \t\r\n]+(=\?)")
+# Patterns compiled on first use (re caches them): most messages need none of these.
+_ENCODED_WORD = r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?="
+_BETWEEN_WORDS = r"(\?=)[ \t\r\n]+(=\?)"
 _PARAM = re.compile(r';[ \t\r\n]*([^\s=;]+)[ \t\r\n]*=[ \t\r\n]*("(?:[^"\\]|\\.)*"?|[^;]*)', re.S)
 _COMMENT = re.compile(r"\([^()]*\)")
-_PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})")
-_UU_BEGIN = re.compile(rb"(?m)^begin(-base64)?[ \t]+[0-7]{3,4}[ \t]+(\S[^\r\n]*)")
+_PERCENT = rb"%([0-9A-Fa-f]{2})"
+_UU_BEGIN = rb"(?m)^begin(-base64)?[ \t]+[0-7]{3,4}[ \t]+(\S[^\r\n]*)"
 _TEXT_MARKS = (b"begin ", b"begin-base64 ", b"-----BEGIN PGP ")
 
 
@@ -127,8 +128,8 @@ def decode_words(text: str) -> str:
     """Decode RFC 2047 encoded words; undecodable words stay as written."""
     if "=?" not in text:
         return text
-    text = _BETWEEN_WORDS.sub(r"\1\2", text)
-    return _ENCODED_WORD.sub(_decode_word, text)
+    text = re.sub(_BETWEEN_WORDS, r"\1\2", text)
+    return re.sub(_ENCODED_WORD, _decode_word, text)
 
 
 def _decode_word(match: re.Match) -> str:
@@ -151,7 +152,7 @@ def split_content_header(value: bytes) -> tuple[str, list[tuple[str, str]]]:
     """`type/sub; a=b; c="d"` -> ("type/sub", [("a", "b"), ("c", "d")]); repeated params kept."""
     text = header_text(value)
     main, _, rest = text.partition(";")
-    main = _COMMENT.sub("", main).strip().lower()
+    main = (_COMMENT.sub("", main) if "(" in main else main).strip().lower()
     params: list[tuple[str, str]] = []
     if rest:
         for match in _PARAM.finditer(";" + rest):
@@ -166,7 +167,7 @@ def split_content_header(value: bytes) -> tuple[str, list[tuple[str, str]]]:
 
 
 def _decode_2231(text: str, charset: str) -> str:
-    raw = _PERCENT.sub(lambda m: bytes([int(m.group(1), 16)]), text.encode("utf-8", "surrogateescape"))
+    raw = re.sub(_PERCENT, lambda m: bytes([int(m.group(1), 16)]), text.encode("utf-8", "surrogateescape"))
     try:
         return raw.decode(charset or "us-ascii", "replace")
     except LookupError:
@@ -634,7 +635,7 @@ class _Walker:
                         self.result.add_crypto("PGP(signed)")
                     elif line.startswith(b"-----BEGIN PGP MESSAGE"):
                         self.result.add_crypto("PGP(encrypted)")
-                    match = _UU_BEGIN.match(line)
+                    match = re.match(_UU_BEGIN, line)
                     if match and not match.group(1):
                         name = header_text(match.group(2).strip())
                         pending = self.new_part(
