@@ -218,3 +218,26 @@ def test_header_block_split():
     assert split_header_block(b"\nbody") == 0
     assert split_header_block(b"A: 1\nB: 2\n") == 10
     assert split_header_block(b"") == 0
+
+
+def test_store_failed_keeps_the_message_with_its_envelope(tmp_path):
+    from qmail_scanner.actions import store_failed
+
+    settings = make_settings(tmp_path / "spool", log_details="mailstats")
+    message = make_message(settings, PLAIN)
+    assert store_failed(message, "unpacker crashed") == 0
+    [stored] = maildir_files(tmp_path / "spool" / "failed")
+    assert stored.read_bytes().endswith(PLAIN)
+    assert b"X-QS-Envelope-Reason: unpacker crashed\n" in stored.read_bytes()
+    assert "Failed:(unpacker crashed):" in (tmp_path / "spool" / "mailstats.csv").read_text()
+    assert "\tfailed\t" in (tmp_path / "spool" / "quarantine.log").read_text()
+
+
+def test_large_header_block_beyond_the_first_chunk_is_still_cleaned(tmp_path, standin_binary, queue_dir):
+    settings = make_settings(tmp_path / "spool", qmail_queue_binary=standin_binary)
+    filler = b"".join(b"X-Filler-%d: %s\n" % (n, b"z" * 200) for n in range(400))  # about 85 KB of headers
+    raw = filler + b"X-Qmail-Scanner-Diagnostics: forged\nSubject: big\n\nbody\n"
+    assert carry_out(make_message(settings, raw), Verdict()) == 0
+    [(delivered, _)] = queued(queue_dir)
+    assert b"forged" not in delivered
+    assert delivered.endswith(filler + b"Subject: big\n\nbody\n")
