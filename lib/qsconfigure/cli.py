@@ -159,8 +159,10 @@ def run_probes(args, log: ProbeLog) -> dict:
         "python-magic", lambda: probe_python_module(python.value, "magic", "m.from_buffer(b'MZ\\x90\\x00', mime=True)")
     )
     tnefparse = log.check("tnefparse", lambda: probe_python_module(python.value, "tnefparse"))
+    rarfile = log.check("rarfile (rar listing)", lambda: probe_python_module(python.value, "rarfile"))
+    py7zr = log.check("py7zr (7z listing)", lambda: probe_python_module(python.value, "py7zr"))
     extra_path = []
-    for module in (magic, tnefparse):
+    for module in (magic, tnefparse, rarfile, py7zr):
         if module.found and module.value not in extra_path:
             extra_path.append(module.value)
     facts.update(have_python_magic=magic.found, have_tnefparse=tnefparse.found, extra_sys_path=extra_path)

@@ -122,6 +122,8 @@ def build_settings(args, facts: dict, version: str, command: str) -> dict:
         "add_dscr_hdrs": args.add_dscr_hdrs,
         "dscr_hdrs_text": args.dscr_hdrs_text,
         "settings_per_domain": args.settings_per_domain,
+        "av_scan_parts": args.av_scan_parts,
+        "max_unpack_seconds": args.max_unpack_time,
     }
     settings_class = _engine_settings_class()
     known = {spec.name for spec in settings_class.__record_fields__}

@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     scanning.add_argument("--spamd-servers", type=comma_list, default=None, help="spamd unix sockets or host:port (default: probed)")
     scanning.add_argument("--rspamd-servers", type=comma_list, default=None, help="rspamd host:port (default localhost:11333)")
     scanning.add_argument("--scanner-fail", type=comma_list, default=[], help="per scanner: NAME=tempfail|pass, e.g. spamd=pass (default tempfail)")
+    scanning.add_argument("--scanner-args", action="append", default=[], help="extra argv word for a command-line scanner: NAME=WORD, repeatable (e.g. clamscan=--database=/dir)")
+    scanning.add_argument("--av-scan-parts", type=yes_no, default=False, help="also stream the decoded parts to clamd, not only the whole message (default no)")
     scanning.add_argument("--scanner-timeout", type=float, default=120.0, help="seconds one scanner may take (default %(default)s)")
     scanning.add_argument("--skip-text-msgs", type=yes_no, default=True, help="no AV run on messages without attachments (default yes)")
     scanning.add_argument("--redundant", type=yes_no, default=False, help="also scan the undecoded original message (default no)")
@@ -96,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     internal.add_argument("--unzip", type=yes_no, default=False, help="unpack zip attachments for the checks and scanners (default no)")
     internal.add_argument("--block-password-protected", type=yes_no, default=False, help="quarantine password-protected archives (default no)")
     internal.add_argument("--max-zip-size", type=non_negative_int, default=1_000_000_000, help="archives expanding beyond this are blocked (default %(default)s)")
+    internal.add_argument("--max-unpack-time", type=float, default=300.0, help="seconds the unpacker may take before a temporary failure (default %(default)s)")
     internal.add_argument("--mime-unpacker", choices=("internal", "reformime"), default="internal", help="MIME unpacker (default internal)")
     internal.add_argument("--dlp-monitor", default="", help="regex: matching policy events are logged and headed, not blocked")
 
