@@ -16,7 +16,7 @@ import socket
 import sys
 import time
 
-from .options import build_parser, parse_debug
+from .options import build_parser
 from .probes import ConfigureError, ProbeLog, ProbeResult, find_program, probe_python, probe_python_module, run_quietly
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -131,7 +131,9 @@ def probe_scanners(args, log: ProbeLog) -> list[dict]:
     for name in names:
         probe = SCANNER_PROBES.get(name)
         if probe is None:
-            raise ConfigureError(f"unknown scanner {name!r}", f"known: {', '.join(sorted(SCANNER_PROBES)) or 'none yet'}")
+            raise ConfigureError(
+                f"unknown scanner {name!r}", f"known: {', '.join(sorted(SCANNER_PROBES)) or 'none yet'}"
+            )
         result = log.check(name, lambda probe=probe: probe(args))
         if result.found:
             configs.append(result.extra["scanner"])
@@ -152,7 +154,9 @@ def run_probes(args, log: ProbeLog) -> dict:
         raise ConfigureError(queue.detail, "give --qmail-queue-binary, or --no-QQ-check when packaging")
     inject = log.check("qmail-inject", lambda: probe_executable(args.qmail_inject_binary, "qmail-inject", ""))
     if not inject.found and args.notify != ["none"] and not args.no_qq_check:
-        raise ConfigureError(f"alerts need qmail-inject: {inject.detail}", "give --qmail-inject-binary or --notify none")
+        raise ConfigureError(
+            f"alerts need qmail-inject: {inject.detail}", "give --qmail-inject-binary or --notify none"
+        )
     account = log.check("the scanner account", lambda: probe_account(args.qs_user, args.qs_group))
     facts["account_exists"] = account.found
     magic = log.check(
@@ -170,7 +174,9 @@ def run_probes(args, log: ProbeLog) -> dict:
     facts["tnef_binary"] = tnef.value if tnef.found else ""
     reformime = log.check("a working reformime", probe_reformime)
     if args.mime_unpacker == "reformime" and not reformime.found:
-        raise ConfigureError(f"--mime-unpacker reformime, but {reformime.detail}", reformime.hint or "use --mime-unpacker internal")
+        raise ConfigureError(
+            f"--mime-unpacker reformime, but {reformime.detail}", reformime.hint or "use --mime-unpacker internal"
+        )
     facts["reformime_binary"] = reformime.value if reformime.found else ""
     facts["scanners"] = probe_scanners(args, log)
     return facts
@@ -185,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         facts = run_probes(args, log)
-        settings = build_settings(args, facts, engine_version(), shlex.join(["./configure.py", *(sys.argv[1:] if argv is None else argv)]))
+        settings = build_settings(
+            args, facts, engine_version(), shlex.join(["./configure.py", *(sys.argv[1:] if argv is None else argv)])
+        )
         program = render_program(settings, facts, log.lines, time.strftime("%Y-%m-%d %H:%M:%S %z"))
         with open(args.output, "w", encoding="utf-8") as handle:
             handle.write(program)
@@ -204,7 +212,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_summary(settings: dict, facts: dict, args) -> None:
-    scanners = ", ".join(f"{s['name']} {s.get('version', '')}".strip() for s in settings["scanners"]) or "none (internal checks only)"
+    scanners = (
+        ", ".join(f"{s['name']} {s.get('version', '')}".strip() for s in settings["scanners"])
+        or "none (internal checks only)"
+    )
     print()
     print("qmail-scanner configuration summary")
     print(f"  program:        {args.output} -> {args.bindir}/qmail-scanner-queue.py")
@@ -212,6 +223,9 @@ def print_summary(settings: dict, facts: dict, args) -> None:
     print(f"  spool:          {settings['spooldir']}")
     print(f"  next hop:       {settings['qmail_queue_binary']}")
     print(f"  scanners:       {scanners}")
-    print(f"  unpacker:       {settings['mime_unpacker']}, python-magic {'yes' if facts['have_python_magic'] else 'no'}")
-    print(f"  alerts:         {','.join(settings['notify'])} from {settings['admin']}@{settings['domain']} ({settings['lang']})")
+    print(
+        f"  unpacker:       {settings['mime_unpacker']}, python-magic {'yes' if facts['have_python_magic'] else 'no'}"
+    )
+    admin = f"{settings['admin']}@{settings['domain']}"
+    print(f"  alerts:         {','.join(settings['notify'])} from {admin} ({settings['lang']})")
     print(f"  custom error fd: {settings['custom_error_fd'] or 'off'}; deadline {settings['deadline_seconds']:g} s")

@@ -6,6 +6,7 @@ import os
 import pprint
 import re
 import sys
+
 from .options import parse_debug
 from .probes import ConfigureError
 
@@ -53,7 +54,9 @@ def build_settings(args, facts: dict, version: str, command: str) -> dict:
     """The settings literal to freeze: options + probe facts, validated by the engine."""
     unknown_notify = set(args.notify) - NOTIFY_WORDS
     if unknown_notify:
-        raise ConfigureError(f"--notify: unknown value(s) {', '.join(sorted(unknown_notify))}", f"use {', '.join(sorted(NOTIFY_WORDS))}")
+        raise ConfigureError(
+            f"--notify: unknown value(s) {', '.join(sorted(unknown_notify))}", f"use {', '.join(sorted(NOTIFY_WORDS))}"
+        )
     if args.dlp_monitor:
         _check_regex("--dlp-monitor", args.dlp_monitor)
     archive = "" if args.archive.lower() in ("no", "0", "") else args.archive
@@ -143,7 +146,9 @@ def render_program(settings: dict, facts: dict, probe_lines: list[tuple[str, str
     try:
         import jinja2
     except ImportError:
-        raise ConfigureError("Jinja2 is needed to render the program", "apt-get install python3-jinja2 or pip install jinja2") from None
+        raise ConfigureError(
+            "Jinja2 is needed to render the program", "apt-get install python3-jinja2 or pip install jinja2"
+        ) from None
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         undefined=jinja2.StrictUndefined,

@@ -69,7 +69,20 @@ def ensure_account(user: str, group: str) -> None:
     try:
         pwd.getpwnam(user)
     except KeyError:
-        _run_admin(["useradd", "--system", "--gid", group, "--home-dir", "/nonexistent", "--no-create-home", "--shell", "/usr/sbin/nologin", user])
+        _run_admin(
+            [
+                "useradd",
+                "--system",
+                "--gid",
+                group,
+                "--home-dir",
+                "/nonexistent",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                user,
+            ]
+        )
 
 
 def _run_admin(argv: list[str]) -> None:
@@ -95,7 +108,7 @@ def install_engine(installer: Installer, engine_dir: str) -> str:
         raise ConfigureError("the engine does not byte-compile", "is this Python too old for the engine?")
     shutil.rmtree(target, ignore_errors=True)
     os.rename(staging, target)
-    for root, dirs, files in os.walk(target_parent):
+    for root, _dirs, files in os.walk(target_parent):
         os.chmod(root, 0o755)
         for name in files:
             os.chmod(os.path.join(root, name), 0o644)

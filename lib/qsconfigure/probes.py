@@ -65,9 +65,7 @@ def find_program(name: str, extra_dirs: tuple[str, ...] = ()) -> str | None:
 def run_quietly(argv: list[str], timeout: float = 20.0, input_bytes: bytes | None = None) -> tuple[int, str]:
     """Run a probe command without a shell; return (exit code, combined output); -1 if it cannot run."""
     try:
-        completed = subprocess.run(
-            argv, input=input_bytes, capture_output=True, timeout=timeout, check=False
-        )
+        completed = subprocess.run(argv, input=input_bytes, capture_output=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as error:
         return -1, str(error)
     output = (completed.stdout + completed.stderr).decode("utf-8", "replace")
@@ -79,7 +77,13 @@ def probe_python(requested: str) -> ProbeResult:
     candidate = requested or sys.executable
     located = shutil.which(candidate) or candidate
     code, output = run_quietly(
-        [located, "-I", "-S", "-c", "import sys, os; print(os.path.realpath(sys.executable)); print(sys.version.split()[0])"]
+        [
+            located,
+            "-I",
+            "-S",
+            "-c",
+            "import sys, os; print(os.path.realpath(sys.executable)); print(sys.version.split()[0])",
+        ]
     )
     if code != 0:
         return ProbeResult(False, detail=f"{candidate} does not run", hint="give --python /path/to/python3")
@@ -106,5 +110,5 @@ def probe_python_module(python: str, module: str, check_code: str = "") -> Probe
     if exit_code != 0:
         last = output.strip().splitlines()[-1] if output.strip() else "import failed"
         return ProbeResult(False, detail=last[:100], hint=f"pip install {module}")
-    lines = output.splitlines() + [""]
+    lines = [*output.splitlines(), ""]
     return ProbeResult(True, lines[0], lines[1])
