@@ -10,7 +10,7 @@ the leading run of `X-QS-Envelope*` headers and gets the message back as it was 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False
 
 from .logs import rfc2822_date
 from .outcomes import PermanentReject, TemporaryFailure
@@ -211,10 +211,10 @@ def _open_replacement(message: Message, path: str) -> int:
 
 def envelope_block(message: Message, verdict: Verdict, kind: str) -> bytes:
     """The X-QS-Envelope* headers put on top of a quarantined or archived copy."""
-    import base64
+    import binascii
 
     envelope = message.envelope
-    encoded = base64.b64encode(envelope.raw).decode("ascii")
+    encoded = binascii.b2a_base64(envelope.raw, newline=False).decode("ascii")
     folded = "\n\t".join(encoded[i : i + 76] for i in range(0, len(encoded), 76)) or '""'
     lines = [
         f"X-QS-Envelope: {folded}\n",

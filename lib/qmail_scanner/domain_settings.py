@@ -19,7 +19,7 @@ reported with its number on stderr (qmail-smtpd's log) and skipped; mail keeps f
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     from .settings import Settings

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False
 
 from .trace import header_safe, status_text
 
@@ -164,22 +164,23 @@ def append_text(path: str, text: str) -> None:
 
 def send_syslog(line: str, socket_path: str = "/dev/log") -> None:
     """One line to syslog, facility mail, tag `qmail-scanner[pid]` (what glibc's syslog(3) sends)."""
-    import socket
+    import _socket  # the C module: `socket` would pull in enum on every message
 
     priority = SYSLOG_FACILITY_MAIL * 8 + SYSLOG_INFO
     stamp = time.strftime("%b %d %H:%M:%S", time.localtime())
     packet = f"<{priority}>{stamp} {SYSLOG_TAG}[{os.getpid()}]: {line}".encode("utf-8", "replace")[:8192]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
-        try:
-            sender.connect(socket_path)
-        except OSError:
-            # Older syslog daemons listen on a stream socket.
-            sender.close()
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stream:
-                stream.connect(socket_path)
-                stream.sendall(packet + b"\0")
-            return
+    sender = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+    try:
+        sender.connect(socket_path)
         sender.send(packet)
+    except OSError:
+        sender.close()
+        # Some syslog daemons listen on a stream socket instead.
+        sender = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        sender.connect(socket_path)
+        sender.sendall(packet + b"\0")
+    finally:
+        sender.close()
 
 
 def write_debug_trace(message: Message) -> None:

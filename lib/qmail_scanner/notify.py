@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import os
 import time
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False
 
 from .queue_protocol import seal_inherited_fds
 from .trace import header_safe
