@@ -10,7 +10,6 @@ the leading run of `X-QS-Envelope*` headers and gets the message back as it was 
 from __future__ import annotations
 
 import os
-TYPE_CHECKING = False
 
 from .logs import rfc2822_date
 from .outcomes import PermanentReject, TemporaryFailure
@@ -18,6 +17,7 @@ from .records import Verdict
 from .spool import deliver_to_maildir
 from .trace import header_safe, status_text, trace_header
 
+TYPE_CHECKING = False  # typing costs milliseconds per message; only type checkers look here
 if TYPE_CHECKING:
     from .main import Message
     from .settings import Settings

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import os
 import time
-TYPE_CHECKING = False
 
 from .trace import header_safe, status_text
 
+TYPE_CHECKING = False  # typing costs milliseconds per message; only type checkers look here
 if TYPE_CHECKING:
     from .main import Message
     from .records import Verdict

@@ -16,11 +16,11 @@ from __future__ import annotations
 import base64
 import os
 import time
-TYPE_CHECKING = False
 
 from .queue_protocol import seal_inherited_fds
 from .trace import header_safe
 
+TYPE_CHECKING = False  # typing costs milliseconds per message; only type checkers look here
 if TYPE_CHECKING:
     from .main import Message
     from .records import Verdict
