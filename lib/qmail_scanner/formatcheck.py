@@ -7,11 +7,11 @@ raw header blocks the unpacker kept, so they see what a forgiving parser would h
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from .mime import parse_headers, split_content_header
 from .records import Finding, Part
 
+TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
     from .mime import Unpacked
     from .settings import Settings

@@ -12,14 +12,14 @@ import binascii
 import os
 import re
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from . import magictype
 from .outcomes import TEMP_TIMEOUT, TemporaryFailure
 from .records import Finding, Part
+from .recordtype import field, record
 from .settings import Settings
 
+TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -41,7 +41,7 @@ _UU_BEGIN = rb"(?m)^begin(-base64)?[ \t]+[0-7]{3,4}[ \t]+(\S[^\r\n]*)"
 _TEXT_MARKS = (b"begin ", b"begin-base64 ", b"-----BEGIN PGP ")
 
 
-@dataclass
+@record
 class Unpacked:
     """What the unpacker found in one message."""
 
@@ -54,7 +54,7 @@ class Unpacked:
     message_size: int = 0
     unpacker: str = "internal"
     normalize: bool = True
-    _top_parsed: list[tuple[str, bytes]] | None = field(default=None, repr=False)
+    _top_parsed: list[tuple[str, bytes]] | None = None
 
     def headers(self) -> list[tuple[str, bytes]]:
         """The top-level headers as (lower-case name, unfolded raw value)."""

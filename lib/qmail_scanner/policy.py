@@ -12,10 +12,10 @@ import marshal
 import os
 import re
 import sys
-from typing import TYPE_CHECKING
 
 from .records import Finding
 
+TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
     from .main import Message
     from .settings import Settings

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from typing import TYPE_CHECKING
 
 from . import magictype
 from .mime import (
@@ -27,6 +26,7 @@ from .mime import (
 )
 from .outcomes import TEMP_TIMEOUT, TemporaryFailure
 
+TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
     from collections.abc import Callable
 

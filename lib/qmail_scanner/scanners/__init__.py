@@ -8,11 +8,12 @@ got no usable answer) and `version(config) -> str`. This module applies the fail
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
 
 from ..records import ScanResult
 from .common import ScannerFailure
 
+TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
     from ..main import Message
     from ..settings import ScannerConfig, Settings

@@ -7,7 +7,6 @@ import os
 import socket
 import struct
 import time
-from typing import TYPE_CHECKING
 
 from ..records import Finding, ScanResult
 from .common import (
@@ -20,6 +19,7 @@ from .common import (
     scan_deadline,
 )
 
+TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
     from ..main import Message
     from ..settings import ScannerConfig

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-from typing import TYPE_CHECKING
 
 from ..records import Finding, ScanResult
 from ..recordtype import record
 from .common import ScannerFailure, one_line, scan_deadline
 
+TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
     from ..main import Message
     from ..settings import ScannerConfig

@@ -6,8 +6,6 @@ pulls in the email package) stays off the per-message path.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ..records import Finding, ScanResult
 from .common import (
     STREAM_CHUNK_BYTES,
@@ -21,6 +19,7 @@ from .common import (
     send_all,
 )
 
+TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
     from ..main import Message
     from ..settings import ScannerConfig

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import TYPE_CHECKING
 
 from ..records import Finding, ScanResult
 from .common import (
@@ -22,6 +21,7 @@ from .common import (
     send_all,
 )
 
+TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
     from ..main import Message
     from ..settings import ScannerConfig
