@@ -3,8 +3,8 @@
 
 No root setup and no qmail: the next hop is the qmail-queue demo sink (the test stand-in,
 which keeps qmail-queue's envelope grammar and exit codes) storing queued mail in demo/queue.
-When clamd and spamd are installed, private instances are started for the demo on sockets
-under demo/run, with a test signature database (EICAR), and stopped at the end.
+When clamd and spamd are installed, private instances are started for the demo on private
+sockets, clamd with a test signature database (EICAR), and stopped at the end.
 """
 
 from __future__ import annotations
@@ -23,23 +23,57 @@ DEMO = ROOT / "demo"
 SAMPLES = ROOT / "contrib" / "demo" / "samples"
 
 
-def start_daemons(run_dir: Path) -> tuple[list[str], list]:
-    """Private clamd/spamd for the demo when installed; returns configure args and handles."""
-    try:
-        from daemons import start_demo_daemons
-    except ImportError:
-        return [], []
-    return start_demo_daemons(run_dir)
+def start_daemons() -> tuple[list[str], list]:
+    """Private clamd/spamd for the demo when installed; returns configure args and the servers."""
+    from daemons import ClamdServer, SpamdServer
+
+    scanners, args, servers = [], [], []
+    if shutil.which("clamd") or Path("/usr/sbin/clamd").exists():
+        try:
+            clamd = ClamdServer("demo-clamd").start()
+        except Exception as error:
+            print(f"(clamd did not start: {error})")
+        else:
+            servers.append(clamd)
+            scanners.append("clamd")
+            args += ["--clamd-servers", clamd.socket_path]
+            print(f"started a private clamd with a test signature database on {clamd.socket_path}")
+    if shutil.which("spamd") or Path("/usr/sbin/spamd").exists():
+        try:
+            spamd = SpamdServer("demo-spamd").start()
+        except Exception as error:
+            print(f"(spamd did not start: {error})")
+        else:
+            servers.append(spamd)
+            scanners.append("spamd")
+            args += ["--spamd-servers", spamd.socket_path, "--sa-quarantine", "5", "--sa-subject", "[SPAM]"]
+            print(f"started a private spamd -L on {spamd.socket_path}")
+    if not scanners:
+        return [], servers
+    return ["--scanners", ",".join(scanners), *args], servers
 
 
-def describe_landing(installation, result) -> str:
-    if result.queued:
-        return f"queued by the next hop ({len(result.queued)} copy) in {installation.sink.relative_to(ROOT)}"
+def quarantine_contents(installation) -> set[Path]:
+    found = set()
     for kind in ("viruses", "policy", "spam"):
         directory = installation.spool / "quarantine" / kind / "new"
-        if directory.exists() and any(directory.iterdir()):
-            return f"quarantined in {directory.relative_to(ROOT)}"
+        if directory.exists():
+            found.update(directory.iterdir())
+    return found
+
+
+def describe_landing(installation, result, quarantined: set[Path]) -> str:
+    if result.queued:
+        return f"queued by the next hop ({len(result.queued)} copy) in {installation.sink.relative_to(ROOT)}"
+    if quarantined:
+        return f"quarantined as {next(iter(quarantined)).relative_to(ROOT)}"
     return "not queued (the sender is told by the SMTP reply)"
+
+
+def added_headers(queued: bytes, original: bytes) -> list[str]:
+    """The header lines we put above the message as it arrived."""
+    head = queued[: len(queued) - len(original)] if queued.endswith(original) else queued.split(b"\n\n")[0]
+    return head.decode("utf-8", "replace").splitlines()
 
 
 def main() -> int:
@@ -48,7 +82,7 @@ def main() -> int:
     (DEMO / "bin").mkdir(parents=True)
     sink = build_standin(DEMO / "bin")
     demo_sink = sink.rename(DEMO / "bin" / "qmail-queue-demo-sink")
-    scanner_args, handles = start_daemons(DEMO / "run")
+    scanner_args, handles = start_daemons()
     try:
         print("== configure (local install into ./demo, next hop = the qmail-queue demo sink)")
         installation = install(
@@ -64,31 +98,27 @@ def main() -> int:
         print()
         outcomes = []
         for sample in sorted(SAMPLES.glob("*.eml")):
-            for kind in ("viruses", "policy", "spam"):
-                for stale in (installation.spool / "quarantine" / kind / "new").glob("*"):
-                    stale.unlink()
+            before = quarantine_contents(installation)
             raw = envelope("alice@example.org", "bob@example.com")
             result = installation.run(sample.read_bytes(), raw, env={"TCPREMOTEIP": "192.0.2.10"})
             reply = smtp_reply(result.exit_code, result.custom_error)
-            landing = describe_landing(installation, result)
+            landing = describe_landing(installation, result, quarantine_contents(installation) - before)
             outcomes.append((sample.name, result.exit_code, reply, landing))
             print(f"== {sample.name}")
             print(f"   exit {result.exit_code}; qmail-smtpd answers: {reply}")
             print(f"   {landing}; {result.seconds * 1000:.0f} ms")
             if result.queued:
-                trace = result.queued[0].message.split(b"\n\n", 1)[0].decode("utf-8", "replace")
-                added = [line for line in trace.splitlines() if line.startswith(("X-Qmail", " ", "X-Spam"))]
-                print("   " + "\n   ".join(added[:8]))
+                print("   " + "\n   ".join(added_headers(result.queued[0].message, sample.read_bytes())))
             if result.stderr.strip():
                 print(f"   log: {result.stderr.strip()}")
             print()
         show_logs(installation)
         print("== summary")
         for name, code, reply, landing in outcomes:
-            print(f"   {name:28} exit {code:3}  {reply[:60]}")
+            print(f"   {name:28} exit {code:3}  {reply[:24]:24}  {landing.split(' (')[0].split(' in ')[0]}")
     finally:
         for handle in handles:
-            handle.stop()
+            handle.remove()
     return 0
 
 
