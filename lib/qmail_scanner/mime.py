@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import binascii
 import os
-import re
 import time
 
 from . import magictype
@@ -31,13 +30,11 @@ NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW"
 
 _BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 _NOT_BASE64 = bytes(set(range(256)) - set(_BASE64_ALPHABET))
-# Patterns compiled on first use (re caches them): most messages need none of these.
-_ENCODED_WORD = r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?="
-_BETWEEN_WORDS = r"(\?=)[ \t\r\n]+(=\?)"
-_PARAM = re.compile(r';[ \t\r\n]*([^\s=;]+)[ \t\r\n]*=[ \t\r\n]*("(?:[^"\\]|\\.)*"?|[^;]*)', re.S)
-_COMMENT = re.compile(r"\([^()]*\)")
-_PERCENT = rb"%([0-9A-Fa-f]{2})"
-_UU_BEGIN = rb"(?m)^begin(-base64)?[ \t]+[0-7]{3,4}[ \t]+(\S[^\r\n]*)"
+# Header values are parsed by hand below: importing re (and enum with it) would cost every
+# message about 5 ms of start-up. Only uuencoded text and broken base64 need a regex.
+_UU_BEGIN = rb"begin(-base64)?[ \t]+[0-7]{3,4}[ \t]+(\S[^\r\n]*)"
+_FOLDING_BLANKS = " \t\r\n"
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 _TEXT_MARKS = (b"begin ", b"begin-base64 ", b"-----BEGIN PGP ")
 
 
@@ -124,50 +121,207 @@ def parse_headers(raw: bytes) -> list[tuple[str, bytes]]:
     return headers
 
 
+def _join_adjacent_words(text: str) -> str:
+    """Drop the folding blanks between `?=` and `=?`: adjacent encoded words join without a gap."""
+    pieces = []
+    done = 0
+    end = text.find("?=")
+    while end >= 0:
+        after = end + 2
+        while after < len(text) and text[after] in _FOLDING_BLANKS:
+            after += 1
+        if after > end + 2 and text.startswith("=?", after):
+            pieces.append(text[done : end + 2])
+            done = after
+            end = text.find("?=", after + 2)
+        else:
+            end = text.find("?=", end + 1)
+    pieces.append(text[done:])
+    return "".join(pieces)
+
+
+def _token_end(text: str, start: int, stop: str) -> int:
+    """Where a run of characters that are neither blank (str.isspace) nor in `stop` ends."""
+    end = start
+    while end < len(text) and text[end] not in stop and not text[end].isspace():
+        end += 1
+    return end
+
+
 def decode_words(text: str) -> str:
-    """Decode RFC 2047 encoded words; undecodable words stay as written."""
+    """Decode RFC 2047 encoded words (`=?charset?B|Q?text?=`); undecodable words stay as written."""
     if "=?" not in text:
         return text
-    text = re.sub(_BETWEEN_WORDS, r"\1\2", text)
-    return re.sub(_ENCODED_WORD, _decode_word, text)
+    text = _join_adjacent_words(text)
+    pieces = []
+    done = 0
+    start = text.find("=?")
+    while start >= 0:
+        charset_end = _token_end(text, start + 2, "?")
+        encoding = text[charset_end + 1 : charset_end + 2]
+        if (
+            charset_end > start + 2
+            and text.startswith("?", charset_end)
+            and encoding in ("b", "B", "q", "Q")
+            and text.startswith("?", charset_end + 2)
+        ):
+            data_end = _token_end(text, charset_end + 3, "?")
+            if text.startswith("?=", data_end):
+                pieces.append(text[done:start])
+                pieces.append(
+                    _decode_word(
+                        text[start : data_end + 2],
+                        text[start + 2 : charset_end],
+                        encoding,
+                        text[charset_end + 3 : data_end],
+                    )
+                )
+                done = data_end + 2
+                start = text.find("=?", done)
+                continue
+        start = text.find("=?", start + 1)
+    pieces.append(text[done:])
+    return "".join(pieces)
 
 
-def _decode_word(match: re.Match) -> str:
-    charset = match.group(1).split("*")[0]
-    data = match.group(3).encode("ascii", "replace")
+def _decode_word(word: str, charset: str, encoding: str, text: str) -> str:
+    charset = charset.split("*")[0]
+    data = text.encode("ascii", "replace")
     try:
-        if match.group(2) in "bB":
+        if encoding in "bB":
             raw = binascii.a2b_base64(data + b"=" * (-len(data) % 4))
         else:
             raw = binascii.a2b_qp(data, header=True)
     except (binascii.Error, ValueError):
-        return match.group(0)
+        return word
     try:
         return raw.decode(charset, "replace")
     except LookupError:
         return raw.decode("latin-1")
 
 
+def strip_comments(text: str) -> str:
+    """Remove the innermost `(...)` comments (one pass, like the original's s/\\([^()]*\\)//g)."""
+    if "(" not in text:
+        return text
+    pieces = []
+    done = 0
+    opening = text.find("(")
+    while opening >= 0:
+        closing = opening + 1
+        while closing < len(text) and text[closing] not in "()":
+            closing += 1
+        if closing < len(text) and text[closing] == ")":
+            pieces.append(text[done:opening])
+            done = closing + 1
+            opening = text.find("(", done)
+        else:
+            opening = text.find("(", closing)
+    pieces.append(text[done:])
+    return "".join(pieces)
+
+
+def _skip_blanks(text: str, position: int) -> int:
+    while position < len(text) and text[position] in _FOLDING_BLANKS:
+        position += 1
+    return position
+
+
+def _quoted_end(text: str, start: int) -> int:
+    """End of a quoted string opening at `start`: after the closing quote, else before a lone trailing backslash."""
+    position = start + 1
+    while True:
+        quote = text.find('"', position)
+        backslash = text.find("\\", position, quote if quote >= 0 else len(text))
+        if backslash >= 0:
+            if backslash + 1 == len(text):
+                return backslash
+            position = backslash + 2
+        elif quote >= 0:
+            return quote + 1
+        else:
+            return len(text)
+
+
+def _raw_params(text: str) -> list[tuple[str, str]]:
+    """`; name = value` pairs as written (quotes kept); a piece without `name=` is skipped.
+
+    A value is a quoted string (backslash escapes, up to the closing quote or the end) or
+    everything up to the next `;`. A `;` inside a quoted string does not start a parameter.
+    """
+    params = []
+    semicolon = text.find(";")
+    while semicolon >= 0:
+        name_start = _skip_blanks(text, semicolon + 1)
+        name_end = _token_end(text, name_start, "=;")
+        equals = _skip_blanks(text, name_end)
+        if name_end == name_start or not text.startswith("=", equals):
+            semicolon = text.find(";", semicolon + 1)
+            continue
+        value_start = _skip_blanks(text, equals + 1)
+        if text.startswith('"', value_start):
+            value_end = _quoted_end(text, value_start)
+        else:
+            value_end = text.find(";", value_start)
+            if value_end < 0:
+                value_end = len(text)
+        params.append((text[name_start:name_end], text[value_start:value_end]))
+        semicolon = text.find(";", value_end)
+    return params
+
+
+def _unescape(text: str) -> str:
+    """Backslash escapes of a quoted string resolved; a backslash before a line end or at the end stays."""
+    pieces = []
+    done = 0
+    backslash = text.find("\\")
+    while backslash >= 0:
+        pieces.append(text[done:backslash])
+        if backslash + 1 < len(text) and text[backslash + 1] != "\n":
+            pieces.append(text[backslash + 1])
+            done = backslash + 2
+        else:
+            pieces.append("\\")
+            done = backslash + 1
+        backslash = text.find("\\", done)
+    pieces.append(text[done:])
+    return "".join(pieces)
+
+
 def split_content_header(value: bytes) -> tuple[str, list[tuple[str, str]]]:
     """`type/sub; a=b; c="d"` -> ("type/sub", [("a", "b"), ("c", "d")]); repeated params kept."""
     text = header_text(value)
     main, _, rest = text.partition(";")
-    main = (_COMMENT.sub("", main) if "(" in main else main).strip().lower()
+    main = strip_comments(main).strip().lower()
     params: list[tuple[str, str]] = []
     if rest:
-        for match in _PARAM.finditer(";" + rest):
-            param_value = match.group(2).strip()
+        for name, param_value in _raw_params(";" + rest):
+            param_value = param_value.strip()
             if param_value.startswith('"'):
                 param_value = (
                     param_value[1:-1] if param_value.endswith('"') and len(param_value) > 1 else param_value[1:]
                 )
-                param_value = re.sub(r"\\(.)", r"\1", param_value) if "\\" in param_value else param_value
-            params.append((match.group(1).lower(), param_value))
+                param_value = _unescape(param_value) if "\\" in param_value else param_value
+            params.append((name.lower(), param_value))
     return main, params
 
 
+def _percent_decode(raw: bytes) -> bytes:
+    """`%XX` hex escapes decoded; a `%` not followed by two hex digits stays."""
+    if b"%" not in raw:
+        return raw
+    first, *rest = raw.split(b"%")
+    pieces = [first]
+    for piece in rest:
+        if len(piece) >= 2 and piece[0] in _HEX_DIGITS and piece[1] in _HEX_DIGITS:
+            pieces.append(bytes((int(piece[:2], 16),)) + piece[2:])
+        else:
+            pieces.append(b"%" + piece)
+    return b"".join(pieces)
+
+
 def _decode_2231(text: str, charset: str) -> str:
-    raw = re.sub(_PERCENT, lambda m: bytes([int(m.group(1), 16)]), text.encode("utf-8", "surrogateescape"))
+    raw = _percent_decode(text.encode("utf-8", "surrogateescape"))
     try:
         return raw.decode(charset or "us-ascii", "replace")
     except LookupError:
@@ -450,6 +604,8 @@ def _b64(data: bytes) -> bytes:
     except binascii.Error:
         # Padding in the middle or a truncated quantum: decode what can be decoded.
         out = []
+        import re
+
         for piece in re.split(rb"(?<==)(?=[^=])", data):
             try:
                 out.append(binascii.a2b_base64(piece + b"=" * (-len(piece) % 4)))
@@ -635,7 +791,7 @@ class _Walker:
                         self.result.add_crypto("PGP(signed)")
                     elif line.startswith(b"-----BEGIN PGP MESSAGE"):
                         self.result.add_crypto("PGP(encrypted)")
-                    match = re.match(_UU_BEGIN, line)
+                    match = _uu_begin(line) if line.startswith(b"begin") else None
                     if match and not match.group(1):
                         name = header_text(match.group(2).strip())
                         pending = self.new_part(
@@ -691,6 +847,13 @@ class _Walker:
         elif declared in ("application/pkcs7-mime", "application/x-pkcs7-mime"):
             smime_type = next((v.lower() for n, v in params if n == "smime-type"), "")
             self.result.add_crypto("SMIME(signed)" if smime_type == "signed-data" else "SMIME(encrypted)")
+
+
+def _uu_begin(line: bytes):  # type: ignore[no-untyped-def]
+    """The `begin 644 name` match of a line starting with "begin" (re is imported only here)."""
+    import re
+
+    return re.match(_UU_BEGIN, line)
 
 
 def _bounded_lines(text: object, limit: int = MAX_HEADER_LINE):  # type: ignore[no-untyped-def]
