@@ -13,7 +13,7 @@ import re
 
 from hypothesis import given, settings, strategies
 
-from qmail_scanner import mime
+from qmail_scanner import formatcheck, mime
 
 # ---------------------------------------------------------------- the regex versions
 
@@ -187,3 +187,25 @@ def test_known_parameter_shapes() -> None:
     assert mime.param_values(params, "name") == ["\u20ac.exe"]
     assert mime.decode_words("=?utf-8?q?caf=C3=A9?= =?utf-8?b?IGx1bmNo?=") == "café lunch"
     assert mime.decode_words("=?bogus?q?x?= a ?= =? b") == "x a ?==? b"
+
+
+# ---------------------------------------------------------------- formatcheck's header lines and names
+
+_HEADER_NAME = rb"[!-9;-~]+[ \t]*:"
+_BARE_CR = rb"\r(?!\n)"
+
+
+@settings(max_examples=2000, deadline=None)
+@given(strategies.binary(max_size=12) | strategies.text("ab-:( )\t\r\n\x7f\xe9;9", max_size=12).map(str.encode))
+def test_header_line_and_bare_cr_checks_match_the_regex(line: bytes) -> None:
+    assert formatcheck._is_header_line(line) == bool(re.match(_HEADER_NAME, line))
+    assert (line.count(b"\r") != line.count(b"\r\n")) == bool(re.search(_BARE_CR, line))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(strategies.text("ab.{}- \texe0F", max_size=24) | strategies.text(max_size=16))
+def test_name_checks_skip_re_only_when_the_regex_cannot_match(name: str) -> None:
+    assert formatcheck.is_double_barrelled(name) == bool(
+        re.search(formatcheck._DOUBLE_EXTENSION, name.rstrip(" .\t\r\n\x00"))
+    )
+    assert formatcheck.has_clsid_extension(name) == bool(re.search(formatcheck._CLSID, name))

@@ -6,9 +6,7 @@ raw header blocks the unpacker kept, so they see what a forgiving parser would h
 
 from __future__ import annotations
 
-import re
-
-from .mime import parse_headers, split_content_header
+from .mime import parse_headers, split_content_header, strip_comments
 from .records import Finding, Part
 
 TYPE_CHECKING = False  # importing typing costs every message milliseconds
@@ -83,12 +81,12 @@ RULES = {
     "password-protected": "Disallowed attachment: password-protected archive",
 }
 
-# Patterns compiled on first use (re caches them).
+# Patterns for attachment names only, compiled on first use: a message without attachments
+# must not pay for importing re. Header lines are checked by hand (_is_header_line).
 _EXT_ALTERNATION = "|".join(sorted(EXECUTABLE_EXTENSIONS, key=len, reverse=True))
 _DOUBLE_EXTENSION = r"(?i)\.[a-z]{2,5}[\s._-]*\.\s*(?:" + _EXT_ALTERNATION + r")$"
 _CLSID = r"(?i)\.\s*\{[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\}"
-_HEADER_NAME = rb"[!-9;-~]+[ \t]*:"
-_BARE_CR = rb"\r(?!\n)"
+_HEADER_NAME_BYTES = bytes(c for c in range(33, 127) if c != ord(":"))  # printable, no blank, no colon
 
 
 def windows_name(name: str) -> str:
@@ -110,12 +108,27 @@ def is_executable_name(name: str) -> bool:
 
 def is_double_barrelled(name: str) -> bool:
     """`photo.gif.exe`, also padded with blanks or dots (`photo.gif      .exe`)."""
+    if name.count(".") < 2:
+        return False
+    import re
+
     return bool(re.search(_DOUBLE_EXTENSION, windows_name(name)))
 
 
 def has_clsid_extension(name: str) -> bool:
     """`file.{3050F4D8-98B5-11CF-BB82-00AA00BDCE0B}`: Windows hides the real type behind a class id."""
+    if "{" not in name:
+        return False
+    import re
+
     return bool(re.search(_CLSID, name))
+
+
+def _is_header_line(line: bytes) -> bool:
+    """`Name:` or `Name  :` with a name of printable characters, as RFC 5322 allows."""
+    name, colon, _ = line.partition(b":")
+    name = name.rstrip(b" \t")
+    return bool(colon and name) and not name.translate(None, _HEADER_NAME_BYTES)
 
 
 def is_too_long(name: str) -> bool:
@@ -137,7 +150,7 @@ def _check_header_block(part: Part, settings: Settings) -> list[tuple[str, str]]
     if not settings.ignore_eol_check:
         if b"\x00" in raw:
             hits.append(("nul-in-header", ""))
-        if b"\r" in raw and re.search(_BARE_CR, raw):
+        if b"\r" in raw and raw.count(b"\r") != raw.count(b"\r\n"):
             hits.append(("cr-in-header", ""))
     seen: dict[str, int] = {}
     previous_name = ""
@@ -153,7 +166,7 @@ def _check_header_block(part: Part, settings: Settings) -> list[tuple[str, str]]
             elif not line.strip() and previous_name.startswith(("content-", "mime-")):
                 hits.append(("broken-continuation", f"empty continuation of {previous_name}"))
             continue
-        if not re.match(_HEADER_NAME, line):
+        if not _is_header_line(line):
             previous_name = ""
             if part.index > 0:
                 shown = line[:40].decode("latin-1")
@@ -162,7 +175,7 @@ def _check_header_block(part: Part, settings: Settings) -> list[tuple[str, str]]
         name = line.split(b":", 1)[0].strip().lower().decode("latin-1")
         previous_name = name
         if "(" in name or ")" in name:
-            plain = re.sub(r"\([^()]*\)", "", name)
+            plain = strip_comments(name)
             if plain.startswith(("content-", "mime-")):
                 hits.append(("header-comment", name))
         if name in MIME_HEADERS:
