@@ -187,9 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     resolve_layout(args)
     log = ProbeLog(quiet=args.quiet)
-    from .generate import build_settings, render_program
+    from .generate import build_settings, check_option_values, render_program
 
     try:
+        check_option_values(args)
         facts = run_probes(args, log)
         settings = build_settings(
             args, facts, engine_version(), shlex.join(["./configure.py", *(sys.argv[1:] if argv is None else argv)])

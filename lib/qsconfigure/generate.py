@@ -50,8 +50,8 @@ def _check_regex(option: str, pattern: str) -> None:
         raise ConfigureError(f"{option}: not a valid regular expression: {error}") from None
 
 
-def build_settings(args, facts: dict, version: str, command: str) -> dict:
-    """The settings literal to freeze: options + probe facts, validated by the engine."""
+def check_option_values(args) -> None:
+    """Refuse option values that cannot work, before any probe runs."""
     unknown_notify = set(args.notify) - NOTIFY_WORDS
     if unknown_notify:
         raise ConfigureError(
@@ -59,9 +59,14 @@ def build_settings(args, facts: dict, version: str, command: str) -> dict:
         )
     if args.dlp_monitor:
         _check_regex("--dlp-monitor", args.dlp_monitor)
+    if args.archive.lower() not in ("no", "0", "", "yes"):
+        _check_regex("--archive", args.archive)
+    _fail_policies(args)
+
+
+def build_settings(args, facts: dict, version: str, command: str) -> dict:
+    """The settings literal to freeze: options + probe facts, validated by the engine."""
     archive = "" if args.archive.lower() in ("no", "0", "") else args.archive
-    if archive and archive.lower() != "yes":
-        _check_regex("--archive", archive)
     policies = _fail_policies(args)
     scanners = []
     for scanner in facts["scanners"]:
