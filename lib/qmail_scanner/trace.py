@@ -33,7 +33,10 @@ def status_text(verdict: Verdict, environ: dict[str, str]) -> str:
 
 def scanner_versions(settings: Settings, results: list[ScanResult]) -> str:
     """`clamd: 1.4.3/27000. perlscan: 2.0.` as in the original's trace."""
-    versions = {r.scanner: r.version for r in results if r.version}
+    # Every configured scanner is named, as in the original, even when this message skipped it.
+    versions = {config.name: config.version for config in settings.scanners}
+    versions.update({r.scanner: r.version for r in results if r.version})
+    versions = {name: version for name, version in versions.items() if version}
     texts = [f"{name}: {version}." for name, version in versions.items()]
     texts.append(f"pyscan: {settings.version}.")
     return " ".join(texts)
