@@ -13,7 +13,7 @@ import re
 
 from hypothesis import given, settings, strategies
 
-from qmail_scanner import formatcheck, mime
+from qmail_scanner import formatcheck, mime, policy
 
 # ---------------------------------------------------------------- the regex versions
 
@@ -209,3 +209,37 @@ def test_name_checks_skip_re_only_when_the_regex_cannot_match(name: str) -> None
         re.search(formatcheck._DOUBLE_EXTENSION, name.rstrip(" .\t\r\n\x00"))
     )
     assert formatcheck.has_clsid_extension(name) == bool(re.search(formatcheck._CLSID, name))
+
+
+# ---------------------------------------------------------------- policy rules that are not really regexes
+
+_PLAIN_NAME = re.compile(r"[\w.~ -]+")
+_HEADER_NAME_TEXT = re.compile(r"[!-9;-~]+")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(strategies.text("aZ09_.~ -*$:\t\xe9\u00b2\u0660!", max_size=10) | strategies.text(max_size=8))
+def test_policy_name_classes_match_the_regex(value: str) -> None:
+    assert policy._is_plain(value) == bool(_PLAIN_NAME.fullmatch(value))
+    assert policy._is_header_name(value) == bool(_HEADER_NAME_TEXT.fullmatch(value))
+
+
+def test_the_fold_table_covers_every_character_re_pairs_with_ascii() -> None:
+    every_char = "".join(map(chr, range(0x110000)))
+    for ascii_char in map(chr, range(32, 127)):
+        for match in re.finditer(re.escape(ascii_char), every_char, re.I):
+            assert match.group().translate(policy._ASCII_FOLD) == ascii_char.lower(), hex(match.start())
+
+
+FOLD_ALPHABET = "aAbBkKiIsSzZ09 -/.\n\u0130\u0131\u017f\u212a\xe9\xc9"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(strategies.text(FOLD_ALPHABET + "*+?|", min_size=1, max_size=6), strategies.text(FOLD_ALPHABET, max_size=12))
+def test_literal_rules_match_like_the_regex(pattern: str, value: str) -> None:
+    try:
+        compiled = re.compile(pattern, re.I)
+    except re.error:
+        return
+    assert policy._search_any(pattern, [value]) == bool(compiled.search(value))
+    assert policy._type_matches(pattern, value) == bool(compiled.fullmatch(value))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import marshal
 import os
-import re
 import sys
 
 from .records import Finding
@@ -33,8 +32,12 @@ VIRTUAL_HEADERS = (
     "FILECLSID",
     "CRYPTODETAILS",
 )
-_PLAIN_NAME = re.compile(r"[\w.~ -]+")
-_HEADER_NAME = re.compile(r"[!-9;-~]+")
+# Rules are matched without re where a rule is not really a regex (`.exe`, `application/x-dosexec`,
+# `lottery winner`): importing re costs every message about 5 ms of start-up.
+_REGEX_SYNTAX = frozenset(".^$*+?{}[]\\|()")
+# What re.IGNORECASE makes of a text for ASCII literals: ASCII upper case and the four non-ASCII
+# letters re pairs with ASCII ones (dotted and dotless I, long S, the Kelvin sign).
+_ASCII_FOLD = {**{code: code + 32 for code in range(65, 91)}, 0x130: "i", 0x131: "i", 0x17F: "s", 0x212A: "k"}
 
 # A compiled rule is a plain tuple, so marshal can store it:
 # (line number, kind, value, parameter, description)
@@ -57,7 +60,17 @@ def compiled_path(settings: Settings) -> str:
 
 
 def _is_plain(value: str) -> bool:
-    return bool(_PLAIN_NAME.fullmatch(value))
+    """A name rule made of word characters, `.`, `~`, blank and `-` only: matched as a literal name end."""
+    return value != "" and all(char.isalnum() or char in "_.~ -" for char in value)
+
+
+def _is_literal(pattern: str) -> bool:
+    """An ASCII pattern without regex syntax: a case-insensitive substring test finds what re would."""
+    return pattern.isascii() and not any(char in _REGEX_SYNTAX for char in pattern)
+
+
+def _is_header_name(name: str) -> bool:
+    return name != "" and all("!" <= char <= "~" and char != ":" for char in name)
 
 
 def parse_line(number: int, line: str) -> Rule | None:
@@ -65,14 +78,14 @@ def parse_line(number: int, line: str) -> Rule | None:
     text = line.rstrip("\r\n")
     if not text.strip() or text.lstrip().startswith("#"):
         return None
-    fields = [f for f in re.split(r"\t+", text.strip(" ")) if f != ""]
+    fields = [f for f in text.strip(" ").split("\t") if f != ""]
     if len(fields) < 3:
         raise RuleError("expected value<TAB>type<TAB>description (TAB-separated, three fields)")
     value, kind, description = fields[0], fields[1].strip(), "\t".join(fields[2:]).strip()
     upper = kind.upper()
     if upper.startswith("SIZE="):
         size_text = kind[5:].strip()
-        if not re.fullmatch(r"-1|\d+", size_text):
+        if not (size_text == "-1" or size_text.isdecimal()):
             raise RuleError(f"SIZE must be -1 or a number of bytes, not {size_text!r}")
         _check_name_pattern(value)
         return (number, "name", value, int(size_text), description)
@@ -89,13 +102,15 @@ def parse_line(number: int, line: str) -> Rule | None:
     if header.upper() in VIRTUAL_HEADERS:
         _compile(value)
         return (number, "header", value, header.upper(), description)
-    if kind.endswith(":") and _HEADER_NAME.fullmatch(header):
+    if kind.endswith(":") and _is_header_name(header):
         _compile(value)
         return (number, "header", value, header.lower(), description)
     raise RuleError(f"unknown rule type {kind!r} (SIZE=n, TYPE=..., a header name with ':', or a virtual header)")
 
 
-def _compile(pattern: str) -> re.Pattern:
+def _compile(pattern: str):  # type: ignore[no-untyped-def]
+    import re
+
     try:
         return re.compile(pattern, re.I)
     except re.error as error:
@@ -200,7 +215,34 @@ def _name_matches(pattern: str, name: str) -> bool:
     name = windows_name(name)
     if _is_plain(pattern):
         return name.lower().endswith(pattern.lower())
+    import re
+
     return re.search(f"(?:{pattern})$", name, re.I) is not None
+
+
+def _type_matches(pattern: str, real_type: str) -> bool:
+    """A TYPE rule against a real type (whole, case-insensitive); plain types are compared by hand."""
+    if real_type.isascii() and _is_literal(pattern.replace(".", "")):
+        # `.` is the only regex syntax in such a pattern (`application/vnd.ms-tnef`): any character but a newline.
+        return len(pattern) == len(real_type) and all(
+            (want == "." and have != "\n") or want.lower() == have.lower() for want, have in zip(pattern, real_type)
+        )
+    import re
+
+    return re.fullmatch(pattern, real_type, re.I) is not None
+
+
+def _search_any(pattern: str, values: list[str]) -> bool:
+    """Whether a header rule's pattern is found in one of the values (case-insensitive)."""
+    if not values:
+        return False
+    if _is_literal(pattern):
+        wanted = pattern.lower()
+        return any(wanted in value.translate(_ASCII_FOLD) for value in values)
+    import re
+
+    compiled = re.compile(pattern, re.I)
+    return any(compiled.search(value) for value in values)
 
 
 def _virtual_values(message: Message, header: str) -> list[str]:
@@ -268,16 +310,14 @@ def evaluate(message: Message, rules: list[Rule]) -> list[Finding]:
                     break
         elif kind == "type":
             for part in parts:
-                if not part.magic_type or not re.fullmatch(value, part.magic_type, re.I):
+                if not part.magic_type or not _type_matches(value, part.magic_type):
                     continue
                 if parameter and not any(_name_matches(parameter, n) for n in part.filenames):
                     continue
                 findings.append(_found(message, rule, _shown(part, part.display_name)))
                 break
-        else:
-            pattern = re.compile(value, re.I)
-            if any(pattern.search(v) for v in _header_values(message, parameter, cache)):
-                findings.append(_found(message, rule, ""))
+        elif _search_any(value, _header_values(message, parameter, cache)):
+            findings.append(_found(message, rule, ""))
     return findings
 
 
@@ -292,6 +332,8 @@ def _found(message: Message, rule: Rule, part_name: str) -> Finding:
     monitor = False
     pattern = message.settings.dlp_monitor
     if pattern:
+        import re
+
         event = f"{value}\t{parameter}\t{reason}\t{part_name}"
         try:
             monitor = re.search(pattern, event, re.I) is not None
