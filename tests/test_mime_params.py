@@ -243,3 +243,20 @@ def test_literal_rules_match_like_the_regex(pattern: str, value: str) -> None:
         return
     assert policy._search_any(pattern, [value]) == bool(compiled.search(value))
     assert policy._type_matches(pattern, value) == bool(compiled.fullmatch(value))
+
+
+# ---------------------------------------------------------------- uuencode begin lines
+
+_UU_BEGIN = rb"(?m)^begin(-base64)?[ \t]+[0-7]{3,4}[ \t]+(\S[^\r\n]*)"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    strategies.tuples(
+        strategies.sampled_from([b"begin", b"begin-base64", b"Begin", b"begi", b""]),
+        strategies.text(" \t0147895a.x\r\n\x0b\x0c", max_size=14).map(str.encode),
+    ).map(b"".join)
+)
+def test_uuencode_begin_lines_match_the_regex(line: bytes) -> None:
+    match = re.match(_UU_BEGIN, line)
+    assert mime.uu_begin_name(line) == (match.group(2) if match and not match.group(1) else None)

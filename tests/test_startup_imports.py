@@ -7,6 +7,8 @@ pulls one of them onto the clean path, long before a benchmark would be run.
 
 from __future__ import annotations
 
+import pytest
+
 from harness import envelope
 
 HEAVY_MODULES = {
@@ -32,7 +34,41 @@ HEAVY_MODULES = {
 CLEAN = (
     b"Received: from client by mx\nFrom: Alice <alice@example.org>\nTo: bob@example.com\n"
     b"Subject: lunch\nMessage-ID: <x@example.org>\nDate: Wed, 25 Nov 2026 08:00:00 +0000\n\n"
-    + b"plain text line\n" * 200
+    + b"plain text line\n"
+    * 200
+)
+
+# What most mail user agents send for a plain message: MIME headers with a charset parameter and
+# an RFC 2047 subject. The parameter parser and the encoded-word decoder are written by hand, so
+# neither needs re; the body says "begin " (which makes the unpacker look for uuencoded blocks)
+# and has a line starting with "begin", which must not need re either.
+MIME_TEXT = (
+    b"From: =?utf-8?q?Ren=C3=A9e?= <renee@example.org>\nTo: bob@example.com\nMIME-Version: 1.0\n"
+    b'Content-Type: text/plain; charset="utf-8"; format=flowed\nContent-Transfer-Encoding: 8bit\n'
+    b"Subject: =?utf-8?q?d=C3=A9jeuner_=C3=A0?= =?utf-8?b?bWlkaQ==?=\nMessage-ID: <y@example.org>\n\n"
+    + "Déjeuner à midi, we begin at noon.\nbegin with the soup\n".encode()
+    + b"plain text line\n" * 150
+)
+
+# What a webmail or Outlook sends: multipart/alternative, text and HTML, quoted-printable. The
+# boundary parameter is quoted, bodies are decoded with binascii and neither part has a name, so
+# the attachment-name patterns (double extension, CLSID) are never needed: no re either. A
+# message with attachments may import re (double-barrelled names, regex policy rules); that is
+# not the clean path.
+ALTERNATIVE = (
+    b"From: Alice <alice@example.org>\nTo: bob@example.com\nMIME-Version: 1.0\n"
+    b"Subject: =?iso-8859-1?Q?r=E9union?=\nMessage-ID: <z@example.org>\n"
+    b'Content-Type: multipart/alternative;\n\tboundary="----=_NextPart_000_0001_01D9"\n\n'
+    b"This is a multi-part message in MIME format.\n\n"
+    b"------=_NextPart_000_0001_01D9\n"
+    b'Content-Type: text/plain; charset="iso-8859-1"\nContent-Transfer-Encoding: quoted-printable\n\n'
+    + b"R=E9union demain =E0 dix heures, salle B. Merci de confirmer votre pr=E9sence=\n avant midi.\n"
+    * 20
+    + b"\n------=_NextPart_000_0001_01D9\n"
+    b'Content-Type: text/html; charset="iso-8859-1"\nContent-Transfer-Encoding: quoted-printable\n\n'
+    b'<html><head><meta http-equiv=3D"Content-Type" content=3D"text/html; charset=3Diso-8859-1"></head>\n'
+    + b"<body><p>R=E9union demain =E0 dix heures, salle B.</p></body>\n" * 20
+    + b"</html>\n\n------=_NextPart_000_0001_01D9--\n"
 )
 
 
@@ -53,7 +89,10 @@ def imported_modules(installation, message: bytes) -> set[str]:
     return modules
 
 
-def test_clean_text_message_imports_no_heavy_module(installation):
-    modules = imported_modules(installation, CLEAN)
+@pytest.mark.parametrize(
+    "message", [CLEAN, MIME_TEXT, ALTERNATIVE], ids=["plain", "mime-text-encoded-subject", "multipart-alternative"]
+)
+def test_clean_message_imports_no_heavy_module(installation, message: bytes):
+    modules = imported_modules(installation, message)
     heavy = {name: why for name, why in HEAVY_MODULES.items() if name in modules}
     assert heavy == {}

@@ -30,9 +30,8 @@ NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW"
 
 _BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 _NOT_BASE64 = bytes(set(range(256)) - set(_BASE64_ALPHABET))
-# Header values are parsed by hand below: importing re (and enum with it) would cost every
-# message about 5 ms of start-up. Only uuencoded text and broken base64 need a regex.
-_UU_BEGIN = rb"begin(-base64)?[ \t]+[0-7]{3,4}[ \t]+(\S[^\r\n]*)"
+# Header values and uuencode lines are parsed by hand below: importing re (and enum with it)
+# would cost every message about 5 ms of start-up. Only broken base64 needs a regex.
 _FOLDING_BLANKS = " \t\r\n"
 _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 _TEXT_MARKS = (b"begin ", b"begin-base64 ", b"-----BEGIN PGP ")
@@ -791,9 +790,9 @@ class _Walker:
                         self.result.add_crypto("PGP(signed)")
                     elif line.startswith(b"-----BEGIN PGP MESSAGE"):
                         self.result.add_crypto("PGP(encrypted)")
-                    match = _uu_begin(line) if line.startswith(b"begin") else None
-                    if match and not match.group(1):
-                        name = header_text(match.group(2).strip())
+                    uu_name = uu_begin_name(line)
+                    if uu_name is not None:
+                        name = header_text(uu_name.strip())
                         pending = self.new_part(
                             part.depth + 1,
                             "application/octet-stream",
@@ -849,11 +848,19 @@ class _Walker:
             self.result.add_crypto("SMIME(signed)" if smime_type == "signed-data" else "SMIME(encrypted)")
 
 
-def _uu_begin(line: bytes):  # type: ignore[no-untyped-def]
-    """The `begin 644 name` match of a line starting with "begin" (re is imported only here)."""
-    import re
-
-    return re.match(_UU_BEGIN, line)
+def uu_begin_name(line: bytes) -> bytes | None:
+    """The name of a `begin 644 name` line that opens a uuencoded block (not begin-base64), else None."""
+    if not line.startswith((b"begin ", b"begin\t")):
+        return None
+    rest = line[6:].lstrip(b" \t")
+    digits = len(rest) - len(rest.lstrip(b"01234567"))
+    if digits not in (3, 4):
+        return None
+    rest = rest[digits:]
+    name = rest.lstrip(b" \t")
+    if len(name) == len(rest) or not name or name[0] in b"\r\n\x0b\x0c":
+        return None
+    return name.split(b"\n", 1)[0].split(b"\r", 1)[0]
 
 
 def _bounded_lines(text: object, limit: int = MAX_HEADER_LINE):  # type: ignore[no-untyped-def]
