@@ -281,3 +281,33 @@ def test_broken_language_file_is_refused(tmp_path):
         render_alert_texts("de_DE", tmp_path)
     with pytest.raises(ValueError, match="missing"):
         render_alert_texts("fr_FR", tmp_path)
+
+
+def test_hanging_qmail_inject_and_its_children_are_stopped(tmp_path, monkeypatch, capfd):
+    import time
+
+    import qmail_scanner.notify as notify
+
+    monkeypatch.setattr(notify, "INJECT_TIMEOUT", 1.0)
+    pid_file = tmp_path / "child.pid"
+    inject = tmp_path / "qmail-inject"
+    inject.write_text(f"#!/bin/sh\ncat > /dev/null\nsleep 3600 &\necho $! > {pid_file}\nwait\n")
+    inject.chmod(0o755)
+    settings = make_settings(
+        tmp_path / "spool", qmail_inject_binary=str(inject), notify=("admin",), alert_texts=ENGLISH, log_details="no"
+    )
+    started = time.monotonic()
+    assert carry_out(make_message(settings, HEADERS + b"\nbody\n"), POLICY) == 0
+    assert time.monotonic() - started < 10
+    assert "took longer than" in capfd.readouterr().err
+    child = int(pid_file.read_text())
+    for _ in range(100):  # the kill is asynchronous; the zombie is reaped by init
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        if Path(f"/proc/{child}/stat").read_text().split(") ", 1)[1].startswith("Z"):
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the grandchild of qmail-inject is still running")
