@@ -42,7 +42,9 @@ def scanner_versions(settings: Settings, results: list[ScanResult]) -> str:
     return " ".join(texts)
 
 
-def trace_header(settings: Settings, envelope: Envelope, verdict: Verdict, environ: dict[str, str], seconds: float) -> bytes:
+def trace_header(
+    settings: Settings, envelope: Envelope, verdict: Verdict, environ: dict[str, str], seconds: float
+) -> bytes:
     """Render the trace header line(s), folded, ending with a newline."""
     remote_ip = header_safe(environ.get("TCPREMOTEIP", "127.0.0.1"), 64)
     remote_host = header_safe(environ.get("TCPREMOTEHOST", "unknown"), 255)
