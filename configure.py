@@ -6,7 +6,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 
-from qsconfigure.cli import main  # noqa: E402 - the path above makes it importable
+from qsconfigure.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())
