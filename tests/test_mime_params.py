@@ -260,3 +260,8 @@ _UU_BEGIN = rb"(?m)^begin(-base64)?[ \t]+[0-7]{3,4}[ \t]+(\S[^\r\n]*)"
 def test_uuencode_begin_lines_match_the_regex(line: bytes) -> None:
     match = re.match(_UU_BEGIN, line)
     assert mime.uu_begin_name(line) == (match.group(2) if match and not match.group(1) else None)
+
+
+def test_rfc2231_character_split_across_segments_is_joined_before_decoding():
+    params = [("filename*0*", "utf-8''%e2%82"), ("filename*1*", "%ac.txt")]
+    assert mime.param_values(params, "filename") == ["\u20ac.txt"]

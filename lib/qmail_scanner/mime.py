@@ -320,7 +320,10 @@ def _percent_decode(raw: bytes) -> bytes:
 
 
 def _decode_2231(text: str, charset: str) -> str:
-    raw = _percent_decode(text.encode("utf-8", "surrogateescape"))
+    return _decode_charset(_percent_decode(text.encode("utf-8", "surrogateescape")), charset)
+
+
+def _decode_charset(raw: bytes, charset: str) -> str:
     try:
         return raw.decode(charset or "us-ascii", "replace")
     except LookupError:
@@ -348,14 +351,25 @@ def param_values(params: list[tuple[str, str]], wanted: str) -> list[str]:
         _, _, encoded = encoded.partition("'")
         values.append(_decode_2231(encoded, charset) if encoded or "'" in value else value)
     if segments:
+        # RFC 2231 4.1: the octets of consecutive encoded segments are joined before they are
+        # decoded, so a character split across segments comes out whole; plain segments are text.
         charset = ""
-        pieces = []
+        pieces: list[str] = []
+        octets = bytearray()
         for number in sorted(segments):
             value, extended = segments[number]
             if extended and number == 0 and value.count("'") >= 2:
                 charset, _, value = value.partition("'")
                 _, _, value = value.partition("'")
-            pieces.append(_decode_2231(value, charset) if extended else value)
+            if extended:
+                octets += _percent_decode(value.encode("utf-8", "surrogateescape"))
+                continue
+            if octets:
+                pieces.append(_decode_charset(bytes(octets), charset))
+                octets.clear()
+            pieces.append(value)
+        if octets:
+            pieces.append(_decode_charset(bytes(octets), charset))
         values.append("".join(pieces))
     return values
 
