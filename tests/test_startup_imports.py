@@ -96,3 +96,26 @@ def test_clean_message_imports_no_heavy_module(installation, message: bytes):
     modules = imported_modules(installation, message)
     heavy = {name: why for name, why in HEAVY_MODULES.items() if name in modules}
     assert heavy == {}
+
+
+def attachment_message(filename: str, data: bytes) -> bytes:
+    import base64
+
+    encoded = base64.encodebytes(data)
+    return (
+        b'From: a@example.org\nSubject: file\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="b"\n\n'
+        b"--b\nContent-Type: text/plain\n\nsee attached\n"
+        b'--b\nContent-Type: application/octet-stream; name="' + filename.encode() + b'"\n'
+        b"Content-Transfer-Encoding: base64\n\n" + encoded + b"--b--\n"
+    )
+
+
+def test_libmagic_is_loaded_only_for_binary_content_the_signatures_do_not_know(installation):
+    """Loading libmagic's database costs ~20 ms a message: text and known signatures skip it."""
+    assert "'have_python_magic': True" in installation.program.read_text()  # configure found python-magic
+    text = imported_modules(installation, attachment_message("notes.txt", b"meeting notes\n" * 100))
+    assert "magic" not in text
+    pdf = imported_modules(installation, attachment_message("report.pdf", b"%PDF-1.4\n" + b"x" * 500))
+    assert "magic" not in pdf
+    unknown_binary = imported_modules(installation, attachment_message("data.bin", b"\x00\x01\x02\x03" * 300))
+    assert "magic" in unknown_binary
