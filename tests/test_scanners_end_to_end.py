@@ -9,6 +9,7 @@ from daemons import (
     GTUBE,
     clamd_server_fixture,  # noqa: F401 - fixtures
     dead_socket_path,
+    rspamd_server_fixture,  # noqa: F401
     spamd_server_fixture,  # noqa: F401
 )
 from harness import envelope
@@ -84,3 +85,16 @@ def test_verbose_mode_delivers_spamassassins_headers(make_installation, spamd_se
     result = installation.run(SPAM)
     assert result.exit_code == 0 and len(result.queued) == 1
     assert b"X-Spam-Checker-Version: SpamAssassin" in result.queued[0].message
+
+
+def test_rspamd_through_the_installed_program(make_installation, rspamd_server):
+    """GTUBE is refused at SMTP time with rspamd's reason; ham is delivered with its symbols."""
+    installation = make_installation("--scanners", "rspamd", "--rspamd-servers", rspamd_server.address)
+    client = {"TCPREMOTEIP": "192.0.2.10", "TCPREMOTEHOST": "client.example.org"}
+    spam = installation.run(SPAM, env=client)
+    assert spam.queued == []
+    assert spam.exit_code == 82 and spam.custom_error.startswith(b"D")
+    ham = installation.run(HAM, env=client)
+    assert ham.exit_code == 0 and len(ham.queued) == 1
+    assert b"X-Rspamd-Symbols:" in ham.queued[0].message
+    assert ham.queued[0].body_after_trace.endswith(HAM)
