@@ -203,7 +203,8 @@ def remove_stale_work(spooldir: str, max_age: float = STALE_WORK_SECONDS, now: f
     """Remove work files and dirs older than max_age or left by a dead process (-z); return what went."""
     cutoff = (now if now is not None else time.time()) - max_age
     removed = []
-    for relative in ("tmp", "working/tmp", "working/new", "working/cur"):
+    # Maildir tmp/ files are half-written copies (a store interrupted by a kill): never mail.
+    for relative in ("tmp", "working/tmp", "working/new", "working/cur", *(f"{m}/tmp" for m in MAILDIRS)):
         directory = os.path.join(spooldir, relative)
         try:
             entries = list(os.scandir(directory))
