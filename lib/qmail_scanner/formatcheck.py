@@ -69,6 +69,7 @@ RULES = {
     "repeated-mime-header": "Disallowed MIME: MIME header repeated within one part",
     "long-boundary": f"Disallowed MIME: boundary longer than {MAX_BOUNDARY} characters",
     "duplicate-boundary": "Disallowed MIME: the same boundary defined twice",
+    "prefix-boundary": "Disallowed MIME: one boundary is a prefix of another (parsers would split it differently)",
     "conflicting-filenames": "Disallowed MIME: attachment given two different filenames",
     "executable-not-application": "Disallowed MIME: executable attachment under a non-application MIME type",
     "undeclared-executable": "Disallowed MIME: Windows executable not declared as application/*",
@@ -237,4 +238,9 @@ def check(unpacked: Unpacked, settings: Settings) -> list[Finding]:
                 hit("clsid-extension", shown)
         if part.encrypted and settings.block_password_protected:
             hit("password-protected", part.container or name, part.display_name)
+    for boundary in defined_boundaries:
+        longer = next((other for other in defined_boundaries if other != boundary and other.startswith(boundary)), "")
+        if longer:
+            hit("prefix-boundary", "", f"{boundary[:40]} / {longer[:40]}")
+            break
     return list(findings.values())

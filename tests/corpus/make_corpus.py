@@ -294,6 +294,13 @@ def messages() -> dict[str, bytes]:
         b'--same\nContent-Type: multipart/alternative; boundary="same"\n\n'
         b"--same\n" + text_part() + b"--same--\n"
     )
+    # "cal" is a prefix of "calx": a parser that matches prefixes (reformime) ends the outer
+    # part at the inner delimiter and sees a different structure than an exact-match walker.
+    m["prefix-boundary.eml"] = (
+        HEAD + b'Subject: prefix\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="cal"\n\n'
+        b'--cal\nContent-Type: multipart/alternative; boundary="calx"\n\n'
+        b"--calx\n" + text_part() + b"--calx--\n--cal--\n"
+    )
     m["conflicting-filenames.eml"] = multipart(
         b"cf", [text_part(), attachment(b"application/octet-stream", b"report.txt", b"data", b"report.doc")]
     )
