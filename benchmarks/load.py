@@ -60,6 +60,35 @@ def build_message(message_id: str, rng: random.Random, with_virus: bool) -> tupl
     return fate, head + body
 
 
+def run_once(installation, message: bytes, env: dict[str, str], caller_vanishes: bool) -> tuple[int, str]:
+    """One run as qmail-smtpd does it; safe to call from many threads (every fd closed exactly once)."""
+    import subprocess
+
+    raw_envelope = b"" if caller_vanishes else envelope("sender@example.org", "rcpt@example.com")
+    with tempfile.TemporaryFile() as message_file, tempfile.TemporaryFile() as envelope_file:
+        message_file.write(message)
+        message_file.seek(0)
+        envelope_file.write(raw_envelope)
+        envelope_file.seek(0)
+        error_read, error_write = os.pipe()
+        try:
+            process = subprocess.Popen(
+                [str(installation.program)], stdin=message_file, stdout=envelope_file, stderr=subprocess.DEVNULL,
+                env={"PATH": "/usr/bin:/bin", "QQ_STANDIN_DIR": str(installation.sink), **env},
+                close_fds=False, preexec_fn=lambda: os.dup2(error_write, 6),
+            )
+        finally:
+            os.close(error_write)
+        try:
+            custom_error = b""
+            while chunk := os.read(error_read, 4096):
+                custom_error += chunk
+        finally:
+            os.close(error_read)
+        code = process.wait(300)
+    return code, smtp_reply(code, custom_error)
+
+
 class Sender(threading.Thread):
     """One SMTP client's worth of messages, retried on temporary failures."""
 
@@ -104,10 +133,7 @@ class Sender(threading.Thread):
             env["QQ_STANDIN_EXIT"] = "71"
         elif fault == "next-hop-dies":
             env["QQ_STANDIN_DIE"] = "1"
-        result = self.installation.run(message, envelope("sender@example.org", "rcpt@example.com"), env=env,
-                                       close_envelope_early=fault == "caller-vanishes", timeout=300)
-        return result.exit_code, smtp_reply(result.exit_code, result.custom_error)
-
+        return run_once(self.installation, message, env, caller_vanishes=fault == "caller-vanishes")
 
     def kill_while_streaming(self, message: bytes) -> tuple[int, str]:
         """SIGKILL the program after part of the message: the envelope never comes, nothing may be queued."""
