@@ -9,7 +9,7 @@ import sys
 import time
 
 from . import outcomes
-from .outcomes import Outcome, TemporaryFailure
+from .outcomes import Outcome, PermanentReject, TemporaryFailure
 from .queue_protocol import hand_on, read_envelope, report_outcome, seal_inherited_fds
 from .records import Envelope, Verdict
 from .recordtype import field, record
@@ -85,6 +85,7 @@ def process_message(settings: Settings, environ: dict[str, str]) -> int:
     """Receive one message on fds 0/1, decide, act; return the exit code."""
     started = time.monotonic()
     area: WorkArea | None = None
+    message: Message | None = None
     message_fd = -1
     try:
         _install_signal_handlers(settings.deadline_seconds)
@@ -94,12 +95,12 @@ def process_message(settings: Settings, environ: dict[str, str]) -> int:
         area = create_work_area(settings.spooldir)
         message_fd = spool_message(area, 0, settings.spool_chunk_bytes)
         envelope = read_envelope(1)
-        message = Message(settings, area, message_fd, envelope, environ, started)
-        verdict = inspect_message(message)
-        code = act(message, verdict)
+        message = Message(settings_for(settings, envelope), area, message_fd, envelope, environ, started)
+        code = inspect_and_act(message)
     except Outcome as outcome:
         _quiet_signals()
         _say(f"{outcome.smtp_text} (exit {outcome.exit_code})")
+        _trace_failure(message, outcome.smtp_text)
         code = report_outcome(outcome, settings.custom_error_fd)
     except MemoryError:
         _quiet_signals()
@@ -108,6 +109,7 @@ def process_message(settings: Settings, environ: dict[str, str]) -> int:
     except Exception as error:
         _quiet_signals()
         _say(f"internal error {type(error).__name__}: {error}")
+        _trace_failure(message, f"internal error {type(error).__name__}: {error}")
         failure = TemporaryFailure("4.3.0 temporary scanner problem, try again later")
         code = report_outcome(failure, settings.custom_error_fd)
     finally:
@@ -117,6 +119,45 @@ def process_message(settings: Settings, environ: dict[str, str]) -> int:
         if area is not None and settings.debug < 100:
             area.remove()
     return code
+
+
+def settings_for(settings: Settings, envelope: Envelope) -> Settings:
+    """The site's settings, narrowed by the per-domain file for these recipients when enabled."""
+    if not settings.settings_per_domain:
+        return settings
+    from .domain_settings import apply
+
+    return apply(settings, envelope.recipients, _say)
+
+
+def inspect_and_act(message: Message) -> int:
+    """Decide and act; a message that cannot be inspected goes to failed/ when the site chose that."""
+    try:
+        verdict = inspect_message(message)
+    except PermanentReject:
+        raise
+    except Exception as problem:  # a scanner failure, the deadline, or a bug
+        if message.settings.failed_action != "store":
+            raise
+        from .actions import store_failed
+
+        reason = problem.smtp_text if isinstance(problem, Outcome) else f"{type(problem).__name__}: {problem}"
+        _say(f"could not scan the message, kept in failed/: {reason}")
+        return store_failed(message, reason)
+    return act(message, verdict)
+
+
+def _trace_failure(message: Message | None, text: str) -> None:
+    """The --debug trace of a message that ends in a failure or a rejection is kept too."""
+    if message is None or not message.settings.debug:
+        return
+    try:
+        from .logs import note, write_debug_trace
+
+        note(message, f"ended: {text}")
+        write_debug_trace(message)
+    except Exception as error:  # the outcome stands; only its trace is lost
+        _say(f"debug trace failed: {error}")
 
 
 def _open_missing_standard_fds() -> bool:

@@ -132,13 +132,21 @@ def build_settings(args, facts: dict, version: str, command: str) -> dict:
         "settings_per_domain": args.settings_per_domain,
         "av_scan_parts": args.av_scan_parts,
         "max_unpack_seconds": args.max_unpack_time,
+        "syslog_socket": args.syslog_socket,
+        "failed_action": args.failed_action,
+        "settings_per_domain_file": args.settings_per_domain_file,
+        "spam_maildir": args.sa_maildir,
     }
     settings_class = _engine_settings_class()
     known = {spec.name for spec in settings_class.__record_fields__}
     if "alert_texts" in known:
         from .alert_texts import render_alert_texts
 
-        settings["alert_texts"] = render_alert_texts(args.lang)
+        try:
+            settings["alert_texts"] = render_alert_texts(args.lang)
+        except (ValueError, OSError) as error:
+            hint = "see templates/lang/ for the languages shipped"
+            raise ConfigureError(f"--lang {args.lang}: {error}", hint) from None
     try:
         settings_class.from_mapping(settings)
     except (TypeError, ValueError) as error:

@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     contract.add_argument("--custom-error-fd", type=non_negative_int, default=6, help="fd for custom SMTP error texts: 6 (notqmail, 2007 patch), 4 (older patch), 0 = off (default %(default)s)")
     contract.add_argument("--deadline", type=float, default=1200.0, help="total seconds per message before a temporary failure (default %(default)s)")
     contract.add_argument("--trace-header", choices=("x-diagnostics", "received"), default="x-diagnostics", help="2.x X-Qmail-Scanner-Diagnostics: or the 1.x Received: form")
+    contract.add_argument("--failed-action", choices=("tempfail", "store"), default="tempfail", help="a message that cannot be scanned: tempfail (the sender retries) or store it in failed/ and accept it (default %(default)s)")
     contract.add_argument("--no-QQ-check", dest="no_qq_check", action="store_true", help="do not require the next hop to exist now (packagers)")
 
     alerts = add("administrator and alerts")
@@ -114,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     spam.add_argument("--sa-report", type=yes_no, default=False, help="(original) add the SpamAssassin report; use verbose_spamassassin")
     spam.add_argument("--sa-debug", type=yes_no, default=False, help="(original) SpamAssassin debug; use --debug")
     spam.add_argument("--sa-faulttolerant", type=yes_no, default=False, help="spamd failures let mail pass unchecked (same as --scanner-fail spamd=pass)")
+    spam.add_argument("--sa-maildir", default="", help="maildir for quarantined spam (default SPOOLDIR/quarantine/spam)")
+    spam.add_argument("--settings-per-domain-file", default="", help="the per-domain settings file (default SPOOLDIR/settings_per_domain.txt)")
     spam.add_argument("--settings-per-domain", type=yes_no, default=False, help="per-recipient/domain settings from settings_per_domain.txt (default no)")
 
     logging = add("logging and headers")
@@ -121,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     logging.add_argument("--log-details", choices=("syslog", "mailstats", "no"), default="syslog", help="one line per message (default syslog)")
     logging.add_argument("--log-crypto", type=yes_no, default=False, help="note PGP / S/MIME / encrypted zip in the log (default no)")
     logging.add_argument("--archive", default="no", help="no, yes, or a regex on sender/recipients: copy matching mail to archives/")
+    logging.add_argument("--syslog-socket", default="/dev/log", help="where syslog lines go (default %(default)s; BSD: /var/run/log)")
     logging.add_argument("--add-dscr-hdrs", choices=("yes", "no", "all"), default="no", help="descriptive X-Qmail-Scanner headers; all adds recipients (default no)")
     logging.add_argument("--dscr-hdrs-text", default="X-Qmail-Scanner", help="name of those headers (default %(default)s)")
 
