@@ -82,6 +82,7 @@ def main() -> int:
     (DEMO / "bin").mkdir(parents=True)
     sink = build_standin(DEMO / "bin")
     demo_sink = sink.rename(DEMO / "bin" / "qmail-queue-demo-sink")
+    inject = write_inject_sink(DEMO / "bin" / "qmail-inject-demo-sink", DEMO / "alerts")
     scanner_args, handles = start_daemons()
     try:
         print("== configure (local install into ./demo, next hop = the qmail-queue demo sink)")
@@ -90,6 +91,11 @@ def main() -> int:
             demo_sink,
             *(scanner_args or ["--scanners", "none"]),
             "--log-details", "mailstats",
+            "--qmail-inject-binary", str(inject),
+            "--notify", "psender,admin",
+            "--admin", "postmaster",
+            "--domain", "example.com",
+            "--local-domains", "example.com",
         )
         print(installation.configure_output.strip())
         if not scanner_args:
@@ -113,13 +119,56 @@ def main() -> int:
                 print(f"   log: {result.stderr.strip()}")
             print()
         show_logs(installation)
+        show_alerts()
+        show_report(installation)
         print("== summary")
         for name, code, reply, landing in outcomes:
-            print(f"   {name:28} exit {code:3}  {reply[:24]:24}  {landing.split(' (')[0].split(' in ')[0]}")
+            short = landing.split(" (")[0].split(" in ")[0]
+            if landing.startswith("quarantined as"):
+                short = "quarantined: " + landing.split("/quarantine/")[1].split("/")[0]
+            print(f"   {name:28} exit {code:3}  {reply[:24]:24}  {short}")
     finally:
         for handle in handles:
             handle.remove()
     return 0
+
+
+def write_inject_sink(path: Path, directory: Path) -> Path:
+    """The qmail-inject demo sink: stores each alert it is given as a file, sends nothing."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"#!{sys.executable} -I\n"
+        '"""qmail-inject demo sink: keeps alerts in a directory instead of sending them."""\n'
+        "import os, sys\n"
+        f"target = os.path.join({str(directory)!r}, f'alert-{{os.getpid()}}.eml')\n"
+        "with open(target, 'wb') as alert:\n"
+        "    alert.write(sys.stdin.buffer.read())\n"
+    )
+    path.chmod(0o755)
+    return path
+
+
+def show_alerts() -> None:
+    alerts = sorted((DEMO / "alerts").glob("*.eml"))
+    print(f"== alerts: {len(alerts)} handed to qmail-inject (the demo sink keeps them in demo/alerts)")
+    if alerts:
+        text = alerts[0].read_text(errors="replace")
+        print("   first one:")
+        print("   " + "\n   ".join(text.splitlines()[:24]))
+    print()
+
+
+def show_report(installation) -> None:
+    page = DEMO / "report.html"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "contrib" / "qs-report"), "--spooldir", str(installation.spool), "-o", str(page)],
+        capture_output=True, text=True, check=False,
+    )
+    if result.returncode == 0:
+        print(f"== report page: {page.relative_to(ROOT)} (open it in a browser)")
+    else:
+        print(f"== report page not written: {result.stderr.strip()}")
+    print()
 
 
 def show_logs(installation) -> None:
