@@ -91,8 +91,18 @@ def test_no_logging_when_log_details_no(tmp_path, standin_binary, queue_dir):
     assert not (spool / "mailstats.csv").exists()
 
 
-def test_logging_failure_never_changes_exit_code(tmp_path, standin_binary, queue_dir, capfd):
+def test_without_syslog_the_line_goes_to_stderr(tmp_path, standin_binary, queue_dir, capfd):
     settings = make_settings(tmp_path / "spool", qmail_queue_binary=standin_binary, syslog_socket="/nonexistent")
+    assert carry_out(make_message(settings, MESSAGE), Verdict()) == 0
+    error = capfd.readouterr().err
+    assert "syslog unavailable" in error
+    assert "Clear:RC:" in error  # the log line itself is kept, in qmail-smtpd's log
+
+
+def test_logging_failure_never_changes_exit_code(tmp_path, standin_binary, queue_dir, capfd):
+    spool = tmp_path / "spool"
+    settings = make_settings(spool, qmail_queue_binary=standin_binary, log_details="mailstats")
+    (spool / "mailstats.csv").mkdir(parents=True)  # the log file cannot be written
     assert carry_out(make_message(settings, MESSAGE), Verdict()) == 0
     assert "logging failed" in capfd.readouterr().err
 

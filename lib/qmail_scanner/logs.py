@@ -42,7 +42,14 @@ def log_message(message: Message, verdict: Verdict, code: int, stored_path: str 
     if settings.log_details in ("syslog", "mailstats"):
         fields = log_fields(message, verdict, code)
         if settings.log_details == "syslog":
-            send_syslog(" ".join(field.replace(" ", "_") for field in fields), settings.syslog_socket)
+            line = " ".join(field.replace(" ", "_") for field in fields)
+            try:
+                send_syslog(line, settings.syslog_socket)
+            except OSError as error:
+                # No syslog daemon: the line goes to qmail-smtpd's log instead of being lost.
+                from .main import _say
+
+                _say(f"syslog unavailable ({error.strerror}): {line}")
         else:
             append_line(os.path.join(settings.spooldir, "mailstats.csv"), "\t".join([log_date(), *fields]))
     if verdict.action in ("quarantine", "drop", "failed"):
