@@ -9,6 +9,9 @@ import pytest
 
 from harness import Installation, build_standin, install
 
+# Fixture modules shared by several test files, registered once here.
+pytest_plugins = ("actions_fixtures",)
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):

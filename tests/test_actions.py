@@ -12,8 +12,6 @@ from qmail_scanner.actions import carry_out, split_header_block
 from qmail_scanner.records import Finding, ScanResult, Verdict
 from qmail_scanner.settings import ScannerConfig
 
-pytest_plugins = ("actions_fixtures",)
-
 PLAIN = (
     b"Received: from client by mx (qmail)\n"
     b"From: Alice <alice@example.net>\n"

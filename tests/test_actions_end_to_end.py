@@ -9,8 +9,6 @@ from pathlib import Path
 
 from harness import envelope, install
 
-pytest_plugins = ("actions_fixtures",)
-
 TOOL = Path(__file__).resolve().parent.parent / "contrib" / "qs-quarantine"
 PIF = (
     b"From: Alice <alice@example.net>\n"

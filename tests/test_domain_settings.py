@@ -8,8 +8,6 @@ from qmail_scanner.domain_settings import apply, check
 from qmail_scanner.records import Verdict
 from qmail_scanner.settings import ScannerConfig, Settings
 
-pytest_plugins = ("actions_fixtures",)
-
 SCANNERS = (ScannerConfig("clamd", "virus"), ScannerConfig("spamd", "spam"))
 TABLE = """\
 # per-domain settings

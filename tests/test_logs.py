@@ -12,8 +12,6 @@ from qmail_scanner.logs import raw_header_value
 from qmail_scanner.records import Finding, ScanResult, Verdict
 from report_fixtures import load_report_module
 
-pytest_plugins = ("actions_fixtures",)
-
 MESSAGE = (
     b"From: Alice <alice@example.net>\nSubject: quarterly\n report\tfigures\nMessage-ID: <q1@example.net>\n\nnumbers\n"
 )

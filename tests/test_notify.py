@@ -18,8 +18,6 @@ from qmail_scanner.recordtype import replace
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))
 from qsconfigure.alert_texts import available_languages, render_alert_texts
 
-pytest_plugins = ("actions_fixtures",)
-
 ENGLISH = render_alert_texts("en_GB")
 HEADERS = b"From: a@example.net\nSubject: hello\n"
 VIRUS = Verdict(
