@@ -493,3 +493,36 @@ def test_work_area_removal_does_not_follow_a_symlinked_unpack_dir(tmp_path):
 
 
 _ = (signal, threading, SCANNER_USER)
+
+
+def test_destdir_install_stages_the_wrapper_with_the_final_paths_compiled_in(standin):
+    """Packagers: everything lands under --destdir, and the wrapper names the final program path."""
+    import subprocess as run
+    import sys as system
+
+    from harness import CONFIGURE
+    from security_fixtures import ensure_account
+
+    uid, gid = ensure_account(SCANNER_USER)
+    stage = public_dir("qs-destdir-")
+    final = f"/opt/qs-destdir-{os.urandom(3).hex()}"
+    try:
+        completed = run.run(
+            [system.executable, str(CONFIGURE), "--destdir", str(stage), "--bindir", f"{final}/bin",
+             "--spooldir", f"{final}/spool", "--libdir", f"{final}/lib", "--qmail-queue-binary", str(standin),
+             "--output", str(stage / "qs.py"), "--batch", "--quiet", "--install", "--notify", "none",
+             "--scanners", "none", "--qs-user", SCANNER_USER, "--qs-group", SCANNER_USER, "--python", world_python()],
+            capture_output=True, text=True, check=False,
+        )
+        assert completed.returncode == 0, completed.stderr
+        wrapper = stage / final.lstrip("/") / "bin" / "qmail-scanner-queue"
+        info = wrapper.stat()
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (uid, gid, 0o6755)
+        binary = wrapper.read_bytes()
+        assert f"{final}/bin/qmail-scanner-queue.py".encode() in binary
+        assert str(stage).encode() not in binary
+        assert not Path(final).exists()
+    finally:
+        import shutil
+
+        shutil.rmtree(stage, ignore_errors=True)
