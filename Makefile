@@ -42,5 +42,5 @@ soak: deps
 	$(PY) tests/soak.py
 
 clean:
-	rm -rf demo build .pytest_cache .hypothesis .ruff_cache qmail-scanner-queue.py
+	rm -rf demo build .pytest_cache .hypothesis .ruff_cache qmail-scanner-queue.py soak-summary.json
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

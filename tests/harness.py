@@ -117,6 +117,8 @@ class Installation:
             if fd >= 0:
                 os.close(fd)
 
+        open_fds = [message_write, envelope_write]
+
         def feed() -> None:
             try:
                 if isinstance(message, Path):
@@ -129,14 +131,17 @@ class Installation:
                         view = view[os.write(message_write, view[: 1 << 16]) :]
                 if hold_message_open:
                     return  # a caller that never finishes the message; closed after the run
+                open_fds.remove(message_write)
                 os.close(message_write)
                 if not close_envelope_early:
                     os.write(envelope_write, envelope_bytes)
             except OSError:
                 pass
             finally:
+                # Each fd is closed once: a second close could hit another thread's new fd.
                 if not hold_message_open:
-                    _close_quietly(message_write, envelope_write)
+                    _close_quietly(*open_fds)
+                    open_fds.clear()
 
         feeder = threading.Thread(target=feed, daemon=True)
         feeder.start()
@@ -152,7 +157,7 @@ class Installation:
             raise
         feeder.join(5)
         if hold_message_open:
-            _close_quietly(message_write, envelope_write)
+            _close_quietly(*open_fds)
         seconds = time.monotonic() - started
         queued = [load_queued(path) for path in sorted(set(self.sink.glob("*.msg")) - before)]
         return RunResult(process.returncode, stderr.decode("utf-8", "replace"), custom_error, queued, seconds)

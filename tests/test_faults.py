@@ -399,7 +399,6 @@ def test_alert_hanging_past_the_deadline_does_not_turn_a_stored_message_into_a_r
         _kill_quietly(pid_file)
 
 
-@pytest.mark.xfail(strict=True, reason="notify.inject does not stop qmail-inject when the deadline fires")
 def test_alert_hanging_past_the_deadline_leaves_no_qmail_inject_running(make_installation, tmp_path):
     inject, pid_file = hanging_inject(tmp_path)
     installation = make_installation(

@@ -281,15 +281,22 @@ def inject(settings: Settings, target: str, alert: bytes) -> None:
     finally:
         os.close(write_end)
     deadline = time.monotonic() + INJECT_TIMEOUT
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{binary} took longer than {INJECT_TIMEOUT:.0f}s")
+            time.sleep(0.005)
+    except BaseException:
+        # Our own timeout, or the message deadline firing meanwhile: stop it and all it started.
+        try:
             os.killpg(pid, 9)
             os.waitpid(pid, 0)
-            raise TimeoutError(f"{binary} took longer than {INJECT_TIMEOUT:.0f}s")
-        time.sleep(0.005)
+        except OSError:
+            pass
+        raise
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise RuntimeError(f"{binary} exited {code} for an alert to {target}")

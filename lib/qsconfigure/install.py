@@ -29,6 +29,7 @@ PROGRAM_NAME = "qmail-scanner-queue.py"
 SPOOL_DIRS = ("tmp", "working/tmp", "working/new", "working/cur")
 SPOOL_MAILDIRS = ("quarantine/viruses", "quarantine/policy", "quarantine/spam", "archives", "failed")
 LOG_FILES = ("quarantine.log", "mailstats.csv", "qmail-queue.log")
+COMPILED_POLICY = "quarantine-events.compiled"
 
 
 class Installer:
@@ -175,13 +176,25 @@ def install(args, settings: dict, rendered: str) -> None:
     wrapper = _install_wrapper(args, installer, program)
     if not args.destdir:
         _compile_policy(program)
-    runner = wrapper or program
+        compiled = installer.path(os.path.join(settings["spooldir"], COMPILED_POLICY))
+        if os.path.exists(compiled):
+            installer.own(compiled, 0o640)  # compiled as root here; the scanner rewrites it later
+    # The advice names the final paths, also when staged under --destdir.
+    final_program = os.path.join(args.bindir, PROGRAM_NAME)
+    runner = _final_path(args, wrapper) if wrapper else final_program
     print(f"installed {program}")
     print("Add QMAILQUEUE to the tcprules of qmail-smtpd, for example in /etc/tcp.smtp:")
     print(f'  127.:allow,RELAYCLIENT="",QMAILQUEUE="{runner}"')
     print(f'  :allow,QMAILQUEUE="{runner}"')
     print("then rebuild the rules (qmailctl cdb, or tcprules tcp.smtp.cdb tcp.smtp.tmp < tcp.smtp).")
     print(f"Run '{runner} -z' daily from cron (as {args.qs_user}) to remove stale work files.")
+
+
+def _final_path(args, staged: str) -> str:
+    """A path under --destdir as it will be on the installed system."""
+    if args.destdir and staged.startswith(args.destdir):
+        return "/" + os.path.relpath(staged, args.destdir)
+    return staged
 
 
 def _compile_policy(program: str) -> None:
