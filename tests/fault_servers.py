@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from daemons import _private_dir
-from harness import Installation, envelope
+from harness import Installation, envelope, start_feeding
 
 SLOW_HOP_SOURCE = r"""
 #include <stdlib.h>
@@ -151,26 +151,10 @@ def run_and_signal(
     os.close(message_read)
     os.close(envelope_read)
 
-    def feed() -> None:
-        try:
-            view = memoryview(message)
-            while view:
-                view = view[os.write(message_write, view[:chunk]) :]
-                if pause:
-                    time.sleep(pause)
-            os.close(message_write)
-            os.write(envelope_write, envelope("sender@example.org", "rcpt@example.com"))
-        except OSError:
-            pass
-        finally:
-            for fd in (message_write, envelope_write):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
+    feeder = start_feeding(
+        message_write, envelope_write, message, envelope("sender@example.org", "rcpt@example.com"),
+        chunk=chunk, pause=pause,
+    )
     signalled = False
     try:
         process.wait(delay)

@@ -117,34 +117,13 @@ class Installation:
             if fd >= 0:
                 os.close(fd)
 
-        open_fds = [message_write, envelope_write]
-
-        def feed() -> None:
-            try:
-                if isinstance(message, Path):
-                    with open(message, "rb") as source:
-                        while chunk := source.read(1 << 16):
-                            os.write(message_write, chunk)
-                else:
-                    view = memoryview(message)
-                    while view:
-                        view = view[os.write(message_write, view[: 1 << 16]) :]
-                if hold_message_open:
-                    return  # a caller that never finishes the message; closed after the run
-                open_fds.remove(message_write)
-                os.close(message_write)
-                if not close_envelope_early:
-                    os.write(envelope_write, envelope_bytes)
-            except OSError:
-                pass
-            finally:
-                # Each fd is closed once: a second close could hit another thread's new fd.
-                if not hold_message_open:
-                    _close_quietly(*open_fds)
-                    open_fds.clear()
-
-        feeder = threading.Thread(target=feed, daemon=True)
-        feeder.start()
+        feeder = start_feeding(
+            message_write,
+            envelope_write,
+            message,
+            None if close_envelope_early else envelope_bytes,
+            hold_message_open=hold_message_open,
+        )
         custom_error = None
         if error_read >= 0:
             custom_error = _read_all(error_read)
@@ -157,7 +136,7 @@ class Installation:
             raise
         feeder.join(5)
         if hold_message_open:
-            _close_quietly(*open_fds)
+            feeder.close_all()
         seconds = time.monotonic() - started
         queued = [load_queued(path) for path in sorted(set(self.sink.glob("*.msg")) - before)]
         return RunResult(process.returncode, stderr.decode("utf-8", "replace"), custom_error, queued, seconds)
@@ -174,6 +153,74 @@ class Installation:
             if directory.exists():
                 found += list(directory.iterdir())
         return found
+
+
+class Feeder(threading.Thread):
+    """Writes what qmail-smtpd writes: the whole message on one pipe, then the envelope on the other.
+
+    Each fd is closed exactly once: a second close could hit a file another thread just opened.
+    """
+
+    def __init__(
+        self,
+        message_fd: int,
+        envelope_fd: int,
+        message: bytes | Path,
+        envelope_bytes: bytes | None,
+        chunk: int = 1 << 16,
+        pause: float = 0.0,
+        hold_message_open: bool = False,
+    ) -> None:
+        super().__init__(daemon=True)
+        self.open_fds = [message_fd, envelope_fd]
+        self.message_fd, self.envelope_fd = message_fd, envelope_fd
+        self.message, self.envelope_bytes = message, envelope_bytes
+        self.chunk, self.pause, self.hold_message_open = chunk, pause, hold_message_open
+
+    def _chunks(self):
+        if isinstance(self.message, Path):
+            with open(self.message, "rb") as source:
+                while chunk := source.read(self.chunk):
+                    yield chunk
+        else:
+            view = memoryview(self.message)
+            for offset in range(0, len(view), self.chunk):
+                yield view[offset : offset + self.chunk]
+
+    def _close(self, fd: int) -> None:
+        if fd in self.open_fds:
+            self.open_fds.remove(fd)
+            _close_quietly(fd)
+
+    def close_all(self) -> None:
+        for fd in list(self.open_fds):
+            self._close(fd)
+
+    def run(self) -> None:
+        try:
+            for chunk in self._chunks():
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(self.message_fd, view) :]
+                if self.pause:
+                    time.sleep(self.pause)
+            if self.hold_message_open:
+                return  # a caller that never finishes the message; closed after the run
+            self._close(self.message_fd)
+            if self.envelope_bytes is not None:  # None: the caller vanished before the envelope
+                os.write(self.envelope_fd, self.envelope_bytes)
+        except OSError:
+            pass
+        finally:
+            if not self.hold_message_open:
+                self.close_all()
+
+
+def start_feeding(message_fd: int, envelope_fd: int, message: bytes | Path, envelope_bytes: bytes | None, **options):
+    """Start a Feeder thread and return it."""
+    feeder = Feeder(message_fd, envelope_fd, message, envelope_bytes, **options)
+    feeder.start()
+    return feeder
 
 
 def _close_quietly(*fds: int) -> None:

@@ -18,14 +18,13 @@ import stat
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from harness import CONFIGURE, STANDIN_SOURCE, QueuedMessage, load_queued
+from harness import CONFIGURE, STANDIN_SOURCE, QueuedMessage, load_queued, start_feeding
 
 SCANNER_USER = "qstest"
 CALLER_USER = "nobody"
@@ -176,24 +175,7 @@ class WrappedInstallation:
         for fd in (message_read, envelope_read, error_write):
             os.close(fd)
 
-        def feed() -> None:
-            try:
-                view = memoryview(message)
-                while view:
-                    view = view[os.write(message_write, view[: 1 << 16]) :]
-                os.close(message_write)
-                os.write(envelope_write, envelope_bytes)
-            except OSError:
-                pass
-            finally:
-                for fd in (message_write, envelope_write):
-                    try:
-                        os.close(fd)
-                    except OSError:
-                        pass
-
-        feeder = threading.Thread(target=feed, daemon=True)
-        feeder.start()
+        feeder = start_feeding(message_write, envelope_write, message, envelope_bytes)
         chunks = []
         while chunk := os.read(error_read, 4096):
             chunks.append(chunk)
