@@ -26,11 +26,11 @@ demo: venv
 	$(PY) contrib/demo.py
 
 test: deps
-	$(PY) -m ruff check lib tests configure.py contrib benchmarks
+	$(PY) -m ruff check lib tests configure.py contrib benchmarks contrib/qs-quarantine contrib/qs-report
 	CI=$${CI:-} $(PY) -m pytest -q tests
 
 lint: venv
-	$(PY) -m ruff check lib tests configure.py contrib benchmarks
+	$(PY) -m ruff check lib tests configure.py contrib benchmarks contrib/qs-quarantine contrib/qs-report
 
 bench: deps
 	$(PY) benchmarks/run.py
