@@ -71,44 +71,48 @@ def _bomb(walker: _Walker, reason: str, name: str = "") -> None:
 
 
 def _inspect_zip(walker: _Walker, part: Part, container: str, depth: int) -> None:
-    import zipfile
-    import zlib
+    from .ziplisting import ZipFormatError, open_member, read_listing
 
     settings = walker.settings
     try:
-        archive = zipfile.ZipFile(part.decoded_path or "")
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
-        return  # not a readable zip: the part stays what it is, the scanners still see it
-    with archive:
-        members = [info for info in archive.infolist() if not info.is_dir()]
-        if len(members) > settings.max_parts:
-            _bomb(walker, f"{container} holds {len(members)} members (limit {settings.max_parts})", container)
-        declared_total = sum(info.file_size for info in members)
+        source = open(part.decoded_path or "", "rb")  # noqa: SIM115 - closed below, after the members
+    except OSError:
+        return
+    with source:
+        # Directory entries are listed too; a listing cut short means far more entries than members allowed.
+        try:
+            listing = read_listing(source, 2 * settings.max_parts + 1)
+        except (ZipFormatError, OSError):
+            return  # not a readable zip: the part stays what it is, the scanners still see it
+        members = [entry for entry in listing.entries if not entry.is_dir]
+        count = len(members) if listing.complete else max(len(members), listing.declared_entries)
+        if count > settings.max_parts or not listing.complete:
+            _bomb(walker, f"{container} holds {count} members (limit {settings.max_parts})", container)
+        declared_total = sum(entry.size for entry in members)
         if declared_total > settings.max_zip_size:
             _bomb(walker, f"{container} expands to {declared_total} bytes (limit {settings.max_zip_size})", container)
-        for info in members[: settings.max_parts]:
+        for entry in members[: settings.max_parts]:
             walker.tick()
-            encrypted = bool(info.flag_bits & 0x1)
-            ratio = info.file_size / max(info.compress_size, 1)
-            too_big = info.file_size >= RATIO_MIN_BYTES and ratio > settings.max_expansion_ratio
+            ratio = entry.size / max(entry.compressed_size, 1)
+            too_big = entry.size >= RATIO_MIN_BYTES and ratio > settings.max_expansion_ratio
             if too_big:
-                _bomb(walker, f"{container}/{info.filename} expands {int(ratio)} times", container)
-            member = _member_part(walker, info.filename, info.file_size, container, depth, encrypted)
+                _bomb(walker, f"{container}/{entry.name} expands {int(ratio)} times", container)
+            member = _member_part(walker, entry.name, entry.size, container, depth, entry.encrypted)
             if member is None:
                 return
-            if encrypted or too_big or declared_total > settings.max_zip_size:
+            if entry.encrypted or too_big or declared_total > settings.max_zip_size:
                 continue
             try:
-                with archive.open(info) as stream:
+                with open_member(source, entry) as stream:
                     if settings.unzip:
-                        head = _extract(walker, stream, member, info.compress_size)
+                        head = _extract(walker, stream, member, entry.compressed_size)
                     else:
                         head = stream.read(magictype.HEAD_BYTES)
-            except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError, RuntimeError, ValueError):
+            except (ZipFormatError, OSError):
                 continue
             member.magic_type = magictype.detect(head, settings)
             if member.decoded_path and looks_like_archive(member, head):
-                inspect_archive(walker, member, f"{container}/{info.filename}", depth + 1)
+                inspect_archive(walker, member, f"{container}/{entry.name}", depth + 1)
 
 
 def _extract(walker: _Walker, stream: object, member: Part, compressed_size: int) -> bytes:
