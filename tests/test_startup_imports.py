@@ -119,3 +119,26 @@ def test_libmagic_is_loaded_only_for_binary_content_the_signatures_do_not_know(i
     assert "magic" not in pdf
     unknown_binary = imported_modules(installation, attachment_message("data.bin", b"\x00\x01\x02\x03" * 300))
     assert "magic" in unknown_binary
+
+
+def zip_bytes() -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("minutes.txt", "minutes of the meeting\n" * 400)
+        archive.writestr("docs/", b"")
+        archive.writestr("docs/figures.csv", "quarter,revenue\n" + "2026Q1,1000\n" * 300)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("unzip", [False, True], ids=["listed", "unzipped"])
+def test_zip_attachment_is_read_without_zipfile(make_installation, unzip: bool):
+    """A zip (and every .docx, .xlsx, .odt) is opened by ziplisting: zipfile's imports cost 10 ms a message."""
+    installation = make_installation("--unzip", "yes") if unzip else make_installation()
+    modules = imported_modules(installation, attachment_message("minutes.zip", zip_bytes()))
+    assert "qmail_scanner.ziplisting" in modules  # the archive was looked into
+    assert "zipfile" not in modules
+    heavy = {name: why for name, why in HEAVY_MODULES.items() if name in modules and name != "re"}
+    assert heavy == {}
