@@ -7,6 +7,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "lib"))
 
@@ -91,3 +93,20 @@ def install_rules(spooldir: Path, text: str | None = None) -> Path:
     else:
         path.write_text(text)
     return path
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Path:
+    """A spool dir holding the shipped quarantine-events.txt."""
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    install_rules(directory)
+    return directory
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    """An empty work dir for decoded parts."""
+    directory = tmp_path / "work"
+    directory.mkdir()
+    return directory

@@ -13,21 +13,6 @@ from qmail_scanner import formatcheck
 from qmail_scanner.outcomes import Outcome
 
 
-@pytest.fixture
-def spool(tmp_path: Path) -> Path:
-    directory = tmp_path / "spool"
-    directory.mkdir()
-    install_rules(directory)
-    return directory
-
-
-@pytest.fixture
-def work(tmp_path: Path) -> Path:
-    directory = tmp_path / "work"
-    directory.mkdir()
-    return directory
-
-
 @pytest.mark.parametrize(
     "name", ["setup-1.2.exe", "report.2024.pdf", "archive.tar.gz", "Installer.x64.exe", "notes.txt", "a.b"]
 )

@@ -21,7 +21,6 @@ from mime_fixtures import (
     all_findings,
     blocking_rules,
     expected_corpus,
-    install_rules,
     make_settings,
     unpack_bytes,
     unpack_file,
@@ -30,21 +29,6 @@ from qmail_scanner import mime
 from qmail_scanner.outcomes import TEMP_TIMEOUT, TemporaryFailure
 
 FAKE_EXE = b"MZ\x90\x00" + b"\x00" * 60 + b"PE\x00\x00" + b"x" * 100
-
-
-@pytest.fixture
-def spool(tmp_path: Path) -> Path:
-    directory = tmp_path / "spool"
-    directory.mkdir()
-    install_rules(directory)
-    return directory
-
-
-@pytest.fixture
-def work(tmp_path: Path) -> Path:
-    directory = tmp_path / "work"
-    directory.mkdir()
-    return directory
 
 
 def mixed(*parts: bytes, boundary: bytes = b"BOUNDARY") -> bytes:
