@@ -28,26 +28,21 @@ def start_daemons() -> tuple[list[str], list]:
     from daemons import ClamdServer, SpamdServer
 
     scanners, args, servers = [], [], []
-    if shutil.which("clamd") or Path("/usr/sbin/clamd").exists():
+    for name, server_class, extra in (
+        ("clamd", ClamdServer, []),
+        ("spamd", SpamdServer, ["--sa-quarantine", "5", "--sa-subject", "[SPAM]"]),
+    ):
+        if not (shutil.which(name) or Path("/usr/sbin", name).exists()):
+            continue
         try:
-            clamd = ClamdServer("demo-clamd").start()
-        except Exception as error:
-            print(f"(clamd did not start: {error})")
-        else:
-            servers.append(clamd)
-            scanners.append("clamd")
-            args += ["--clamd-servers", clamd.socket_path]
-            print(f"started a private clamd with a test signature database on {clamd.socket_path}")
-    if shutil.which("spamd") or Path("/usr/sbin/spamd").exists():
-        try:
-            spamd = SpamdServer("demo-spamd").start()
-        except Exception as error:
-            print(f"(spamd did not start: {error})")
-        else:
-            servers.append(spamd)
-            scanners.append("spamd")
-            args += ["--spamd-servers", spamd.socket_path, "--sa-quarantine", "5", "--sa-subject", "[SPAM]"]
-            print(f"started a private spamd -L on {spamd.socket_path}")
+            server = server_class(f"demo-{name}").start()
+        except Exception as error:  # the demo goes on with what works
+            print(f"({name} did not start: {error})")
+            continue
+        servers.append(server)
+        scanners.append(name)
+        args += [f"--{name}-servers", server.socket_path, *extra]
+        print(f"started a private {name} for the demo on {server.socket_path}")
     if not scanners:
         return [], servers
     return ["--scanners", ",".join(scanners), *args], servers

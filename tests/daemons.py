@@ -92,7 +92,22 @@ def unix_exchange(path: str, request: bytes, timeout: float = 2.0) -> bytes:
         return reply
 
 
-class ClamdServer:
+class PrivateDaemon:
+    """A daemon process of our own in a private directory: stopped, then removed with it."""
+
+    process: subprocess.Popen | None = None
+    directory: Path
+
+    def stop(self) -> None:
+        if self.process:
+            _stop(self.process)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class ClamdServer(PrivateDaemon):
     """A private clamd: unix socket (and optionally TCP), test signatures, chosen StreamMaxLength."""
 
     def __init__(self, name: str = "clamd", stream_max_length: str = "25M", tcp: bool = False) -> None:
@@ -137,16 +152,8 @@ class ClamdServer:
     def answers(self) -> bool:
         return unix_exchange(self.socket_path, b"zPING\0") == b"PONG\0"
 
-    def stop(self) -> None:
-        if self.process:
-            _stop(self.process)
 
-    def remove(self) -> None:
-        self.stop()
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-
-class SpamdServer:
+class SpamdServer(PrivateDaemon):
     """A private `spamd -L -x` on a unix socket, children running as nobody."""
 
     def __init__(self, name: str = "spamd") -> None:
@@ -171,14 +178,6 @@ class SpamdServer:
     def answers(self) -> bool:
         return b"PONG" in unix_exchange(self.socket_path, b"PING SPAMC/1.5\r\n\r\n", 5.0)
 
-    def stop(self) -> None:
-        if self.process:
-            _stop(self.process)
-
-    def remove(self) -> None:
-        self.stop()
-        shutil.rmtree(self.directory, ignore_errors=True)
-
 
 # Rules that make Rspamd's actions reachable without network: a subject keyword adds a fixed score.
 RSPAMD_TEST_RULES = """
@@ -198,7 +197,7 @@ RSPAMD_DISABLED_MODULES = (
 )
 
 
-class RspamdServer:
+class RspamdServer(PrivateDaemon):
     """A private rspamd normal worker on 127.0.0.1:<free port> (and a unix socket), running as _rspamd."""
 
     def __init__(self, name: str = "rspamd") -> None:
@@ -255,14 +254,6 @@ class RspamdServer:
             while chunk := sock.recv(4096):
                 reply += chunk
         return b"pong" in reply
-
-    def stop(self) -> None:
-        if self.process:
-            _stop(self.process)
-
-    def remove(self) -> None:
-        self.stop()
-        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 class FakeServer:
