@@ -7,6 +7,8 @@ import socket
 import time
 from collections.abc import Iterator
 
+from ..records import ScanResult
+
 TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
     from ..main import Message
@@ -45,6 +47,15 @@ def scan_deadline(config: ScannerConfig, message: Message, extra_limit: float | 
     if extra_limit is not None:
         seconds = min(seconds, extra_limit)
     return Deadline(seconds)
+
+
+def over_spam_size_limit(config: ScannerConfig, message: Message, header: str, prefix: str = "") -> ScanResult | None:
+    """--sa-maxsize: a larger message is not sent to the spam scanner, and its headers say so."""
+    limit = message.settings.sa_maxsize
+    if message.area.message_size <= limit:
+        return None
+    note = f"{prefix}skipped: message size {message.area.message_size} over limit {limit}"
+    return ScanResult(config.name, extra_headers=((header, note),))
 
 
 def parse_address(address: str) -> tuple[int, object]:

@@ -14,6 +14,7 @@ from .common import (
     connect,
     file_chunks,
     one_line,
+    over_spam_size_limit,
     receive_until_closed,
     scan_deadline,
     send_all,
@@ -39,9 +40,9 @@ MAX_SYMBOLS_HEADER = 900
 def scan(config: ScannerConfig, message: Message) -> ScanResult:
     """Post the message with its envelope; map the action to a finding, the symbols to a header."""
     settings = message.settings
-    if message.area.message_size > settings.sa_maxsize:
-        note = f"skipped: message size {message.area.message_size} over limit {settings.sa_maxsize}"
-        return ScanResult(config.name, extra_headers=(("X-Rspamd-Status", note),))
+    skipped = over_spam_size_limit(config, message, "X-Rspamd-Status")
+    if skipped:
+        return skipped
     deadline = scan_deadline(config, message, settings.sa_timeout)
     headers = envelope_headers(message)
     problems = []

@@ -17,6 +17,7 @@ from .common import (
     connect,
     file_chunks,
     one_line,
+    over_spam_size_limit,
     scan_deadline,
     send_all,
 )
@@ -45,9 +46,9 @@ class SpamdReply:
 def scan(config: ScannerConfig, message: Message) -> ScanResult:
     """Ask spamd for a score; in verbose mode also take its rewritten message."""
     settings = message.settings
-    if message.area.message_size > settings.sa_maxsize:
-        note = f"No, skipped: message size {message.area.message_size} over limit {settings.sa_maxsize}"
-        return ScanResult(config.name, extra_headers=(("X-Spam-Status", note),))
+    skipped = over_spam_size_limit(config, message, "X-Spam-Status", "No, ")
+    if skipped:
+        return skipped
     deadline = scan_deadline(config, message, settings.sa_timeout)
     verbose = settings.sa_verbose or config.name == "verbose_spamassassin"
     user = message.envelope.recipients[0] if len(message.envelope.recipients) == 1 else ""
