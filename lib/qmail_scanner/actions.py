@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from .logs import rfc2822_date
-from .outcomes import PermanentReject, TemporaryFailure
+from .outcomes import QUEUED, PermanentReject, TemporaryFailure
 from .records import Verdict
 from .spool import deliver_to_maildir
 from .trace import header_safe, status_text, trace_header
@@ -53,9 +53,9 @@ def carry_out(message: Message, verdict: Verdict) -> int:
         stored_path = quarantine(message, verdict)
         if archive_wanted(settings, message.envelope.sender, message.envelope.recipients):
             archive(message, verdict)
-        code = 0
+        code = QUEUED  # stored durably: accepted
     elif verdict.action == "drop":
-        code = 0
+        code = QUEUED  # the site chose to accept and discard
     else:
         raise TemporaryFailure(f"4.3.0 unknown verdict action {verdict.action!r}, try again later")
     record(message, verdict, code, stored_path)
@@ -268,5 +268,5 @@ def store_failed(message: Message, reason: str) -> int:
     path = deliver_to_maildir(
         maildir, [envelope_block(message, verdict, "failed"), (message.message_fd, 0)], message.area.message_id
     )
-    record(message, verdict, 0, path)
-    return 0
+    record(message, verdict, QUEUED, path)
+    return QUEUED

@@ -19,7 +19,7 @@ TEMP_NETWORK = 56  # 451 qq trouble making network connection
 TEMP_HOME_DIR = 61  # 451 qq trouble in home directory
 TEMP_CREATE_FILES = 63  # 451 qq trouble creating files in queue
 TEMP_REJECTED = 71  # 451 mail server temporarily rejected message (#4.3.0)
-TEMP_CUSTOM_ERROR = 82  # text on the custom-error fd decides D (554) or Z (451)
+CUSTOM_ERROR_EXIT = 82  # text on the custom-error fd decides D (554) or Z (451)
 TEMP_INTERNAL_BUG = 81  # 451 qq internal bug
 TEMP_ENVELOPE_FORMAT = 91  # 451 qq internal bug (envelope format error)
 

@@ -6,6 +6,7 @@ import os
 import stat
 
 from .outcomes import (
+    CUSTOM_ERROR_EXIT,
     PERM_ADDRESS_TOO_LONG,
     TEMP_ENVELOPE_FORMAT,
     TEMP_READ_ERROR,
@@ -106,7 +107,7 @@ def report_outcome(outcome: Outcome, custom_error_fd: int) -> int:
     if custom_error_fd and is_open_pipe(custom_error_fd):
         try:
             os.write(custom_error_fd, custom_error_line(outcome))
-            return 82
+            return CUSTOM_ERROR_EXIT
         except OSError:
             pass
     return outcome.exit_code
