@@ -159,3 +159,12 @@ def test_program_runs_from_anywhere_without_the_source_tree(installation, tmp_pa
         )
     assert result.returncode == 0, result.stderr
     assert len(list(installation.sink.glob("*.msg"))) == 1
+
+
+def test_compatibility_only_options_say_they_have_no_effect(tmp_path, standin):
+    result = configure(
+        "--prefix", str(tmp_path), "--qmail-queue-binary", str(standin), "--notify", "none", "--scanners", "none",
+        "--sa-report", "yes", "--output", str(tmp_path / "p.py"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--sa-report is accepted for compatibility and has no effect" in result.stdout

@@ -62,6 +62,17 @@ def check_option_values(args) -> None:
     if args.archive.lower() not in ("no", "0", "", "yes"):
         _check_regex("--archive", args.archive)
     _fail_policies(args)
+    for option, instead in COMPATIBILITY_ONLY.items():
+        if getattr(args, option.lstrip("-").replace("-", "_")):
+            print(f"configure.py: note: {option} is accepted for compatibility and has no effect; {instead}")
+
+
+# Options of the original kept so old command lines still work: said aloud, never silently ignored.
+COMPATIBILITY_ONLY = {
+    "--sa-alt": "spamd's own settings decide",
+    "--sa-report": "use --scanners verbose_spamassassin for SpamAssassin's report headers",
+    "--sa-debug": "use --debug 2 for a trace in qmail-queue.log",
+}
 
 
 def build_settings(args, facts: dict, version: str, command: str) -> dict:
