@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "lib")]
 
-from harness import build_standin, envelope, install, smtp_reply, strip_added_headers  # noqa: E402
+from harness import build_standin, caller_files, envelope, install, smtp_reply, strip_added_headers  # noqa: E402
 
 EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 FAULTS = ("next-hop-tempfail", "next-hop-dies", "caller-vanishes", "killed-while-streaming")
@@ -65,11 +65,7 @@ def run_once(installation, message: bytes, env: dict[str, str], caller_vanishes:
     import subprocess
 
     raw_envelope = b"" if caller_vanishes else envelope("sender@example.org", "rcpt@example.com")
-    with tempfile.TemporaryFile() as message_file, tempfile.TemporaryFile() as envelope_file:
-        message_file.write(message)
-        message_file.seek(0)
-        envelope_file.write(raw_envelope)
-        envelope_file.seek(0)
+    with caller_files(message, raw_envelope) as (message_file, envelope_file):
         error_read, error_write = os.pipe()
         try:
             process = subprocess.Popen(

@@ -17,7 +17,6 @@ import random
 import resource
 import struct
 import subprocess
-import tempfile
 import time
 import warnings
 import zipfile
@@ -25,7 +24,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import Installation, envelope, smtp_reply, strip_added_headers
+from harness import Installation, caller_files, envelope, smtp_reply, strip_added_headers
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 MEMORY_LIMIT_BYTES = 1 << 30  # address-space limit of one run: a blow-up becomes a MemoryError (51)
@@ -265,11 +264,7 @@ def run_case(installation: Installation, message: bytes, timeout: float = 120.0)
     """One run of the installed program with fds 0/1 from files, fd 6 a pipe, memory bounded."""
     before_queue = set(installation.sink.glob("*.msg"))
     before_stored = {kind: set(_stored(installation, kind)) for kind in ("viruses", "policy", "spam")}
-    with tempfile.TemporaryFile() as message_file, tempfile.TemporaryFile() as envelope_file:
-        message_file.write(message)
-        message_file.seek(0)
-        envelope_file.write(ENVELOPE)
-        envelope_file.seek(0)
+    with caller_files(message, ENVELOPE) as (message_file, envelope_file):
         error_read, error_write = os.pipe()
 
         def prepare() -> None:

@@ -8,10 +8,12 @@ what the stand-in queued, what landed in the quarantine.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -124,17 +126,7 @@ class Installation:
             None if close_envelope_early else envelope_bytes,
             hold_message_open=hold_message_open,
         )
-        custom_error = None
-        if error_read >= 0:
-            custom_error = _read_all(error_read)
-            os.close(error_read)
-        try:
-            _, stderr = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
-            raise
-        feeder.join(5)
+        _, stderr, custom_error = finish_run(process, feeder, error_read, timeout)
         if hold_message_open:
             feeder.close_all()
         seconds = time.monotonic() - started
@@ -214,6 +206,40 @@ class Feeder(threading.Thread):
         finally:
             if not self.hold_message_open:
                 self.close_all()
+
+
+@contextlib.contextmanager
+def caller_files(message: bytes, envelope_bytes: bytes):
+    """The message and envelope as files to give the program on fds 0 and 1.
+
+    A file is read to EOF without a feeding thread: the safe shape for many concurrent runs.
+    """
+    with tempfile.TemporaryFile() as message_file, tempfile.TemporaryFile() as envelope_file:
+        for handle, data in ((message_file, message), (envelope_file, envelope_bytes)):
+            handle.write(data)
+            handle.seek(0)
+        yield message_file, envelope_file
+
+
+def finish_run(
+    process: subprocess.Popen, feeder: Feeder, error_read: int, timeout: float
+) -> tuple[bytes, bytes, bytes | None]:
+    """Read the custom-error pipe to EOF first (as qmail-smtpd does), then wait; kill on timeout.
+
+    Returns (stdout, stderr, custom-error text or None when no pipe was offered).
+    """
+    custom_error = None
+    if error_read >= 0:
+        custom_error = _read_all(error_read)
+        os.close(error_read)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
+    feeder.join(5)
+    return stdout or b"", stderr or b"", custom_error
 
 
 def start_feeding(message_fd: int, envelope_fd: int, message: bytes | Path, envelope_bytes: bytes | None, **options):

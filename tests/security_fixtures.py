@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import CONFIGURE, STANDIN_SOURCE, QueuedMessage, load_queued, start_feeding
+from harness import CONFIGURE, STANDIN_SOURCE, QueuedMessage, finish_run, load_queued, start_feeding
 
 SCANNER_USER = "qstest"
 CALLER_USER = "nobody"
@@ -176,23 +176,13 @@ class WrappedInstallation:
             os.close(fd)
 
         feeder = start_feeding(message_write, envelope_write, message, envelope_bytes)
-        chunks = []
-        while chunk := os.read(error_read, 4096):
-            chunks.append(chunk)
-        os.close(error_read)
-        try:
-            stdout, stderr = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
-            raise
-        feeder.join(5)
+        stdout, stderr, custom_error = finish_run(process, feeder, error_read, timeout)
         new = sorted(set(self.sink.glob("*")) - before)
         queued = [load_queued(path) for path in new if path.suffix == ".msg"]
         environs = [path.read_text() for path in new if path.suffix == ".environ"]
         return WrappedResult(
-            process.returncode, stderr.decode("utf-8", "replace"), b"".join(chunks), queued, environs,
-            time.monotonic() - started, (stdout or b"").decode("utf-8", "replace"),
+            process.returncode, stderr.decode("utf-8", "replace"), custom_error, queued, environs,
+            time.monotonic() - started, stdout.decode("utf-8", "replace"),
         )
 
     def work_files(self) -> list[Path]:
