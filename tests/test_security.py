@@ -6,6 +6,7 @@ so a passing case means the wrapper stopped it, not that the trick was a dud.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import stat
@@ -248,6 +249,23 @@ def test_administrator_flags_are_refused_to_other_users(wrapped):  # noqa: F811
 def test_caller_cannot_signal_or_trace_the_running_scanner(wrapped):  # noqa: F811
     """The scanner's real uid is the scanner account: the caller may not kill or ptrace it."""
     uid, gid = caller_ids()
+    with message_in_flight(wrapped, b"Subject: slow\n\n", work_files=1) as process:
+        probe = run_as(uid, gid, f"import os\ntry:\n    os.kill({process.pid}, 15)\nexcept PermissionError:\n"
+                                 f"    print('refused')\n")
+        assert probe.stdout.strip() == "refused"
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+        assert set(uids) == {str(wrapped.scanner_ids[0])}
+
+
+@contextlib.contextmanager
+def message_in_flight(installation, first_bytes: bytes, work_files: int):
+    """Run the wrapper as the unprivileged caller, stalled mid-message until the block ends.
+
+    Yields the process once `work_files` work files exist; then finishes the message and
+    the envelope and requires a clean exit.
+    """
+    uid, gid = caller_ids()
     message_read, message_write = os.pipe()
     envelope_read, envelope_write = os.pipe()
 
@@ -256,22 +274,17 @@ def test_caller_cannot_signal_or_trace_the_running_scanner(wrapped):  # noqa: F8
         os.setgid(gid)
         os.setuid(uid)
 
-    process = subprocess.Popen([str(wrapped.wrapper)], stdin=message_read, stdout=envelope_read,
+    process = subprocess.Popen([str(installation.wrapper)], stdin=message_read, stdout=envelope_read,
                                stderr=subprocess.DEVNULL, env={}, preexec_fn=become_caller)
     os.close(message_read)
     os.close(envelope_read)
     try:
-        os.write(message_write, b"Subject: slow\n\n")
+        os.write(message_write, first_bytes)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not wrapped.work_files():
+        while time.monotonic() < deadline and len(installation.work_files()) < work_files:
             time.sleep(0.05)
-        assert wrapped.work_files(), "the scanner never started spooling"
-        probe = run_as(uid, gid, f"import os\ntry:\n    os.kill({process.pid}, 15)\nexcept PermissionError:\n"
-                                 f"    print('refused')\n")
-        assert probe.stdout.strip() == "refused"
-        status = Path(f"/proc/{process.pid}/status").read_text()
-        uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
-        assert set(uids) == {str(wrapped.scanner_ids[0])}
+        assert len(installation.work_files()) >= work_files, "the scanner never started spooling"
+        yield process
     finally:
         os.close(message_write)
         os.write(envelope_write, b"Fa@example.org\0Tb@example.com\0\0")
@@ -299,35 +312,13 @@ def test_spool_and_work_files_are_private_to_the_scanner_account(wrapped):  # no
 def test_work_files_in_flight_are_exclusive_and_private(wrapped_fresh):  # noqa: F811
     """While a message streams in, its work file and dir are 0600/0700 and owned by the scanner account."""
     installation = wrapped_fresh
-    message_read, message_write = os.pipe()
-    envelope_read, envelope_write = os.pipe()
-    uid, gid = caller_ids()
-
-    def become_caller() -> None:
-        os.setgroups([])
-        os.setgid(gid)
-        os.setuid(uid)
-
-    process = subprocess.Popen([str(installation.wrapper)], stdin=message_read, stdout=envelope_read,
-                               stderr=subprocess.DEVNULL, env={}, preexec_fn=become_caller)
-    os.close(message_read)
-    os.close(envelope_read)
-    try:
-        os.write(message_write, b"Subject: in flight\n\n" + b"x" * 10_000)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and len(installation.work_files()) < 2:
-            time.sleep(0.05)
+    with message_in_flight(installation, b"Subject: in flight\n\n" + b"x" * 10_000, work_files=2):
         found = installation.work_files()
         assert len(found) == 2
         for path in found:
             info = path.lstat()
             assert info.st_uid == installation.scanner_ids[0]
             assert stat.S_IMODE(info.st_mode) == (0o700 if stat.S_ISDIR(info.st_mode) else 0o600)
-    finally:
-        os.close(message_write)
-        os.write(envelope_write, b"Fa@example.org\0Tb@example.com\0\0")
-        os.close(envelope_write)
-        assert process.wait(30) == 0
     assert installation.work_files() == []
 
 
