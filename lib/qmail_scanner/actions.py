@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from .logs import rfc2822_date
-from .outcomes import QUEUED, PermanentReject, TemporaryFailure
+from .outcomes import QUEUED, TemporaryFailure
 from .records import Verdict
 from .spool import deliver_to_maildir
 from .trace import header_safe, status_text, trace_header
@@ -32,10 +32,6 @@ QUARANTINE_KINDS = ("viruses", "policy", "spam")
 def carry_out(message: Message, verdict: Verdict) -> int:
     """Carry out the verdict; return the exit code (0 only when queued or safely stored)."""
     settings = message.settings
-    if verdict.action == "reject":
-        raise PermanentReject(verdict.reason or "5.7.1 message refused by content filter (#5.7.1)")
-    if verdict.action == "tempfail":
-        raise TemporaryFailure(verdict.reason or "4.3.0 message deferred by content filter, try again later")
     stored_path = ""
     if verdict.action == "deliver":
         if archive_wanted(settings, message.envelope.sender, message.envelope.recipients):

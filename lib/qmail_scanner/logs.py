@@ -27,7 +27,7 @@ SYSLOG_FACILITY_MAIL = 2
 SYSLOG_INFO = 6
 SYSLOG_TAG = "qmail-scanner"
 KIND_WORDS = {"viruses": "Virus", "policy": "Policy", "spam": "Spam"}
-ACTION_WORDS = {"quarantine": "Quarantined", "drop": "Dropped", "failed": "Failed", "reject": "Rejected"}
+ACTION_WORDS = {"quarantine": "Quarantined", "drop": "Dropped", "failed": "Failed"}
 
 
 def note(message: Message, text: str, level: int = 1) -> None:

@@ -68,7 +68,7 @@ class ScanResult:
 class Verdict:
     """The decision for one message."""
 
-    action: str = "deliver"  # deliver | quarantine | reject | tempfail | drop
+    action: str = "deliver"  # deliver | quarantine | drop | failed; refusals are raised as Outcome exceptions
     quarantine_kind: str = ""  # viruses | policy | spam
     reason: str = ""
     findings: list[Finding] = field(default_factory=list)

@@ -126,7 +126,3 @@ def replace(instance: object, **changes: object) -> object:
     values.update(changes)
     return type(instance)(**values)
 
-
-def asdict(instance: object) -> dict:
-    """The fields of a record as a plain dict (one level), for logs and tests."""
-    return {spec.name: getattr(instance, spec.name) for spec in fields(type(instance))}
