@@ -168,3 +168,23 @@ def test_compatibility_only_options_say_they_have_no_effect(tmp_path, standin):
     )
     assert result.returncode == 0, result.stderr
     assert "--sa-report is accepted for compatibility and has no effect" in result.stdout
+
+
+@pytest.mark.parametrize(("value", "level"), [("2", 2), ("1", 1), ("0", 0), ("yes", 1), ("no", 0)])
+def test_fix_mime_takes_the_originals_levels_with_yes_no_aliases(tmp_path, standin, value, level):
+    program = tmp_path / "p.py"
+    result = configure(
+        "--prefix", str(tmp_path), "--qmail-queue-binary", str(standin), "--notify", "none", "--scanners", "none",
+        "--fix-mime", value, "--output", str(program),
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"'fix_mime': {level}," in program.read_text() or f'"fix_mime": {level},' in program.read_text()
+
+
+def test_fix_mime_refuses_an_unknown_level(tmp_path, standin):
+    result = configure(
+        "--prefix", str(tmp_path), "--qmail-queue-binary", str(standin), "--notify", "none", "--scanners", "none",
+        "--fix-mime", "3", "--output", str(tmp_path / "p.py"),
+    )
+    assert result.returncode == 2
+    assert "expected 0, 1, 2, yes or no, got '3'" in result.stderr

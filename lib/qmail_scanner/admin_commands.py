@@ -28,7 +28,7 @@ def show_version(settings: Settings) -> int:
     print(f"spool: {settings.spooldir}")
     print(f"next hop: {settings.qmail_queue_binary}")
     print(f"custom error fd: {settings.custom_error_fd or 'off'}; deadline: {settings.deadline_seconds:g} s")
-    print(f"unpacker: {settings.mime_unpacker}; fix-mime: {'yes' if settings.fix_mime else 'no'}")
+    print(f"unpacker: {settings.mime_unpacker}; fix-mime: {int(settings.fix_mime)}")
     print(f"notify: {','.join(settings.notify)}; log: {settings.log_details}; debug: {settings.debug}")
     if not settings.scanners:
         print("scanners: none (internal checks only)")

@@ -56,7 +56,7 @@ class Settings:
     block_password_protected: bool = False
     max_zip_size: int = 1_000_000_000
     max_scan_size: int = 100_000_000
-    fix_mime: bool = True
+    fix_mime: int = 1  # 0 off; 1 read every interpretation of an ambiguity; 2 quarantine every ambiguity
     ignore_eol_check: bool = False
     normalize: bool = True
     mime_unpacker: str = "internal"  # internal | reformime

@@ -18,6 +18,18 @@ def yes_no(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
 
 
+def fix_mime_level(text: str) -> int:
+    """Parse --fix-mime: the original's 0, 1, 2, with yes/no as aliases of 1/0."""
+    lowered = text.strip().lower()
+    if lowered in ("0", "1", "2"):
+        return int(lowered)
+    if lowered in YES:
+        return 1
+    if lowered in NO:
+        return 0
+    raise argparse.ArgumentTypeError(f"expected 0, 1, 2, yes or no, got {text!r}")
+
+
 def comma_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
@@ -93,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     scanning.add_argument("--max-scan-size", type=non_negative_int, default=100_000_000, help="larger messages skip AV/spam scanning (default %(default)s)")
 
     internal = add("internal checks and policy")
-    internal.add_argument("--fix-mime", type=yes_no, default=True, help="the malformed-MIME checks (default yes)")
+    internal.add_argument("--fix-mime", type=fix_mime_level, default=1, help="malformed-MIME checks: 0 off, 1 block what any reading of an ambiguous message hides, 2 strict: quarantine every ambiguity (yes = 1, no = 0; default 1)")
     internal.add_argument("--ignore-eol-check", type=yes_no, default=False, help="do not treat NUL/CR in MIME headers as suspicious (default no)")
     internal.add_argument("--normalize", type=yes_no, default=True, help="decode RFC 2047 headers before matching rules (default yes)")
     internal.add_argument("--unzip", type=yes_no, default=False, help="unpack zip attachments for the checks and scanners (default no)")
