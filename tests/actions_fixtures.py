@@ -12,7 +12,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lib"))
 
-from qmail_scanner.main import Message  # noqa: E402
+from qmail_scanner.message import Message  # noqa: E402
 from qmail_scanner.queue_protocol import read_envelope  # noqa: E402
 from qmail_scanner.settings import Settings  # noqa: E402
 from qmail_scanner.spool import create_layout, create_work_area, spool_message  # noqa: E402
@@ -61,7 +61,7 @@ def make_message(
     recipients: tuple[str, ...] = ("bob@example.org",),
     environ: dict | None = None,
 ) -> Message:
-    """Spool raw into a work area exactly as main.process_message does, and read the envelope."""
+    """Spool raw into a work area exactly as pipeline.process_message does, and read the envelope."""
     area = create_work_area(settings.spooldir)
     source = Path(area.unpack_dir) / "incoming"
     source.write_bytes(raw)

@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 from daemons import EICAR, GTUBE
-from qmail_scanner.main import Message
+from qmail_scanner.message import Message
 from qmail_scanner.records import Envelope
 from qmail_scanner.recordtype import replace
 from qmail_scanner.settings import ScannerConfig, Settings
@@ -99,7 +99,7 @@ def spooled_message(
     environ: dict[str, str] | None = None,
     unpacked: object = None,
 ) -> Message:
-    """A Message as main.process_message builds it: spooled through a real pipe into the work area."""
+    """A Message as pipeline.process_message builds it: spooled through a real pipe into the work area."""
     spooldir = settings.spooldir
     create_layout(spooldir)
     area = create_work_area(spooldir)

@@ -13,13 +13,15 @@ import os
 
 from .logs import rfc2822_date
 from .outcomes import QUEUED, TemporaryFailure
+from .queue_protocol import hand_on
 from .records import Verdict
 from .spool import deliver_to_maildir
+from .stderr_log import say
 from .trace import header_safe, status_text, trace_header
 
 TYPE_CHECKING = False  # typing costs milliseconds per message; only type checkers look here
 if TYPE_CHECKING:
-    from .main import Message
+    from .message import Message
     from .settings import Settings
 
 # A header block is looked for in at most this many bytes; beyond that the rest passes unchanged.
@@ -36,11 +38,9 @@ def carry_out(message: Message, verdict: Verdict) -> int:
     if verdict.action == "deliver":
         if archive_wanted(settings, message.envelope.sender, message.envelope.recipients):
             archive(message, verdict)
-        from .main import deliver
-
         pieces = delivery_pieces(message, verdict)
         try:
-            code = deliver(message, verdict, pieces)
+            code = hand_on(settings.qmail_queue_binary, pieces, message.envelope.raw)
         finally:
             for piece in pieces:
                 if isinstance(piece, tuple) and piece[0] != message.message_fd:
@@ -60,21 +60,19 @@ def carry_out(message: Message, verdict: Verdict) -> int:
 
 def record(message: Message, verdict: Verdict, code: int, stored_path: str = "") -> None:
     """Log the message and send alerts; a failure here never changes what happened to the mail."""
-    from .main import _say
-
     try:
         from .logs import log_message
 
         log_message(message, verdict, code, stored_path)
     except Exception as error:  # the message is already queued or stored
-        _say(f"logging failed: {type(error).__name__}: {error}")
+        say(f"logging failed: {type(error).__name__}: {error}")
     if verdict.action in ("quarantine", "drop"):
         try:
             from .notify import send_alerts
 
             send_alerts(message, verdict)
         except Exception as error:  # an alert failure never changes the verdict
-            _say(f"alert failed: {type(error).__name__}: {error}")
+            say(f"alert failed: {type(error).__name__}: {error}")
 
 
 # ---------------------------------------------------------------- headers

@@ -7,7 +7,7 @@ from .verdict import decide
 
 TYPE_CHECKING = False  # typing costs milliseconds per message; only type checkers look here
 if TYPE_CHECKING:
-    from .main import Message
+    from .message import Message
 
 
 def inspect(message: Message) -> Verdict:

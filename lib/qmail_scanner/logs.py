@@ -20,7 +20,7 @@ from .trace import header_safe, status_text
 
 TYPE_CHECKING = False  # typing costs milliseconds per message; only type checkers look here
 if TYPE_CHECKING:
-    from .main import Message
+    from .message import Message
     from .records import Verdict
 
 SYSLOG_FACILITY_MAIL = 2
@@ -47,9 +47,9 @@ def log_message(message: Message, verdict: Verdict, code: int, stored_path: str 
                 send_syslog(line, settings.syslog_socket)
             except OSError as error:
                 # No syslog daemon: the line goes to qmail-smtpd's log instead of being lost.
-                from .main import _say
+                from .stderr_log import say
 
-                _say(f"syslog unavailable ({error.strerror}): {line}")
+                say(f"syslog unavailable ({error.strerror}): {line}")
         else:
             append_line(os.path.join(settings.spooldir, "mailstats.csv"), "\t".join([log_date(), *fields]))
     if verdict.action in ("quarantine", "drop", "failed"):

@@ -1,197 +1,21 @@
-"""The per-message pipeline and the entry point the generated program calls."""
+"""The entry point the generated program calls: serve, an administrator command, or one message."""
 
 from __future__ import annotations
 
-# _signal, not signal: the signal module imports enum, a few milliseconds per message.
-import _signal as signal
 import os
 import sys
-import time
 
-from . import outcomes
-from .outcomes import Outcome, PermanentReject, TemporaryFailure
-from .queue_protocol import hand_on, read_envelope, report_outcome, seal_inherited_fds
-from .records import Envelope, Verdict
-from .recordtype import field, record
 from .settings import Settings
-from .spool import WorkArea, create_work_area, spool_message
-
-
-@record
-class Message:
-    """One message in flight: what every step after spooling may look at."""
-
-    settings: Settings
-    area: WorkArea
-    message_fd: int
-    envelope: Envelope
-    environ: dict[str, str]
-    started: float
-    unpacked: object = None  # mime.Unpacked once the unpacker ran
-    notes: list[str] = field(default_factory=list)  # debug trace lines
-
-    def seconds(self) -> float:
-        return time.monotonic() - self.started
-
-    def remaining(self) -> float:
-        """Seconds left before the total deadline."""
-        return max(0.0, self.settings.deadline_seconds - self.seconds())
-
-
-def _raise_deadline(signum: int, frame: object) -> None:
-    raise TemporaryFailure("scanning took too long (deadline passed), try again later", outcomes.TEMP_TIMEOUT)
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise TemporaryFailure(f"scanner stopped by signal {signum}, try again later", outcomes.TEMP_REJECTED)
-
-
-def _install_signal_handlers(deadline_seconds: float) -> None:
-    signal.signal(signal.SIGALRM, _raise_deadline)
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, _raise_terminated)
-    # A file-size limit must surface as a write error (EFBIG), not kill us silently.
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    signal.setitimer(signal.ITIMER_REAL, deadline_seconds)
-
-
-def _quiet_signals() -> None:
-    """No more signal-raised exceptions: cleanup and the exit must finish."""
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    for signum in (signal.SIGALRM, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_IGN)
-
-
-def inspect_message(message: Message) -> Verdict:
-    """Unpack, check and scan; return what should happen to the message."""
-    from .inspection import inspect
-
-    return inspect(message)
-
-
-def act(message: Message, verdict: Verdict) -> int:
-    """Carry out the verdict; return the exit code (0 only when queued or stored)."""
-    from .actions import carry_out
-
-    return carry_out(message, verdict)
-
-
-def deliver(message: Message, verdict: Verdict, pieces: list) -> int:
-    """Hand the message on to the real qmail-queue and pass its exit code through."""
-    return hand_on(message.settings.qmail_queue_binary, pieces, message.envelope.raw)
-
-
-def process_message(settings: Settings, environ: dict[str, str]) -> int:
-    """Receive one message on fds 0/1, decide, act; return the exit code."""
-    started = time.monotonic()
-    area: WorkArea | None = None
-    message: Message | None = None
-    message_fd = -1
-    try:
-        _install_signal_handlers(settings.deadline_seconds)
-        if not _open_missing_standard_fds():
-            raise outcomes.EnvelopeError("fd 0 or fd 1 is closed: no message to read", outcomes.TEMP_READ_ERROR)
-        seal_inherited_fds()
-        area = create_work_area(settings.spooldir)
-        message_fd = spool_message(area, 0, settings.spool_chunk_bytes)
-        envelope = read_envelope(1)
-        message = Message(settings_for(settings, envelope), area, message_fd, envelope, environ, started)
-        code = inspect_and_act(message)
-    except Outcome as outcome:
-        _quiet_signals()
-        _say(f"{outcome.smtp_text} (exit {outcome.exit_code})")
-        _trace_failure(message, outcome.smtp_text)
-        code = report_outcome(outcome, settings.custom_error_fd)
-    except MemoryError:
-        _quiet_signals()
-        _say("out of memory")
-        code = outcomes.TEMP_OUT_OF_MEMORY
-    except Exception as error:
-        _quiet_signals()
-        _say(f"internal error {type(error).__name__}: {error}")
-        _trace_failure(message, f"internal error {type(error).__name__}: {error}")
-        failure = TemporaryFailure("4.3.0 temporary scanner problem, try again later")
-        code = report_outcome(failure, settings.custom_error_fd)
-    finally:
-        _quiet_signals()
-        if message_fd >= 0:
-            os.close(message_fd)
-        if area is not None and settings.debug < 100:
-            area.remove()
-    return code
-
-
-def settings_for(settings: Settings, envelope: Envelope) -> Settings:
-    """The site's settings, narrowed by the per-domain file for these recipients when enabled."""
-    if not settings.settings_per_domain:
-        return settings
-    from .domain_settings import apply
-
-    return apply(settings, envelope.recipients, _say)
-
-
-def inspect_and_act(message: Message) -> int:
-    """Decide and act; a message that cannot be inspected goes to failed/ when the site chose that."""
-    try:
-        verdict = inspect_message(message)
-    except PermanentReject:
-        raise
-    except Exception as problem:  # a scanner failure, the deadline, or a bug
-        if message.settings.failed_action != "store":
-            raise
-        from .actions import store_failed
-
-        reason = problem.smtp_text if isinstance(problem, Outcome) else f"{type(problem).__name__}: {problem}"
-        _say(f"could not scan the message, kept in failed/: {reason}")
-        return store_failed(message, reason)
-    return act(message, verdict)
-
-
-def _trace_failure(message: Message | None, text: str) -> None:
-    """The --debug trace of a message that ends in a failure or a rejection is kept too."""
-    if message is None or not message.settings.debug:
-        return
-    try:
-        from .logs import note, write_debug_trace
-
-        note(message, f"ended: {text}")
-        write_debug_trace(message)
-    except Exception as error:  # the outcome stands; only its trace is lost
-        _say(f"debug trace failed: {error}")
-
-
-def _open_missing_standard_fds() -> bool:
-    """Put /dev/null on closed fds 0-2, so no work file lands there; False if fd 0 or 1 was closed."""
-    complete = True
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-            continue
-        except OSError:
-            pass
-        # Without this, a closed fd 2 becomes the spool file and our stderr lines land in the message.
-        opened = os.open(os.devnull, os.O_WRONLY if fd == 2 else os.O_RDONLY)
-        os.set_inheritable(opened, True)
-        if fd == 2 and sys.stderr is None:  # Python found fd 2 closed at start-up
-            sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
-        complete = complete and fd == 2
-    return complete
-
-
-def _say(text: str) -> None:
-    """One clear line on stderr, which qmail-smtpd sends to its log."""
-    try:
-        os.write(2, f"qmail-scanner[{os.getpid()}]: {text}\n".encode("utf-8", "replace"))
-    except OSError:
-        pass
 
 
 def main(frozen: dict, argv: list[str] | None = None) -> int:
-    """Entry point of the generated program."""
+    """Choose what this run does from its arguments; return the exit code."""
     argv = sys.argv[1:] if argv is None else argv
     settings = Settings.from_mapping(frozen)
     if argv:
         from .admin_commands import run_command
 
         return run_command(settings, argv)
+    from .pipeline import process_message
+
     return process_message(settings, dict(os.environ))

@@ -22,7 +22,7 @@ from .trace import header_safe
 
 TYPE_CHECKING = False  # typing costs milliseconds per message; only type checkers look here
 if TYPE_CHECKING:
-    from .main import Message
+    from .message import Message
     from .records import Verdict
     from .settings import Settings
 

@@ -16,7 +16,7 @@ from .records import Finding
 
 TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
-    from .main import Message
+    from .message import Message
     from .settings import Settings
 
 RULES_FILE = "quarantine-events.txt"

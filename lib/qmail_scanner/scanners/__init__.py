@@ -15,7 +15,7 @@ from .common import ScannerFailure
 
 TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
-    from ..main import Message
+    from ..message import Message
     from ..settings import ScannerConfig, Settings
 
 VERSION_CACHE_NAME = "scanner-versions"

@@ -21,7 +21,7 @@ from .common import (
 
 TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
-    from ..main import Message
+    from ..message import Message
     from ..settings import ScannerConfig
 
 END_OF_STREAM = b"\0\0\0\0"

@@ -17,7 +17,7 @@ from .common import ScannerFailure, one_line, scan_deadline
 
 TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
-    from ..main import Message
+    from ..message import Message
     from ..settings import ScannerConfig
 
 MAX_OUTPUT_BYTES = 1_000_000

@@ -11,7 +11,7 @@ from ..records import ScanResult
 
 TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
-    from ..main import Message
+    from ..message import Message
     from ..settings import ScannerConfig
 
 STREAM_CHUNK_BYTES = 65536

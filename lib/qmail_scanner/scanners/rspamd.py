@@ -22,7 +22,7 @@ from .common import (
 
 TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
-    from ..main import Message
+    from ..message import Message
     from ..settings import ScannerConfig
 
 MAX_REPLY_BYTES = 4_000_000

@@ -24,7 +24,7 @@ from .common import (
 
 TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
-    from ..main import Message
+    from ..message import Message
     from ..settings import ScannerConfig
 
 PROTOCOL = "SPAMC/1.5"

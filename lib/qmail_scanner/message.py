@@ -1,0 +1,31 @@
+"""The record of one message in flight: what every step after spooling may look at."""
+
+from __future__ import annotations
+
+import time
+
+from .records import Envelope
+from .recordtype import field, record
+from .settings import Settings
+from .spool import WorkArea
+
+
+@record
+class Message:
+    """One message in flight: settings, work area, spooled fd, envelope, the caller's environment."""
+
+    settings: Settings
+    area: WorkArea
+    message_fd: int
+    envelope: Envelope
+    environ: dict[str, str]
+    started: float
+    unpacked: object = None  # mime.Unpacked once the unpacker ran
+    notes: list[str] = field(default_factory=list)  # debug trace lines
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def remaining(self) -> float:
+        """Seconds left before the total deadline."""
+        return max(0.0, self.settings.deadline_seconds - self.seconds())
