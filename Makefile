@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: all demo test deps venv lint bench load soak clean help
+.PHONY: all demo test deps venv lint bench corpus load soak clean help
 
 all: help
 
@@ -11,6 +11,7 @@ help:
 	@echo "make demo    configure, install into ./demo, run sample messages, show what happened"
 	@echo "make test    install what the tests need (Debian packages as root, a venv), run every test"
 	@echo "make bench   per-message cost and unpacking speed, as ratios against a baseline"
+	@echo "make corpus  real-world mail from other projects through the program: outcomes per kind"
 	@echo "make lint    ruff"
 	@echo "make load    concurrent senders through the program with faults, then an accounting"
 	@echo "make soak    a long fuzzing run with a summary"
@@ -34,6 +35,9 @@ lint: venv
 
 bench: deps
 	$(PY) benchmarks/run.py
+
+corpus: venv
+	$(PY) benchmarks/corpus.py
 
 load: deps
 	$(PY) benchmarks/load.py

@@ -1,6 +1,6 @@
-"""The hand-written header parsers of mime.py give exactly what the regular expressions they replaced gave.
+"""The hand-written header parsers of mime_headers.py give exactly what the regular expressions they replaced gave.
 
-mime.py parses Content-Type/Content-Disposition parameters, comments, RFC 2047 encoded words
+mime_headers.py parses Content-Type/Content-Disposition parameters, comments, RFC 2047 encoded words
 and RFC 2231 %-escapes without `re`, because importing re costs every message about 5 ms of
 start-up. The reference implementations below are the regex versions the unpacker used
 before; hypothesis feeds both the same generated header values.
@@ -13,7 +13,7 @@ import re
 
 from hypothesis import given, settings, strategies
 
-from qmail_scanner import formatcheck, mime, policy
+from qmail_scanner import decoding, formatcheck, mime_headers, policy
 
 # ---------------------------------------------------------------- the regex versions
 
@@ -25,7 +25,7 @@ _PERCENT = rb"%([0-9A-Fa-f]{2})"
 
 
 def regex_split_content_header(value: bytes) -> tuple[str, list[tuple[str, str]]]:
-    text = mime.header_text(value)
+    text = mime_headers.header_text(value)
     main, _, rest = text.partition(";")
     main = (_COMMENT.sub("", main) if "(" in main else main).strip().lower()
     params: list[tuple[str, str]] = []
@@ -139,54 +139,54 @@ header_text = header_text | structured
 @given(header_text, strategies.sampled_from(["utf-8", "latin-1"]))
 def test_parameter_parser_matches_the_regex(text: str, encoding: str) -> None:
     value = text.encode(encoding, "replace")
-    assert mime.split_content_header(value) == regex_split_content_header(value)
+    assert mime_headers.split_content_header(value) == regex_split_content_header(value)
 
 
 @settings(max_examples=1000, deadline=None)
 @given(header_text, strategies.sampled_from(["name", "filename", "boundary"]))
 def test_rfc2231_values_match_the_regex(text: str, wanted: str) -> None:
-    params = mime.split_content_header(("text/plain" + text).encode("utf-8"))[1]
-    original = mime._percent_decode
+    params = mime_headers.split_content_header(("text/plain" + text).encode("utf-8"))[1]
+    original = mime_headers._percent_decode
     try:
-        ours = mime.param_values(params, wanted)
-        mime._percent_decode = regex_percent_decode
-        theirs = mime.param_values(params, wanted)
+        ours = mime_headers.param_values(params, wanted)
+        mime_headers._percent_decode = regex_percent_decode
+        theirs = mime_headers.param_values(params, wanted)
     finally:
-        mime._percent_decode = original
+        mime_headers._percent_decode = original
     assert ours == theirs
 
 
 @settings(max_examples=2000, deadline=None)
 @given(header_text)
 def test_encoded_words_decode_like_the_regex(text: str) -> None:
-    assert mime.decode_words(text) == regex_decode_words(text)
+    assert mime_headers.decode_words(text) == regex_decode_words(text)
 
 
 @settings(max_examples=1000, deadline=None)
 @given(strategies.binary(max_size=30) | strategies.text("%0aF9g", max_size=20).map(str.encode))
 def test_percent_escapes_decode_like_the_regex(raw: bytes) -> None:
-    assert mime._percent_decode(raw) == regex_percent_decode(raw)
+    assert mime_headers._percent_decode(raw) == regex_percent_decode(raw)
 
 
 @settings(max_examples=1000, deadline=None)
 @given(strategies.text("()ab \\", max_size=30))
 def test_comments_strip_like_the_regex(text: str) -> None:
-    assert mime.strip_comments(text) == _COMMENT.sub("", text)
+    assert mime_headers.strip_comments(text) == _COMMENT.sub("", text)
 
 
 def test_known_parameter_shapes() -> None:
-    assert mime.split_content_header(b'Text/Plain (a comment); charset="utf-8"; format=flowed') == (
+    assert mime_headers.split_content_header(b'Text/Plain (a comment); charset="utf-8"; format=flowed') == (
         "text/plain",
         [("charset", "utf-8"), ("format", "flowed")],
     )
-    assert mime.split_content_header(b'application/x; name="a\\"b;c.exe"; x=1') == (
+    assert mime_headers.split_content_header(b'application/x; name="a\\"b;c.exe"; x=1') == (
         "application/x",
         [("name", 'a"b;c.exe'), ("x", "1")],
     )
-    params = mime.split_content_header(b"application/x; name*0*=utf-8''%e2%82%ac; name*1*=%2eexe")[1]
-    assert mime.param_values(params, "name") == ["\u20ac.exe"]
-    assert mime.decode_words("=?utf-8?q?caf=C3=A9?= =?utf-8?b?IGx1bmNo?=") == "café lunch"
-    assert mime.decode_words("=?bogus?q?x?= a ?= =? b") == "x a ?==? b"
+    params = mime_headers.split_content_header(b"application/x; name*0*=utf-8''%e2%82%ac; name*1*=%2eexe")[1]
+    assert mime_headers.param_values(params, "name") == ["\u20ac.exe"]
+    assert mime_headers.decode_words("=?utf-8?q?caf=C3=A9?= =?utf-8?b?IGx1bmNo?=") == "café lunch"
+    assert mime_headers.decode_words("=?bogus?q?x?= a ?= =? b") == "x a ?==? b"
 
 
 # ---------------------------------------------------------------- formatcheck's header lines and names
@@ -259,9 +259,9 @@ _UU_BEGIN = rb"(?m)^begin(-base64)?[ \t]+[0-7]{3,4}[ \t]+(\S[^\r\n]*)"
 )
 def test_uuencode_begin_lines_match_the_regex(line: bytes) -> None:
     match = re.match(_UU_BEGIN, line)
-    assert mime.uu_begin_name(line) == (match.group(2) if match and not match.group(1) else None)
+    assert decoding.uu_begin_name(line) == (match.group(2) if match and not match.group(1) else None)
 
 
 def test_rfc2231_character_split_across_segments_is_joined_before_decoding():
     params = [("filename*0*", "utf-8''%e2%82"), ("filename*1*", "%ac.txt")]
-    assert mime.param_values(params, "filename") == ["\u20ac.txt"]
+    assert mime_headers.param_values(params, "filename") == ["\u20ac.txt"]

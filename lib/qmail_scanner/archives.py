@@ -15,7 +15,7 @@ from .records import Part
 
 TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
-    from .mime import _Walker
+    from .mime import Walker
 
 RATIO_MIN_BYTES = 1 << 20  # a high ratio matters only for members that expand to this much
 TNEF_IN_MEMORY_LIMIT = 32 << 20  # tnefparse reads the whole file; bigger ones go to the tnef program
@@ -34,7 +34,7 @@ def looks_like_archive(part: Part, head: bytes) -> bool:
     return any(name.lower().endswith(ARCHIVE_SUFFIXES + TNEF_NAMES) for name in part.filenames)
 
 
-def inspect_archive(walker: _Walker, part: Part, container: str, depth: int) -> None:
+def inspect_archive(walker: Walker, part: Part, container: str, depth: int) -> None:
     """List (and with --unzip extract) the members of one archive part."""
     if depth > walker.max_depth:
         walker.too_deep()
@@ -57,7 +57,7 @@ def inspect_archive(walker: _Walker, part: Part, container: str, depth: int) -> 
 
 
 def _member_part(
-    walker: _Walker, name: str, size: int, container: str, depth: int, encrypted: bool, kind: str = "ZIP"
+    walker: Walker, name: str, size: int, container: str, depth: int, encrypted: bool, kind: str = "ZIP"
 ) -> Part | None:
     part = walker.new_part(depth, "", b"", filenames=(name,) if name else (), size=size, container=container)
     if part is not None and encrypted:
@@ -66,11 +66,11 @@ def _member_part(
     return part
 
 
-def _bomb(walker: _Walker, reason: str, name: str = "") -> None:
+def _bomb(walker: Walker, reason: str, name: str = "") -> None:
     walker.result.add_finding("zip-bomb", f"Disallowed archive: {reason} (decompression bomb)", name)
 
 
-def _inspect_zip(walker: _Walker, part: Part, container: str, depth: int) -> None:
+def _inspect_zip(walker: Walker, part: Part, container: str, depth: int) -> None:
     from .ziplisting import ZipFormatError, open_member, read_listing
 
     settings = walker.settings
@@ -115,7 +115,7 @@ def _inspect_zip(walker: _Walker, part: Part, container: str, depth: int) -> Non
                 inspect_archive(walker, member, f"{container}/{entry.name}", depth + 1)
 
 
-def _extract(walker: _Walker, stream: object, member: Part, compressed_size: int) -> bytes:
+def _extract(walker: Walker, stream: object, member: Part, compressed_size: int) -> bytes:
     """Copy a member to a work file within the ratio and decoded-bytes limits; return its head."""
     settings = walker.settings
     path = walker.work_file(member)
@@ -150,7 +150,7 @@ def _extract(walker: _Walker, stream: object, member: Part, compressed_size: int
 
 
 def _add_extracted(
-    walker: _Walker, name: str, data_path: str | None, data: bytes | None, container: str, depth: int
+    walker: Walker, name: str, data_path: str | None, data: bytes | None, container: str, depth: int
 ) -> None:
     """One TNEF member: a work file of our own naming, its type, and a look inside."""
     member = _member_part(walker, name, 0, container, depth, False)
@@ -180,7 +180,7 @@ def _add_extracted(
         inspect_archive(walker, member, f"{container}/{name}", depth + 1)
 
 
-def _inspect_tnef(walker: _Walker, part: Part, container: str, depth: int) -> None:
+def _inspect_tnef(walker: Walker, part: Part, container: str, depth: int) -> None:
     settings = walker.settings
     if settings.have_tnefparse and part.size <= TNEF_IN_MEMORY_LIMIT:
         for directory in settings.extra_sys_path:
@@ -204,7 +204,7 @@ def _inspect_tnef(walker: _Walker, part: Part, container: str, depth: int) -> No
         _tnef_program(walker, part, container, depth)
 
 
-def _tnef_program(walker: _Walker, part: Part, container: str, depth: int) -> None:
+def _tnef_program(walker: Walker, part: Part, container: str, depth: int) -> None:
     """Unpack with the tnef program into a fresh dir; retry with --ignore-checksum (Debian's tnef needs it)."""
     import shutil
     import subprocess
@@ -246,7 +246,7 @@ def _tnef_program(walker: _Walker, part: Part, container: str, depth: int) -> No
         _add_extracted(walker, name, path, None, container, depth)
 
 
-def _optional_module(walker: _Walker, name: str) -> object | None:
+def _optional_module(walker: Walker, name: str) -> object | None:
     for directory in walker.settings.extra_sys_path:
         if directory not in sys.path:
             sys.path.append(directory)
@@ -256,7 +256,7 @@ def _optional_module(walker: _Walker, name: str) -> object | None:
         return None
 
 
-def _list_rar(walker: _Walker, part: Part, container: str, depth: int) -> None:
+def _list_rar(walker: Walker, part: Part, container: str, depth: int) -> None:
     rarfile = _optional_module(walker, "rarfile")
     if rarfile is None:
         return
@@ -270,7 +270,7 @@ def _list_rar(walker: _Walker, part: Part, container: str, depth: int) -> None:
         return
 
 
-def _list_7z(walker: _Walker, part: Part, container: str, depth: int) -> None:
+def _list_7z(walker: Walker, part: Part, container: str, depth: int) -> None:
     py7zr = _optional_module(walker, "py7zr")
     if py7zr is None:
         return
@@ -287,7 +287,7 @@ def _list_7z(walker: _Walker, part: Part, container: str, depth: int) -> None:
         return
 
 
-def _list_members(walker: _Walker, container: str, depth: int, members: list[tuple[str, int, bool]], kind: str) -> None:
+def _list_members(walker: Walker, container: str, depth: int, members: list[tuple[str, int, bool]], kind: str) -> None:
     settings = walker.settings
     if len(members) > settings.max_parts:
         _bomb(walker, f"{container} holds {len(members)} members (limit {settings.max_parts})", container)

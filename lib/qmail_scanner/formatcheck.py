@@ -6,7 +6,7 @@ raw header blocks the unpacker kept, so they see what a forgiving parser would h
 
 from __future__ import annotations
 
-from .mime import parse_headers, split_content_header, strip_comments
+from .mime_headers import parse_headers, split_content_header, strip_comments
 from .records import Finding, Part
 
 TYPE_CHECKING = False  # importing typing costs every message milliseconds

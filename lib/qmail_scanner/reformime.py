@@ -12,18 +12,8 @@ import os
 import subprocess
 
 from . import magictype
-from .mime import (
-    MAX_HEADER_BLOCK,
-    NEW_FILE_FLAGS,
-    Unpacked,
-    _may_be_archive,
-    _Walker,
-    claimed_filenames,
-    first_header,
-    header_text,
-    parse_headers,
-    split_content_header,
-)
+from .mime import MAX_HEADER_BLOCK, NEW_FILE_FLAGS, Unpacked, Walker, may_be_archive
+from .mime_headers import claimed_filenames, first_header, header_text, parse_headers, split_content_header
 from .outcomes import TEMP_TIMEOUT, TemporaryFailure
 
 TYPE_CHECKING = False  # importing typing costs every message milliseconds
@@ -66,7 +56,7 @@ def unpack_with_reformime(
     message_path: str, unpack_dir: str, settings: Settings, remaining: Callable[[], float]
 ) -> Unpacked:
     """The same Unpacked as mime.unpack gives, with reformime doing the MIME walk."""
-    walker = _Walker(message_path, unpack_dir, settings, remaining)
+    walker = Walker(message_path, unpack_dir, settings, remaining)
     timeout = max(1.0, min(remaining(), settings.max_unpack_seconds))
     sections = list_sections(settings, message_path, timeout)
     names = [s["section"] for s in sections]
@@ -139,6 +129,6 @@ def unpack_with_reformime(
                         tail = chunk[-20:]
             if marked:
                 walker.look_into_text(part)
-            if _may_be_archive(part):
+            if may_be_archive(part):
                 walker.look_into_file(part, head)
     return walker.result

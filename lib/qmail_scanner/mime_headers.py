@@ -1,0 +1,316 @@
+"""Reading MIME header blocks: unfolding, Content-* values and their parameters, RFC 2047/2231 decoding.
+
+Parsed by hand: importing re (and enum with it) would cost every message about 5 ms of
+start-up, and email's header registry is slower still.
+"""
+
+from __future__ import annotations
+
+import binascii
+
+_FOLDING_BLANKS = " \t\r\n"
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+
+
+def header_text(value: bytes) -> str:
+    """Header bytes as text: UTF-8 when valid, else Latin-1 (never fails)."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
+def parse_headers(raw: bytes) -> list[tuple[str, bytes]]:
+    """Unfold a raw header block into (lower-case name, value) pairs; broken lines are skipped."""
+    headers: list[tuple[str, bytes]] = []
+    for line in raw.split(b"\n"):
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:
+            continue
+        if line[0] in (32, 9):
+            if headers:
+                name, value = headers[-1]
+                headers[-1] = (name, value + b" " + line.strip() if value else line.strip())
+            continue
+        name, colon, value = line.partition(b":")
+        if not colon:
+            continue
+        headers.append((name.strip().lower().decode("latin-1"), value.strip()))
+    return headers
+
+
+def _join_adjacent_words(text: str) -> str:
+    """Drop the folding blanks between `?=` and `=?`: adjacent encoded words join without a gap."""
+    pieces = []
+    done = 0
+    end = text.find("?=")
+    while end >= 0:
+        after = end + 2
+        while after < len(text) and text[after] in _FOLDING_BLANKS:
+            after += 1
+        if after > end + 2 and text.startswith("=?", after):
+            pieces.append(text[done : end + 2])
+            done = after
+            end = text.find("?=", after + 2)
+        else:
+            end = text.find("?=", end + 1)
+    pieces.append(text[done:])
+    return "".join(pieces)
+
+
+def _token_end(text: str, start: int, stop: str) -> int:
+    """Where a run of characters that are neither blank (str.isspace) nor in `stop` ends."""
+    end = start
+    while end < len(text) and text[end] not in stop and not text[end].isspace():
+        end += 1
+    return end
+
+
+def decode_words(text: str) -> str:
+    """Decode RFC 2047 encoded words (`=?charset?B|Q?text?=`); undecodable words stay as written."""
+    if "=?" not in text:
+        return text
+    text = _join_adjacent_words(text)
+    pieces = []
+    done = 0
+    start = text.find("=?")
+    while start >= 0:
+        charset_end = _token_end(text, start + 2, "?")
+        encoding = text[charset_end + 1 : charset_end + 2]
+        if (
+            charset_end > start + 2
+            and text.startswith("?", charset_end)
+            and encoding in ("b", "B", "q", "Q")
+            and text.startswith("?", charset_end + 2)
+        ):
+            data_end = _token_end(text, charset_end + 3, "?")
+            if text.startswith("?=", data_end):
+                pieces.append(text[done:start])
+                pieces.append(
+                    _decode_word(
+                        text[start : data_end + 2],
+                        text[start + 2 : charset_end],
+                        encoding,
+                        text[charset_end + 3 : data_end],
+                    )
+                )
+                done = data_end + 2
+                start = text.find("=?", done)
+                continue
+        start = text.find("=?", start + 1)
+    pieces.append(text[done:])
+    return "".join(pieces)
+
+
+def _decode_word(word: str, charset: str, encoding: str, text: str) -> str:
+    charset = charset.split("*")[0]
+    data = text.encode("ascii", "replace")
+    try:
+        if encoding in "bB":
+            raw = binascii.a2b_base64(data + b"=" * (-len(data) % 4))
+        else:
+            raw = binascii.a2b_qp(data, header=True)
+    except (binascii.Error, ValueError):
+        return word
+    try:
+        return raw.decode(charset, "replace")
+    except LookupError:
+        return raw.decode("latin-1")
+
+
+def strip_comments(text: str) -> str:
+    """Remove the innermost `(...)` comments (one pass, like the original's s/\\([^()]*\\)//g)."""
+    if "(" not in text:
+        return text
+    pieces = []
+    done = 0
+    opening = text.find("(")
+    while opening >= 0:
+        closing = opening + 1
+        while closing < len(text) and text[closing] not in "()":
+            closing += 1
+        if closing < len(text) and text[closing] == ")":
+            pieces.append(text[done:opening])
+            done = closing + 1
+            opening = text.find("(", done)
+        else:
+            opening = text.find("(", closing)
+    pieces.append(text[done:])
+    return "".join(pieces)
+
+
+def _skip_blanks(text: str, position: int) -> int:
+    while position < len(text) and text[position] in _FOLDING_BLANKS:
+        position += 1
+    return position
+
+
+def _quoted_end(text: str, start: int) -> int:
+    """End of a quoted string opening at `start`: after the closing quote, else before a lone trailing backslash."""
+    position = start + 1
+    while True:
+        quote = text.find('"', position)
+        backslash = text.find("\\", position, quote if quote >= 0 else len(text))
+        if backslash >= 0:
+            if backslash + 1 == len(text):
+                return backslash
+            position = backslash + 2
+        elif quote >= 0:
+            return quote + 1
+        else:
+            return len(text)
+
+
+def _raw_params(text: str) -> list[tuple[str, str]]:
+    """`; name = value` pairs as written (quotes kept); a piece without `name=` is skipped.
+
+    A value is a quoted string (backslash escapes, up to the closing quote or the end) or
+    everything up to the next `;`. A `;` inside a quoted string does not start a parameter.
+    """
+    params = []
+    semicolon = text.find(";")
+    while semicolon >= 0:
+        name_start = _skip_blanks(text, semicolon + 1)
+        name_end = _token_end(text, name_start, "=;")
+        equals = _skip_blanks(text, name_end)
+        if name_end == name_start or not text.startswith("=", equals):
+            semicolon = text.find(";", semicolon + 1)
+            continue
+        value_start = _skip_blanks(text, equals + 1)
+        if text.startswith('"', value_start):
+            value_end = _quoted_end(text, value_start)
+        else:
+            value_end = text.find(";", value_start)
+            if value_end < 0:
+                value_end = len(text)
+        params.append((text[name_start:name_end], text[value_start:value_end]))
+        semicolon = text.find(";", value_end)
+    return params
+
+
+def _unescape(text: str) -> str:
+    """Backslash escapes of a quoted string resolved; a backslash before a line end or at the end stays."""
+    pieces = []
+    done = 0
+    backslash = text.find("\\")
+    while backslash >= 0:
+        pieces.append(text[done:backslash])
+        if backslash + 1 < len(text) and text[backslash + 1] != "\n":
+            pieces.append(text[backslash + 1])
+            done = backslash + 2
+        else:
+            pieces.append("\\")
+            done = backslash + 1
+        backslash = text.find("\\", done)
+    pieces.append(text[done:])
+    return "".join(pieces)
+
+
+def split_content_header(value: bytes) -> tuple[str, list[tuple[str, str]]]:
+    """`type/sub; a=b; c="d"` -> ("type/sub", [("a", "b"), ("c", "d")]); repeated params kept."""
+    text = header_text(value)
+    main, _, rest = text.partition(";")
+    main = strip_comments(main).strip().lower()
+    params: list[tuple[str, str]] = []
+    if rest:
+        for name, param_value in _raw_params(";" + rest):
+            param_value = param_value.strip()
+            if param_value.startswith('"'):
+                param_value = (
+                    param_value[1:-1] if param_value.endswith('"') and len(param_value) > 1 else param_value[1:]
+                )
+                param_value = _unescape(param_value) if "\\" in param_value else param_value
+            params.append((name.lower(), param_value))
+    return main, params
+
+
+def _percent_decode(raw: bytes) -> bytes:
+    """`%XX` hex escapes decoded; a `%` not followed by two hex digits stays."""
+    if b"%" not in raw:
+        return raw
+    first, *rest = raw.split(b"%")
+    pieces = [first]
+    for piece in rest:
+        if len(piece) >= 2 and piece[0] in _HEX_DIGITS and piece[1] in _HEX_DIGITS:
+            pieces.append(bytes((int(piece[:2], 16),)) + piece[2:])
+        else:
+            pieces.append(b"%" + piece)
+    return b"".join(pieces)
+
+
+def _decode_2231(text: str, charset: str) -> str:
+    return _decode_charset(_percent_decode(text.encode("utf-8", "surrogateescape")), charset)
+
+
+def _decode_charset(raw: bytes, charset: str) -> str:
+    try:
+        return raw.decode(charset or "us-ascii", "replace")
+    except LookupError:
+        return raw.decode("latin-1")
+
+
+def param_values(params: list[tuple[str, str]], wanted: str) -> list[str]:
+    """Every value given for one parameter: plain ones, and the RFC 2231 form joined and decoded."""
+    values = [decode_words(v) for n, v in params if n == wanted]
+    segments: dict[int, tuple[str, bool]] = {}
+    single: list[str] = []
+    for name, value in params:
+        if not name.startswith(wanted + "*"):
+            continue
+        rest = name[len(wanted) + 1 :]
+        if rest == "":
+            single.append(value)
+        else:
+            extended = rest.endswith("*")
+            number = rest.rstrip("*")
+            if number.isdigit() and int(number) not in segments and int(number) < 1000:
+                segments[int(number)] = (value, extended)
+    for value in single:
+        charset, _, encoded = value.partition("'")
+        _, _, encoded = encoded.partition("'")
+        values.append(_decode_2231(encoded, charset) if encoded or "'" in value else value)
+    if segments:
+        # RFC 2231 4.1: the octets of consecutive encoded segments are joined before they are
+        # decoded, so a character split across segments comes out whole; plain segments are text.
+        charset = ""
+        pieces: list[str] = []
+        octets = bytearray()
+        for number in sorted(segments):
+            value, extended = segments[number]
+            if extended and number == 0 and value.count("'") >= 2:
+                charset, _, value = value.partition("'")
+                _, _, value = value.partition("'")
+            if extended:
+                octets += _percent_decode(value.encode("utf-8", "surrogateescape"))
+                continue
+            if octets:
+                pieces.append(_decode_charset(bytes(octets), charset))
+                octets.clear()
+            pieces.append(value)
+        if octets:
+            pieces.append(_decode_charset(bytes(octets), charset))
+        values.append("".join(pieces))
+    return values
+
+
+def claimed_filenames(headers: list[tuple[str, bytes]]) -> tuple[str, ...]:
+    """Every distinct filename a part claims (Content-Type name=, Content-Disposition filename=)."""
+    names: list[str] = []
+    for header, param in (("content-type", "name"), ("content-disposition", "filename")):
+        for key, value in headers:
+            if key == header:
+                for name in param_values(split_content_header(value)[1], param):
+                    name = name.strip().strip("\x00")
+                    if name and name not in names:
+                        names.append(name)
+                break  # the first occurrence counts; repeats are a format finding
+    return tuple(names)
+
+
+def first_header(headers: list[tuple[str, bytes]], name: str) -> bytes | None:
+    """The first value of a header in a parsed block, or None."""
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
