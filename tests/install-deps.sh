@@ -1,13 +1,14 @@
 #!/bin/sh
 # Install what the tests and the demo need: Debian packages (as root) and a venv.
-# Usage: tests/install-deps.sh [debian|venv|all]
+# Usage: tests/install-deps.sh [debian|testbed|venv|all]
 set -eu
 cd "$(dirname "$0")/.."
 what=${1:-all}
 PYTHON=${PYTHON:-python3}
 
 DEBIAN_PACKAGES="gcc libc6-dev libmagic1 tnef maildrop clamav clamav-daemon clamdscan clamav-testfiles
-spamassassin spamd spamc rspamd chromium logrotate"
+spamassassin spamd spamc rspamd chromium logrotate
+make groff-base ucspi-tcp ripmime"
 
 debian() {
     missing=""
@@ -32,6 +33,16 @@ debian() {
     done
 }
 
+# The real qmail test bed (tests/testbed/build.py): notqmail in /var/qmail and simscan, built once
+# from the shared vendor sources and rebuilt only when they change.
+testbed() {
+    if [ "$(id -u)" != 0 ]; then
+        echo "install-deps: the qmail test bed is built as root (tests/testbed/build.py)" >&2
+        return 0
+    fi
+    "$PYTHON" tests/testbed/build.py --quiet
+}
+
 venv() {
     if [ ! -x .venv/bin/python ]; then
         "$PYTHON" -m venv .venv
@@ -45,7 +56,8 @@ venv() {
 
 case "$what" in
     debian) debian ;;
+    testbed) testbed ;;
     venv) venv ;;
-    all) debian; venv ;;
-    *) echo "usage: $0 [debian|venv|all]" >&2; exit 2 ;;
+    all) debian; testbed; venv ;;
+    *) echo "usage: $0 [debian|testbed|venv|all]" >&2; exit 2 ;;
 esac
