@@ -241,7 +241,8 @@ def test_literal_rules_match_like_the_regex(pattern: str, value: str) -> None:
         compiled = re.compile(pattern, re.I)
     except re.error:
         return
-    assert policy._search_any(pattern, [value]) == bool(compiled.search(value))
+    anchored = re.compile(f"^{pattern}$", re.I)  # header rules: the whole value, as the original
+    assert policy._header_matches(pattern, [value]) == bool(anchored.search(value))
     assert policy._type_matches(pattern, value) == bool(compiled.fullmatch(value))
 
 

@@ -76,8 +76,8 @@ def test_names_inside_archives(spool: Path) -> None:
 
 
 def test_header_rules_any_header_and_normalize(spool: Path) -> None:
-    rules = "You are 0wNed\tSubject:\tworm subject\n^evil-mailer\tX-Mailer:\tbad mailer\n"
-    assert [f.rule for f in evaluate(spool, rules, message_with(subject="you ARE 0wned now"))] == ["Subject:"]
+    rules = "You are 0wNed\tSubject:\tworm subject\nevil-mailer.*\tX-Mailer:\tbad mailer\n"
+    assert [f.rule for f in evaluate(spool, rules, message_with(subject="you ARE 0wned"))] == ["Subject:"]
     assert [f.rule for f in evaluate(spool, rules, message_with(extra="X-Mailer: Evil-Mailer 1.0\n"))] == ["X-Mailer:"]
     encoded = "=?utf-8?B?WW91IGFyZSAwd05lZA==?="
     assert evaluate(spool, rules, message_with(subject=encoded))
@@ -87,8 +87,8 @@ def test_header_rules_any_header_and_normalize(spool: Path) -> None:
 def test_virtual_headers(spool: Path) -> None:
     rules = (
         "^spammer@example\\.com$\tMAILFROM\tsender blocked\n"
-        "^victim@\tRCPTTO:\trecipient protected\n"
-        "^192\\.0\\.2\\.\tREMOTEIPADDR\tnetwork blocked\n"
+        "victim@.*\tRCPTTO:\trecipient protected\n"
+        "192\\.0\\.2\\..*\tREMOTEIPADDR\tnetwork blocked\n"
     )
     data = message_with()
     envelope = Envelope("spammer@example.com", ("ok@example.net", "victim@example.net"), b"")
@@ -99,8 +99,8 @@ def test_virtual_headers(spool: Path) -> None:
 
 def test_virtual_headers_from_the_unpacker(spool: Path) -> None:
     rules = (
-        ".\tFILEDOUBLEBARRELED\tdouble\n.\tFILECLSID\tclsid\n.\tFILELENGTHTOOLONG\tlong\n"
-        "SMIME\\(encrypted\\)\tCRYPTODETAILS\tencrypted mail\n.\tZIPPASSWORDPROTECTED\tzip password\n"
+        ".*\tFILEDOUBLEBARRELED\tdouble\n.*\tFILECLSID\tclsid\n.*\tFILELENGTHTOOLONG\tlong\n"
+        "SMIME\\(encrypted\\)\tCRYPTODETAILS\tencrypted mail\n.*\tZIPPASSWORDPROTECTED\tzip password\n"
     )
     assert [f.rule for f in evaluate(spool, rules, message_with(("a.doc.exe", b"x")))] == ["FILEDOUBLEBARRELED"]
     assert [f.rule for f in evaluate(spool, rules, message_with(("x" * 300 + ".txt", b"x")))] == ["FILELENGTHTOOLONG"]
@@ -165,7 +165,7 @@ def test_compile_and_print(spool: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert policy.print_rules(settings) == 0
     out = capsys.readouterr().out.splitlines()
     assert any(line.split("\t")[1:3] == [".exe", "SIZE=-1"] for line in out)
-    assert any(line.split("\t")[1:3] == [".", "FILEDOUBLEBARRELED"] for line in out)
+    assert any(line.split("\t")[1:3] == [".*", "FILEDOUBLEBARRELED"] for line in out)
     assert any(line.split("\t")[1:3] == ["application/x-dosexec", "TYPE"] for line in out)
 
 
@@ -232,3 +232,136 @@ def test_shipped_default_policy_compiles_and_blocks_the_prudent_set(spool: Path)
         ".msi",
         ".reg",
     } <= values
+
+
+# ---------------------------------------------------------------- the original's header semantics, 1.2x file
+
+
+def test_header_rules_match_the_whole_value_as_the_original(spool: Path) -> None:
+    rules = "You are 0wNed\tPolicy-Subject:\tNasty emails not allowed\n"
+    assert [f.rule for f in evaluate(spool, rules, message_with(subject="You are 0wNed"))] == ["Subject:"]
+    assert evaluate(spool, rules, message_with(subject="you are 0WNED"))  # 2.x files: case-insensitive
+    assert not evaluate(spool, rules, message_with(subject="Re: You are 0wNed"))
+    assert not evaluate(spool, rules, message_with(subject="You are 0wNed twice"))
+    # The value is put between ^ and $ as written, so an alternation anchors each side, as in Perl.
+    either = "left.*|.*right\tSubject:\tx\n"
+    assert evaluate(spool, either, message_with(subject="left then"))
+    assert evaluate(spool, either, message_with(subject="then right"))
+    assert not evaluate(spool, either, message_with(subject="the middle"))
+
+
+def test_virus_prefixed_rules_in_a_2x_file_name_the_header(spool: Path) -> None:
+    rules = ".{100,}\t\t\tVirus-Date:\t\tMIME Header Buffer Overflow\n"
+    assert evaluate(spool, rules, message_with(extra=f"Date: {'x' * 120}\n"))
+    assert not evaluate(spool, rules, message_with(extra="Date: Wed, 25 Nov 2026 08:00:00 +0000\n"))
+
+
+def legacy_spool(spool: Path, text: str) -> Path:
+    """A spool holding only the 1.2x quarantine-attachments.txt."""
+    (spool / "quarantine-attachments.txt").write_text(text)
+    return spool
+
+
+def evaluate_legacy(spool: Path, text: str, data: bytes) -> list:
+    legacy_spool(spool, text)
+    settings = make_settings(spool)
+    work = spool.parent / "work"
+    work.mkdir(exist_ok=True)
+    return policy.check(FakeMessage(settings, unpacked=unpack_bytes(data, work, settings)))
+
+
+def test_legacy_file_extension_rules_any_size(spool: Path) -> None:
+    text = ".vbs\t0\tVBS files not allowed per Company security policy\n.exe\t1234\tsize ignored for .ext\n"
+    found = evaluate_legacy(spool, text, message_with(("LOVE-LETTER.TXT.VBS", b"x" * 10)))
+    assert [(f.rule, f.reason) for f in found] == [(".vbs", "VBS files not allowed per Company security policy")]
+    assert evaluate_legacy(spool, text, message_with(("setup.exe", b"x" * 99)))
+    assert not evaluate_legacy(spool, text, message_with(("notes.txt", b"x")))
+
+
+def test_legacy_file_exact_name_and_size(spool: Path) -> None:
+    text = "happy99.exe\t10000\tHappy99\nreadme (1).doc\t0\tany size, literal name\n"
+    assert evaluate_legacy(spool, text, message_with(("Happy99.exe", b"x" * 10000)))
+    assert not evaluate_legacy(spool, text, message_with(("Happy99.exe", b"x" * 10001)))
+    assert evaluate_legacy(spool, text, message_with(("readme (1).doc", b"x" * 3)))
+    assert not evaluate_legacy(spool, text, message_with(("readme 1.doc", b"x" * 3)))  # ( ) are not regex here
+
+
+def test_legacy_header_rules_are_case_sensitive_and_anchored(spool: Path) -> None:
+    text = "Pickles.*Breakfast\tVirus-Subject:\tFake Example Pickles virus\n"
+    found = evaluate_legacy(spool, text, message_with(subject="Pickles for Breakfast"))
+    assert [(f.rule, f.reason) for f in found] == [("Subject:", "Fake Example Pickles virus")]
+    assert not evaluate_legacy(spool, text, message_with(subject="pickles for breakfast"))
+    assert not evaluate_legacy(spool, text, message_with(subject="Pickles - where did you go?"))
+    assert not evaluate_legacy(spool, text, message_with(subject="Re: Pickles for Breakfast"))
+
+
+def test_both_files_are_in_force_and_a_converted_copy_counts_once(spool: Path) -> None:
+    from qmail_scanner.policy_legacy import convert_attachments_file
+
+    legacy = ".pif\t0\tPIF\n.mp3\t0\tno music\n"
+    install_rules(spool, convert_attachments_file(legacy) + ".exe\tSIZE=-1\tprograms\n")
+    legacy_spool(spool, legacy)
+    rules = policy.load_rules(make_settings(spool))
+    assert [r[2] for r in rules] == [".pif", ".mp3", ".exe"]
+    assert policy.compile_rules(make_settings(spool)) == 0
+
+
+def test_legacy_file_errors_are_reported_by_its_own_line_numbers(
+    spool: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    legacy_spool(spool, "# 1.2x\n.vbs\t0\tok\n.x\tbig\tnot a size\n")
+    assert policy.compile_rules(make_settings(spool)) == 1
+    err = capsys.readouterr().err
+    assert "quarantine-attachments.txt:3:" in err and "'.x\\tbig\\tnot a size'" in err
+
+
+def test_print_rules_names_where_each_rule_comes_from(spool: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    install_rules(spool, ".exe\tSIZE=-1\tprograms\n")
+    legacy_spool(spool, "\n.vbs\t0\tscripts\n")
+    settings = make_settings(spool)
+    assert policy.compile_rules(settings) == 0
+    capsys.readouterr()
+    policy.print_rules(settings)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["1\t.exe\tSIZE=-1\tprograms", "quarantine-attachments.txt:2\t.vbs\tSIZE=-1\tscripts"]
+
+
+def test_a_changed_legacy_file_is_recompiled_and_a_removed_one_drops_its_rules(spool: Path) -> None:
+    install_rules(spool, ".exe\tSIZE=-1\tprograms\n")
+    legacy = legacy_spool(spool, ".vbs\t0\tscripts\n") / "quarantine-attachments.txt"
+    settings = make_settings(spool)
+    assert policy.compile_rules(settings) == 0
+    legacy.write_text(".vbs\t0\tscripts\n.hta\t0\thta\n")
+    os.utime(legacy, ns=((spool / policy.COMPILED_FILE).stat().st_mtime_ns + 10**9,) * 2)
+    assert [r[2] for r in policy.load_rules(settings)] == [".exe", ".vbs", ".hta"]
+    legacy.unlink()
+    assert [r[2] for r in policy.load_rules(settings)] == [".exe"]
+
+
+def test_convert_attachments_file_gives_the_2x_equivalent() -> None:
+    from qmail_scanner.policy_legacy import convert_attachments_file
+
+    text = (
+        "# comment kept\n"
+        ".vbs\t0\tVBS files\n"
+        "*.mp3\t0\tmusic\n"
+        "happy99.exe\t10000\tHappy99\n"
+        "my file+1.exe\t0\tliteral\n"
+        ".{100,}\t\t\tVirus-Date:\t\tMIME Header Buffer Overflow\n"
+        "Pickles.*Breakfast\tVirus-Subject:\tPickles\n"
+        ".pif\tSIZE=-1\talready 2.x\n"
+    )
+    converted = convert_attachments_file(text).splitlines()
+    body = [line for line in converted if not line.startswith("#")]
+    assert body == [
+        ".vbs\tSIZE=-1\tVBS files",
+        ".mp3\tSIZE=-1\tmusic",
+        "happy99.exe\tSIZE=10000\tHappy99",
+        "my file\\+1\\.exe\tSIZE=-1\tliteral",
+        "(?-i:.{100,})\tDate:\tMIME Header Buffer Overflow",
+        "(?-i:Pickles.*Breakfast)\tSubject:\tPickles",
+        ".pif\tSIZE=-1\talready 2.x",
+    ]
+    assert "# comment kept" in converted
+    rules, errors = policy.parse_rules("\n".join(converted))
+    assert errors == [] and len(rules) == 7

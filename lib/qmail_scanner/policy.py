@@ -1,7 +1,11 @@
 """Site policy rules from quarantine-events.txt: attachment names, headers, virtual headers, real types.
 
 File format (the original's): `value<TAB>type<TAB>description`, `#` comments, case-insensitive.
-The hot path loads a compiled form (marshal of plain data) kept beside the source; a newer
+A header rule's value is a regular expression put between `^` and `$`, as the original did: it
+must match the whole header value. `Policy-Subject:` (2.x) and `Virus-Subject:` (1.2x) name the
+Subject header. The 1.2x file, quarantine-attachments.txt, is read too when present (its rules
+are converted by policy_legacy); rules of both files are in force.
+The hot path loads a compiled form (marshal of plain data) kept beside the sources; a newer
 source is recompiled on the fly, and a broken source never stops the mail flow: the last good
 compiled form stays in use and the problem is logged on stderr.
 """
@@ -12,6 +16,7 @@ import marshal
 import os
 import sys
 
+from .policy_legacy import LEGACY_RULES_FILE, convert_lines
 from .records import Finding
 
 TYPE_CHECKING = False  # importing typing costs every message milliseconds
@@ -21,7 +26,9 @@ if TYPE_CHECKING:
 
 RULES_FILE = "quarantine-events.txt"
 COMPILED_FILE = "quarantine-events.compiled"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Header rule types of the original name the header after a prefix: Policy-Subject: (2.x), Virus-Subject: (1.2x).
+HEADER_PREFIXES = ("policy-", "virus-")
 VIRTUAL_HEADERS = (
     "MAILFROM",
     "RCPTTO",
@@ -40,7 +47,8 @@ _REGEX_SYNTAX = frozenset(".^$*+?{}[]\\|()")
 _ASCII_FOLD = {**{code: code + 32 for code in range(65, 91)}, 0x130: "i", 0x131: "i", 0x17F: "s", 0x212A: "k"}
 
 # A compiled rule is a plain tuple, so marshal can store it:
-# (line number, kind, value, parameter, description)
+# (where, kind, value, parameter, description); where is the line number ("12") in
+# quarantine-events.txt, "quarantine-attachments.txt:12" in the 1.2x file
 #   kind "name": value = name pattern, parameter = exact size or -1
 #   kind "header": value = regex, parameter = lower-case header name or virtual name
 #   kind "type": value = real-type regex, parameter = name pattern ("" = any name)
@@ -53,6 +61,15 @@ class RuleError(ValueError):
 
 def rules_path(settings: Settings) -> str:
     return os.path.join(settings.spooldir, RULES_FILE)
+
+
+def legacy_rules_path(settings: Settings) -> str:
+    return os.path.join(settings.spooldir, LEGACY_RULES_FILE)
+
+
+def rule_sources(settings: Settings) -> list[tuple[str, bool]]:
+    """(path, is the 1.2x format) of every rules file read, in order: the 2.x file first."""
+    return [(rules_path(settings), False), (legacy_rules_path(settings), True)]
 
 
 def compiled_path(settings: Settings) -> str:
@@ -73,7 +90,16 @@ def _is_header_name(name: str) -> bool:
     return name != "" and all("!" <= char <= "~" and char != ":" for char in name)
 
 
-def parse_line(number: int, line: str) -> Rule | None:
+def _header_name(name: str) -> str:
+    """The header a rule names: `Policy-Subject` and `Virus-Subject` are Subject."""
+    lowered = name.lower()
+    for prefix in HEADER_PREFIXES:
+        if lowered.startswith(prefix) and len(lowered) > len(prefix):
+            return lowered[len(prefix) :]
+    return lowered
+
+
+def parse_line(number: int | str, line: str) -> Rule | None:
     """One line of the rules file as a compiled rule; None for blanks and comments."""
     text = line.rstrip("\r\n")
     if not text.strip() or text.lstrip().startswith("#"):
@@ -88,7 +114,7 @@ def parse_line(number: int, line: str) -> Rule | None:
         if not (size_text == "-1" or size_text.isdecimal()):
             raise RuleError(f"SIZE must be -1 or a number of bytes, not {size_text!r}")
         _check_name_pattern(value)
-        return (number, "name", value, int(size_text), description)
+        return (str(number), "name", value, int(size_text), description)
     if upper == "TYPE" or upper.startswith("TYPE="):
         type_pattern = kind[5:].strip() if upper.startswith("TYPE=") else value
         name_pattern = value if upper.startswith("TYPE=") and value not in ("*", ".*") else ""
@@ -97,14 +123,14 @@ def parse_line(number: int, line: str) -> Rule | None:
         _compile(type_pattern)
         if name_pattern:
             _check_name_pattern(name_pattern)
-        return (number, "type", type_pattern, name_pattern, description)
+        return (str(number), "type", type_pattern, name_pattern, description)
     header = kind[:-1].strip() if kind.endswith(":") else kind
     if header.upper() in VIRTUAL_HEADERS:
-        _compile(value)
-        return (number, "header", value, header.upper(), description)
+        _compile(f"^{value}$")
+        return (str(number), "header", value, header.upper(), description)
     if kind.endswith(":") and _is_header_name(header):
-        _compile(value)
-        return (number, "header", value, header.lower(), description)
+        _compile(f"^{value}$")
+        return (str(number), "header", value, _header_name(header), description)
     raise RuleError(f"unknown rule type {kind!r} (SIZE=n, TYPE=..., a header name with ':', or a virtual header)")
 
 
@@ -122,19 +148,35 @@ def _check_name_pattern(value: str) -> None:
         _compile(f"(?:{value})$")
 
 
-def parse_rules(text: str) -> tuple[list[Rule], list[tuple[int, str, str]]]:
-    """All good rules, and every bad line as (line number, reason, line)."""
+def parse_rules(text: str, legacy: bool = False) -> tuple[list[Rule], list[tuple[int, str, str]]]:
+    """All good rules, and every bad line as (line number, reason, line as written)."""
     rules: list[Rule] = []
     errors: list[tuple[int, str, str]] = []
-    for number, line in enumerate(text.splitlines(), 1):
+    written = text.splitlines()
+    lines = convert_lines(text) if legacy else written
+    label = f"{LEGACY_RULES_FILE}:" if legacy else ""
+    for number, line in enumerate(lines, 1):
         try:
-            rule = parse_line(number, line)
+            rule = parse_line(f"{label}{number}", line)
         except RuleError as error:
-            errors.append((number, str(error), line))
+            errors.append((number, str(error), written[number - 1]))
             continue
         if rule is not None:
             rules.append(rule)
     return rules, errors
+
+
+def _merge(rule_lists: list[list[Rule]]) -> list[Rule]:
+    """The rules of every file in order; a rule both files hold (a converted copy) counts once."""
+    seen: set[tuple[str, str, object]] = set()
+    merged: list[Rule] = []
+    for rules in rule_lists:
+        for rule in rules:
+            key = (rule[1], rule[2], rule[3])
+            if key not in seen:
+                seen.add(key)
+                merged.append(rule)
+    return merged
 
 
 def _read_source(path: str) -> tuple[str, tuple[int, int]]:
@@ -144,10 +186,42 @@ def _read_source(path: str) -> tuple[str, tuple[int, int]]:
     return data.decode("utf-8", "replace"), (stat.st_mtime_ns, stat.st_size)
 
 
-def _write_compiled(path: str, rules: list[Rule], stamp: tuple[int, int]) -> None:
+def _stamp(path: str) -> list[int] | None:
+    """What tells a changed source from the compiled one: mtime and size; None when absent."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return [stat.st_mtime_ns, stat.st_size]
+
+
+def _read_sources(
+    sources: list[tuple[str, bool]],
+) -> tuple[list[Rule], list[tuple[str, int, str, str]], list[list[int] | None]]:
+    """Parse every present source: (merged rules, errors as (path, number, reason, line), stamps).
+
+    OSError from a source that exists but cannot be read is raised to the caller.
+    """
+    rule_lists: list[list[Rule]] = []
+    errors: list[tuple[str, int, str, str]] = []
+    stamps: list[list[int] | None] = []
+    for path, legacy in sources:
+        try:
+            text, stamp = _read_source(path)
+        except FileNotFoundError:
+            stamps.append(None)
+            continue
+        rules, bad = parse_rules(text, legacy)
+        rule_lists.append(rules)
+        errors += [(path, number, reason, line) for number, reason, line in bad]
+        stamps.append(list(stamp))
+    return _merge(rule_lists), errors, stamps
+
+
+def _write_compiled(path: str, rules: list[Rule], stamps: list[list[int] | None]) -> None:
     """Atomically replace the compiled form (write a temp file, then rename)."""
     temporary = f"{path}.{os.getpid()}.tmp"
-    data = marshal.dumps({"version": FORMAT_VERSION, "source": list(stamp), "rules": [list(r) for r in rules]})
+    data = marshal.dumps({"version": FORMAT_VERSION, "sources": stamps, "rules": [list(r) for r in rules]})
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
     try:
         os.write(fd, data)
@@ -172,34 +246,35 @@ def _complain(text: str) -> None:
     sys.stderr.write(f"qmail-scanner[{os.getpid()}]: {text}\n")
 
 
+def _compiled_rules(data: dict | None) -> list[Rule]:
+    return [tuple(r) for r in data["rules"]] if data else []
+
+
 def load_rules(settings: Settings) -> list[Rule]:
-    """The rules in force: the compiled form, refreshed when the source changed."""
-    source = rules_path(settings)
+    """The rules in force: the compiled form, refreshed when a source changed."""
+    sources = rule_sources(settings)
     compiled = compiled_path(settings)
     data = _read_compiled(compiled)
+    stamps = [_stamp(path) for path, _legacy in sources]
+    if all(stamp is None for stamp in stamps):
+        return _compiled_rules(data)  # the compiled form alone keeps working
+    if data and data.get("sources") == stamps:
+        return _compiled_rules(data)
     try:
-        stat = os.stat(source)
-    except OSError:
-        return [tuple(r) for r in data["rules"]] if data else []
-    stamp = (stat.st_mtime_ns, stat.st_size)
-    if data and tuple(data.get("source", ())) == stamp:
-        return [tuple(r) for r in data["rules"]]
-    try:
-        text, stamp = _read_source(source)
+        rules, errors, stamps = _read_sources(sources)
     except OSError as error:
-        _complain(f"POLICY: cannot read {source}: {error.strerror}; keeping the compiled rules")
-        return [tuple(r) for r in data["rules"]] if data else []
-    rules, errors = parse_rules(text)
+        _complain(f"POLICY: cannot read {error.filename}: {error.strerror}; keeping the compiled rules")
+        return _compiled_rules(data)
     if errors:
-        for number, reason, _line in errors:
-            _complain(f"POLICY ERROR {source} line {number}: {reason}")
+        for path, number, reason, _line in errors:
+            _complain(f"POLICY ERROR {path} line {number}: {reason}")
         if data:
-            _complain(f"POLICY: {source} is broken; still using the last good compiled rules")
-            return [tuple(r) for r in data["rules"]]
-        _complain(f"POLICY: {source} is broken and no compiled rules exist; using its {len(rules)} good lines")
+            _complain("POLICY: the rules file is broken; still using the last good compiled rules")
+            return _compiled_rules(data)
+        _complain(f"POLICY: the rules file is broken and no compiled rules exist; using its {len(rules)} good lines")
         return rules
     try:
-        _write_compiled(compiled, rules, stamp)
+        _write_compiled(compiled, rules, stamps)
     except OSError as error:
         _complain(f"POLICY: cannot write {compiled}: {error.strerror} (run -g as the scanner user)")
     return rules
@@ -232,16 +307,17 @@ def _type_matches(pattern: str, real_type: str) -> bool:
     return re.fullmatch(pattern, real_type, re.I) is not None
 
 
-def _search_any(pattern: str, values: list[str]) -> bool:
-    """Whether a header rule's pattern is found in one of the values (case-insensitive)."""
+def _header_matches(pattern: str, values: list[str]) -> bool:
+    """Whether one of the values matches a header rule: `^pattern$`, case-insensitive unless (?-i:...)."""
     if not values:
         return False
     if _is_literal(pattern):
         wanted = pattern.lower()
-        return any(wanted in value.translate(_ASCII_FOLD) for value in values)
+        # `$` also matches before a final newline, so the literal test allows one too.
+        return any(value.translate(_ASCII_FOLD) in (wanted, wanted + "\n") for value in values)
     import re
 
-    compiled = re.compile(pattern, re.I)
+    compiled = re.compile(f"^{pattern}$", re.I)
     return any(compiled.search(value) for value in values)
 
 
@@ -291,7 +367,8 @@ def _header_values(message: Message, header: str, cache: dict[str, list[str]]) -
 
 
 def _describe(rule: Rule) -> str:
-    return rule[4] or f"policy rule on line {rule[0]}"
+    where = rule[0] if ":" in rule[0] else f"{RULES_FILE}:{rule[0]}"
+    return rule[4] or f"policy rule {where}"
 
 
 def evaluate(message: Message, rules: list[Rule]) -> list[Finding]:
@@ -316,7 +393,7 @@ def evaluate(message: Message, rules: list[Rule]) -> list[Finding]:
                     continue
                 findings.append(_found(message, rule, _shown(part, part.display_name)))
                 break
-        elif _search_any(value, _header_values(message, parameter, cache)):
+        elif _header_matches(value, _header_values(message, parameter, cache)):
             findings.append(_found(message, rule, ""))
     return findings
 
@@ -356,25 +433,28 @@ def check(message: Message) -> list[Finding]:
 
 
 def compile_rules(settings: Settings) -> int:
-    """-g: compile the rules file; report every bad line; exit code 0 when all lines are good."""
-    source = rules_path(settings)
+    """-g: compile the rules files; report every bad line; exit code 0 when all lines are good."""
+    sources = rule_sources(settings)
     try:
-        text, stamp = _read_source(source)
+        rules, errors, stamps = _read_sources(sources)
     except OSError as error:
-        print(f"cannot read {source}: {error.strerror}", file=sys.stderr)
+        print(f"cannot read {error.filename}: {error.strerror}", file=sys.stderr)
         return 1
-    rules, errors = parse_rules(text)
-    for number, reason, line in errors:
-        print(f"{source}:{number}: {reason}: {line.rstrip()!r}", file=sys.stderr)
+    if all(stamp is None for stamp in stamps):
+        print(f"cannot read {rules_path(settings)}: no such file (nor {LEGACY_RULES_FILE})", file=sys.stderr)
+        return 1
+    for path, number, reason, line in errors:
+        print(f"{path}:{number}: {reason}: {line.rstrip()!r}", file=sys.stderr)
     if errors:
         print(f"{len(errors)} bad line(s); the compiled rules were left unchanged", file=sys.stderr)
         return 1
     try:
-        _write_compiled(compiled_path(settings), rules, stamp)
+        _write_compiled(compiled_path(settings), rules, stamps)
     except OSError as error:
         print(f"cannot write {compiled_path(settings)}: {error.strerror}", file=sys.stderr)
         return 1
-    print(f"compiled {len(rules)} rules from {source} into {compiled_path(settings)}")
+    read = " and ".join(path for (path, _legacy), stamp in zip(sources, stamps) if stamp is not None)
+    print(f"compiled {len(rules)} rules from {read} into {compiled_path(settings)}")
     return 0
 
 
