@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import socket
 
 import pytest
 
 from actions_fixtures import make_message, make_settings
 from qmail_scanner.actions import carry_out
+from qmail_scanner.formatcheck import RULES
 from qmail_scanner.logs import raw_header_value
 from qmail_scanner.records import Finding, ScanResult, Verdict
 from report_fixtures import load_report_module
@@ -28,7 +30,9 @@ def syslog_socket(tmp_path):
     listener.close()
 
 
-def test_syslog_line_has_the_original_fields(tmp_path, standin_binary, queue_dir, syslog_socket):
+def test_syslog_line_has_the_original_fields_one_line_per_recipient(
+    tmp_path, standin_binary, queue_dir, syslog_socket
+):
     path, listener = syslog_socket
     settings = make_settings(tmp_path / "spool", qmail_queue_binary=standin_binary, syslog_socket=path)
     message = make_message(
@@ -40,20 +44,23 @@ def test_syslog_line_has_the_original_fields(tmp_path, standin_binary, queue_dir
     )
     result = ScanResult(scanner="spamd", spam_score=1.2, spam_required=5.0)
     assert carry_out(message, Verdict(scan_results=[result])) == 0
-    packet = listener.recv(8192).decode()
-    assert packet.startswith("<22>")  # facility mail, level info
-    prefix = packet.split(": ", 1)[0]
-    assert prefix.endswith("]") and " qmail-scanner[" in prefix
+    packets = [listener.recv(8192).decode() for _ in range(2)]
     report = load_report_module()
-    record = report.parse_syslog_line(packet)
-    assert record.status == "Clear:RC:1(192.0.2.7):SA:0(1.2/5.0):"
-    assert record.size == len(MESSAGE)
-    assert record.sender == "alice@example.net"
-    assert record.recipients == ["bob@example.org", "carol@example.org"]
-    assert record.subject == "quarterly_report_figures"
-    assert record.message_id == "<q1@example.net>"
-    assert record.relay_client is True
-    assert 0 <= record.seconds < 5
+    for packet, recipient in zip(packets, ("bob@example.org", "carol@example.org")):
+        assert packet.startswith("<22>")  # facility mail, level info
+        prefix = packet.split(": ", 1)[0]
+        assert prefix.endswith("]") and " qmail-scanner[" in prefix
+        record = report.parse_syslog_line(packet)
+        assert record.status == "Clear:RC:1(192.0.2.7):SA:0(1.2/5.0):"
+        assert record.size == len(MESSAGE)
+        assert record.sender == "alice@example.net"
+        assert record.recipients == [recipient]
+        assert record.subject == "quarterly_report_figures"
+        assert record.message_id == "<q1@example.net>"
+        assert record.relay_client is True
+        assert 0 <= record.seconds < 5
+        # No attachments: the original's `<id>-unpacked:<size>` stands in the attachment field.
+        assert packet.rstrip().endswith(f" {message.area.message_id}-unpacked:{len(MESSAGE)}")
 
 
 def test_mailstats_row_and_quarantine_log(tmp_path, standin_binary, queue_dir):
@@ -62,24 +69,54 @@ def test_mailstats_row_and_quarantine_log(tmp_path, standin_binary, queue_dir):
     verdict = Verdict(
         action="quarantine",
         quarantine_kind="viruses",
-        reason="Eicar-Test-Signature",
-        findings=[Finding(kind="virus", rule="Eicar-Test-Signature", reason="Eicar-Test-Signature")],
+        reason="Virus found: Eicar-Test-Signature",
+        findings=[Finding(kind="virus", rule="Eicar-Test-Signature", reason="Virus found: Eicar-Test-Signature")],
+        scan_results=[ScanResult(scanner="clamd", version="1.4.3/27000")],
     )
-    message = make_message(settings, MESSAGE, sender="", recipients=("bob@example.org",))
+    message = make_message(settings, MESSAGE, sender="", recipients=("bob@example.org", "carol@example.org"))
     assert carry_out(message, verdict) == 0
     report = load_report_module()
-    [row] = (spool / "mailstats.csv").read_text().splitlines()
-    record = report.parse_mailstats_line(row)
+    rows = (spool / "mailstats.csv").read_text().splitlines()
+    assert len(rows) == 2  # one per recipient
+    record = report.parse_mailstats_line(rows[0])
     assert record.status.startswith("Quarantined:Virus(Eicar-Test-Signature):RC:0(192.0.2.7):")
-    assert record.sender == "<>"
+    assert record.sender == "<>" and record.recipients == ["bob@example.org"]
     assert record.subject == "quarterly report figures"  # spaces kept in the TAB-separated file
     assert record.when.year >= 2024
+    assert re.match(r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d [+-]\d{4}\t", rows[0])
+    assert [r.recipients for r in report.merge_recipient_rows([report.parse_mailstats_line(r) for r in rows])] == [
+        ["bob@example.org", "carol@example.org"]
+    ]
     [qline] = (spool / "quarantine.log").read_text().splitlines()
     fields = qline.split("\t")
-    assert fields[4] == "Eicar-Test-Signature"
-    assert fields[1:4] == ["<>", "bob@example.org", "quarterly report figures"]
-    assert fields[5] == "viruses" and fields[6] == message.area.message_id
-    assert report.parse_quarantine_line(qline).reason == "Eicar-Test-Signature"
+    assert fields[1:4] == ["<>", "bob@example.org,carol@example.org", "quarterly report figures"]
+    assert fields[4] == "Eicar-Test-Signature"  # the bare name, as the original wrote it
+    assert fields[5] == f"clamd: 1.4.3/27000. pyscan: {settings.version}."
+    assert fields[6:] == ["viruses", message.area.message_id, "Virus found: Eicar-Test-Signature"]
+    parsed = report.parse_quarantine_line(qline)
+    assert (parsed.reason, parsed.kind, parsed.scanners) == ("Eicar-Test-Signature", "viruses", fields[5])
+
+
+@pytest.mark.parametrize(
+    ("rule", "original"),
+    [
+        ("header-comment", "Disallowed MIME comment found in header name - potential virus"),
+        ("broken-continuation", "Disallowed breakage found in header name - potential virus"),
+        ("nul-in-header", "Disallowed  characters found in MIME headers"),
+        ("double-extension", RULES["double-extension"]),
+    ],
+)
+def test_internal_checks_log_the_original_text_by_check_name(tmp_path, standin_binary, queue_dir, rule, original):
+    spool = tmp_path / "spool"
+    settings = make_settings(spool, qmail_queue_binary=standin_binary, log_details="mailstats")
+    ours = f"{RULES[rule]} (in part 2)"
+    verdict = Verdict("quarantine", "policy", ours, [Finding("policy", rule, ours, "a.gif.exe")])
+    message = make_message(settings, MESSAGE)
+    assert carry_out(message, verdict) == 0
+    fields = (spool / "quarantine.log").read_text().rstrip("\n").split("\t")
+    assert fields[4] == original and fields[6] == "policy" and fields[8] == ours
+    row = (spool / "mailstats.csv").read_text()
+    assert f"\tQuarantined:Policy({original}):RC:0(192.0.2.7):\t" in row
 
 
 def test_no_logging_when_log_details_no(tmp_path, standin_binary, queue_dir):

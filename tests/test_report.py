@@ -46,7 +46,8 @@ def generate_logs(tmp_path, standin_binary) -> Path:
             message.unpacked = Unpacked("invoice.pif", 1234)
         assert carry_out(message, verdict) == 0
     rows = (spool / "mailstats.csv").read_text().splitlines()
-    older = [re.sub(r"^\d{4}-\d\d-\d\d \d\d", f"2026-01-0{1 + n % 3} 1{n % 10}", row) for n, row in enumerate(rows)]
+    stamp = r"^\w{3}, \d\d \w{3} \d{4} \d\d"  # the date and hour of a row
+    older = [re.sub(stamp, f"Thu, 0{1 + n % 3} Jan 2026 1{n % 10}", row) for n, row in enumerate(rows)]
     with open(spool / "mailstats.csv", "a") as handle:
         handle.write("\n".join(older) + "\n")
     return spool

@@ -1,14 +1,21 @@
-"""The logs of the original: one syslog line or mailstats.csv row per message, quarantine.log, the debug trace.
+"""The logs of the original: syslog lines or mailstats.csv rows, quarantine.log, the debug trace.
 
-Field order (syslog: space-separated with spaces inside fields turned into `_`; mailstats.csv:
-TAB-separated, with the date first):
+Parsers written for Qmail-Scanner read these files, so the original's fields keep their place
+and ours only ever follow them. syslog and mailstats.csv: one row per recipient, as the original
+wrote them (syslog: space-separated with spaces inside fields turned into `_`; mailstats.csv:
+TAB-separated, the date first, `Wed, 26 Mar 2008 10:00:00 +0100`, as in quarantine.log):
 
-    status seconds size sender recipients subject message-id attachment:size...
+    status seconds size sender recipient subject message-id attachment:size...
 
 `status` is `Clear:RC:1(ip):SA:0(1.2/5.0):` for delivered mail (trace.status_text) and
 `<Quarantined|Dropped|Failed>:<Kind>(<reason>):RC:1(ip):` otherwise; `--log-crypto` appends
-`CR:PGP(signed):`-style tags. The null sender is `<>`; an empty field is `-`; recipients are
-comma-separated. quarantine.log: date, sender, recipients, subject, reason, kind, id (TABs).
+`CR:PGP(signed):`-style tags. The null sender is `<>`; an empty field is `-`; a message without
+attachments shows `<id>-unpacked:<size>`, as the original did.
+
+quarantine.log (TABs): date, sender, recipients, subject, reason, scanners; then ours: kind, id,
+our full reason. The reason (field 5, what reports count) is the bare virus name, the original's
+text for its internal checks, or the policy rule's description; the scanners field is the
+`clamd: 1.4.3/27000. pyscan: 2.0.0.` of the trace header.
 """
 
 from __future__ import annotations
@@ -16,18 +23,29 @@ from __future__ import annotations
 import os
 import time
 
-from .trace import header_safe, status_text
+from .trace import header_safe, scanner_versions, status_text
 
 TYPE_CHECKING = False  # typing costs milliseconds per message; only type checkers look here
 if TYPE_CHECKING:
     from .message import Message
-    from .records import Verdict
+    from .records import Finding, Verdict
 
 SYSLOG_FACILITY_MAIL = 2
 SYSLOG_INFO = 6
 SYSLOG_TAG = "qmail-scanner"
 KIND_WORDS = {"viruses": "Virus", "policy": "Policy", "spam": "Spam"}
+FINDING_KINDS = {"viruses": "virus", "policy": "policy", "spam": "spam"}
 ACTION_WORDS = {"quarantine": "Quarantined", "drop": "Dropped", "failed": "Failed"}
+# What the original wrote as the reason for its internal checks, by the name of our check.
+# Reports and graphs of its logs match these texts (munin's qmailscan plugin filters on them,
+# the double blank included); our other checks log their own reason.
+ORIGINAL_CHECK_TEXTS = {
+    "broken-continuation": "Disallowed breakage found in header name - potential virus",
+    "broken-header-line": "Disallowed breakage found in header name - potential virus",
+    "header-comment": "Disallowed MIME comment found in header name - potential virus",
+    "nul-in-header": "Disallowed  characters found in MIME headers",
+    "cr-in-header": "Disallowed  characters found in MIME headers",
+}
 
 
 def note(message: Message, text: str, level: int = 1) -> None:
@@ -39,53 +57,95 @@ def note(message: Message, text: str, level: int = 1) -> None:
 def log_message(message: Message, verdict: Verdict, code: int, stored_path: str = "") -> None:
     """Write everything the site asked to be logged about this message."""
     settings = message.settings
-    if settings.log_details in ("syslog", "mailstats"):
-        fields = log_fields(message, verdict, code)
-        if settings.log_details == "syslog":
-            line = " ".join(field.replace(" ", "_") for field in fields)
-            try:
-                send_syslog(line, settings.syslog_socket)
-            except OSError as error:
-                # No syslog daemon: the line goes to qmail-smtpd's log instead of being lost.
-                from .stderr_log import say
-
-                say(f"syslog unavailable ({error.strerror}): {line}")
-        else:
-            append_line(os.path.join(settings.spooldir, "mailstats.csv"), "\t".join([log_date(), *fields]))
+    if settings.log_details == "syslog":
+        send_syslog_rows(settings.syslog_socket, log_rows(message, verdict, code))
+    elif settings.log_details == "mailstats":
+        date = rfc2822_date()
+        rows = "".join("\t".join([date, *row]).replace("\n", " ") + "\n" for row in log_rows(message, verdict, code))
+        append_text(os.path.join(settings.spooldir, "mailstats.csv"), rows)
     if verdict.action in ("quarantine", "drop", "failed"):
-        envelope = message.envelope
-        row = [
-            rfc2822_date(),
-            envelope.sender or "<>",
-            ",".join(envelope.recipients),
-            header_subject(message),
-            verdict.reason,
-            verdict.quarantine_kind or verdict.action,
-            os.path.basename(stored_path) or "-",
-        ]
-        append_line(os.path.join(settings.spooldir, "quarantine.log"), "\t".join(_tab_safe(v) for v in row))
+        append_line(os.path.join(settings.spooldir, "quarantine.log"), quarantine_row(message, verdict, stored_path))
     note(message, f"finished: {verdict.action} ({verdict.reason or 'clean'}), exit {code}")
     write_debug_trace(message)
 
 
-def log_fields(message: Message, verdict: Verdict, code: int) -> list[str]:
-    """The per-message fields in the original's order (attachments are the trailing fields)."""
+def send_syslog_rows(socket_path: str, rows: list[list[str]]) -> None:
+    """One syslog line per row; without a syslog daemon the lines go to qmail-smtpd's log instead."""
+    for row in rows:
+        line = " ".join(field.replace(" ", "_") for field in row)
+        try:
+            send_syslog(line, socket_path)
+        except OSError as error:
+            from .stderr_log import say
+
+            say(f"syslog unavailable ({error.strerror}): {line}")
+
+
+def quarantine_row(message: Message, verdict: Verdict, stored_path: str) -> str:
+    """The quarantine.log line: the original's six fields, then kind, id and our full reason."""
+    envelope = message.envelope
+    row = [
+        rfc2822_date(),
+        envelope.sender or "<>",
+        ",".join(envelope.recipients),
+        header_subject(message),
+        logged_reason(verdict),
+        scanner_versions(message.settings, verdict.scan_results),
+        verdict.quarantine_kind or verdict.action,
+        os.path.basename(stored_path) or "-",
+        verdict.reason,
+    ]
+    return "\t".join(_tab_safe(value) for value in row)
+
+
+def deciding_finding(verdict: Verdict) -> Finding | None:
+    """The finding the verdict's reason comes from (None for failures and clean mail)."""
+    wanted = FINDING_KINDS.get(verdict.quarantine_kind)
+    for finding in verdict.findings:
+        if finding.kind == wanted and not finding.monitor_only and finding.reason == verdict.reason:
+            return finding
+    return None
+
+
+def logged_reason(verdict: Verdict) -> str:
+    """The reason as the original logged it: the bare virus name, its text for an internal check."""
+    finding = deciding_finding(verdict)
+    if finding is None:
+        return verdict.reason
+    if finding.kind == "virus":
+        return finding.rule
+    original = ORIGINAL_CHECK_TEXTS.get(finding.rule)
+    if original is not None:
+        return original
+    if finding.kind == "policy":
+        from .formatcheck import RULES
+
+        return RULES.get(finding.rule, finding.reason)  # without the per-message detail
+    return finding.reason
+
+
+def log_rows(message: Message, verdict: Verdict, code: int) -> list[list[str]]:
+    """The syslog / mailstats.csv fields, one row per recipient as the original wrote them."""
     envelope = message.envelope
     fields = [
         status_field(message, verdict, code),
         f"{message.seconds():.3f}",
         str(message.area.message_size),
         envelope.sender or "<>",
-        ",".join(envelope.recipients) or "-",
+        "-",  # the recipient, set per row
         header_subject(message) or "-",
         header_message_id(message) or "-",
     ]
     fields = [_tab_safe(field) for field in fields]
+    attachments = []
     for part in getattr(message.unpacked, "parts", ()) or ():
         if part.filenames:
             name = part.filenames[0] if not part.container else f"{part.container}/{part.filenames[0]}"
-            fields.append(_tab_safe(f"{name}:{part.size}", 255))
-    return fields
+            attachments.append(_tab_safe(f"{name}:{part.size}", 255))
+    if not attachments:
+        attachments.append(f"{message.area.message_id}-unpacked:{message.area.message_size}")
+    recipients = envelope.recipients or ("-",)
+    return [[*fields[:4], _tab_safe(recipient), *fields[5:], *attachments] for recipient in recipients]
 
 
 def status_field(message: Message, verdict: Verdict, code: int) -> str:
@@ -96,7 +156,7 @@ def status_field(message: Message, verdict: Verdict, code: int) -> str:
     else:
         word = ACTION_WORDS.get(verdict.action, verdict.action.capitalize())
         kind = KIND_WORDS.get(verdict.quarantine_kind, "")
-        status = f"{word}:{kind}({header_safe(verdict.reason, 200)}):" + relay_and_ip
+        status = f"{word}:{kind}({header_safe(logged_reason(verdict), 200)}):" + relay_and_ip
     if message.settings.log_crypto:
         status += "".join(f"CR:{tag}:" for tag in crypto_tags(message))
     return status
@@ -144,13 +204,8 @@ def _tab_safe(value: str, limit: int = 1003) -> str:
     return header_safe(value.replace("\t", " "), limit)
 
 
-def log_date(when: float | None = None) -> str:
-    """The mailstats.csv date: `2008-03-26 10:00:00 +0100` (local time, sortable)."""
-    return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(when))
-
-
 def rfc2822_date(when: float | None = None) -> str:
-    """`Wed, 26 Mar 2008 10:00:00 +0100` in local time (the C locale's names)."""
+    """`Wed, 26 Mar 2008 10:00:00 +0100` in local time (the C locale's names): the logs' date."""
     return time.strftime("%a, %d %b %Y %H:%M:%S %z", time.localtime(when))
 
 
