@@ -10,6 +10,8 @@ DEFAULT_LANG = "en_GB"
 # Per-message values the engine fills in; a text may use only these.
 PLACEHOLDERS = frozenset({"sender", "recipients", "subject", "reason", "date", "id", "host", "admin_description"})
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+# The original's language names (and locale names) that differ from the template names here.
+LANG_ALIASES = {"tw_BIG5": "zh_TW", "zh_TW.Big5": "zh_TW", "nb_NO": "no_NO", "nn_NO": "no_NO"}
 
 
 def available_languages(lang_dir: Path = LANG_DIR) -> list[str]:
@@ -19,7 +21,9 @@ def available_languages(lang_dir: Path = LANG_DIR) -> list[str]:
 
 def normalise_lang(lang: str, lang_dir: Path = LANG_DIR) -> str:
     """`de_DE.UTF-8` -> `de_DE`; `C`/`POSIX`/empty -> en_GB; `pt` -> the first pt_* shipped."""
+    lang = LANG_ALIASES.get(lang, lang)
     base = re.split(r"[.@]", lang or "", maxsplit=1)[0].replace("-", "_")
+    base = LANG_ALIASES.get(base, base)
     if base in ("", "C", "POSIX"):
         return DEFAULT_LANG
     shipped = available_languages(lang_dir)

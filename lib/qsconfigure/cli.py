@@ -16,6 +16,8 @@ import socket
 import sys
 import time
 
+from .alert_texts import DEFAULT_LANG, normalise_lang
+from .legacy import apply_original_forms, apply_spool_forms, default_notify, default_spooldir, map_scanner_names
 from .options import build_parser
 from .probes import ConfigureError, ProbeLog, ProbeResult, find_program, probe_python, probe_python_module, run_quietly
 
@@ -95,8 +97,10 @@ def probe_account(user: str, group: str) -> ProbeResult:
     return ProbeResult(True, f"{user}:{group}")
 
 
-def resolve_layout(args) -> None:
-    """Fill in the defaults that depend on other options (--prefix, --qmaildir)."""
+def resolve_layout(args, notes: list[str] | None = None) -> None:
+    """Fill in the defaults that depend on other options (--prefix, --qmaildir) and the original's forms."""
+    notes = [] if notes is None else notes
+    apply_original_forms(args, notes)
     if args.prefix:
         prefix = os.path.abspath(args.prefix)
         args.bindir = args.bindir or os.path.join(prefix, "bin")
@@ -105,15 +109,27 @@ def resolve_layout(args) -> None:
         args.qs_user = args.qs_user or getpass.getuser()
         args.qs_group = args.qs_group or grp.getgrgid(os.getgid()).gr_name
     args.bindir = args.bindir or os.path.join(args.qmaildir, "bin")
-    args.spooldir = args.spooldir or "/var/spool/qscan"
+    args.spooldir = args.spooldir or default_spooldir(args, notes)
+    if args.notify is None:
+        args.notify = default_notify(args, notes)
+    apply_spool_forms(args, notes)
     args.libdir = args.libdir or "/usr/local/lib/qmail-scanner"
     args.qs_user = args.qs_user or "qscand"
     args.qs_group = args.qs_group or "qscand"
     args.qmail_queue_binary = args.qmail_queue_binary or os.path.join(args.qmaildir, "bin", "qmail-queue")
     args.qmail_inject_binary = args.qmail_inject_binary or os.path.join(args.qmaildir, "bin", "qmail-inject")
-    if not args.lang:
-        language = os.environ.get("LANG", "").split(".")[0]
-        args.lang = language if "_" in language else "en_GB"
+    args.lang = resolve_lang(args.lang, os.environ.get("LANG", ""), notes)
+
+
+def resolve_lang(given: str, environment: str, notes: list[str]) -> str:
+    """--lang as shipped here (old names mapped); a $LANG without texts falls back to en_GB, said once."""
+    try:
+        return normalise_lang(given or environment)
+    except ValueError as error:
+        if given:
+            raise ConfigureError(f"--lang {given}: {error}", "see templates/lang/ for the languages shipped") from None
+        notes.append(f"configure.py: note: no alert texts for $LANG={environment}: using en_GB (give --lang to choose)")
+        return DEFAULT_LANG
 
 
 def probe_scanners(args, log: ProbeLog) -> list[dict]:
@@ -184,17 +200,25 @@ def run_probes(args, log: ProbeLog) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    resolve_layout(args)
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(words)
+    if args.migrate_from:
+        from .migrate import main_migrate
+
+        return main_migrate(args, words)
     log = ProbeLog(quiet=args.quiet)
     from .generate import build_settings, check_option_values, render_program
 
     try:
+        notes: list[str] = []
+        resolve_layout(args, notes)
+        args.scanners = map_scanner_names(args.scanners, args, notes)
+        for text in notes:
+            print(text)
+        check_output_dir(args.output)
         check_option_values(args)
         facts = run_probes(args, log)
-        settings = build_settings(
-            args, facts, engine_version(), shlex.join(["./configure.py", *(sys.argv[1:] if argv is None else argv)])
-        )
+        settings = build_settings(args, facts, engine_version(), shlex.join(["./configure.py", *words]))
         program = render_program(settings, facts, log.lines, time.strftime("%Y-%m-%d %H:%M:%S %z"))
         with open(args.output, "w", encoding="utf-8") as handle:
             handle.write(program)
@@ -210,6 +234,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"configure.py: hint: {error.hint}", file=sys.stderr)
         return 1
     return 0
+
+
+def check_output_dir(output: str) -> None:
+    """--output into a directory that is not there: one line, before any probe runs."""
+    directory = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(directory):
+        raise ConfigureError(
+            f"--output {output}: the directory {directory} does not exist", "create it or give another --output"
+        )
+    if not os.access(directory, os.W_OK):
+        raise ConfigureError(f"--output {output}: the directory {directory} is not writable", "give another --output")
 
 
 def print_summary(settings: dict, facts: dict, args) -> None:

@@ -9,6 +9,7 @@ import sys
 
 from .options import parse_debug
 from .probes import ConfigureError
+from .scanner_probes import failure_policy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LIB = os.path.dirname(HERE)
@@ -37,9 +38,6 @@ def _fail_policies(args) -> dict[str, str]:
         if policy not in ("tempfail", "pass"):
             raise ConfigureError(f"--scanner-fail {item!r}: expected NAME=tempfail or NAME=pass")
         policies[name.strip()] = policy
-    if args.sa_faulttolerant:
-        for name in ("spamd", "fast_spamassassin", "verbose_spamassassin"):
-            policies.setdefault(name, "pass")
     return policies
 
 
@@ -82,7 +80,7 @@ def build_settings(args, facts: dict, version: str, command: str) -> dict:
     scanners = []
     for scanner in facts["scanners"]:
         scanner = dict(scanner)
-        scanner["fail"] = policies.get(scanner["name"], scanner.get("fail", "tempfail"))
+        scanner["fail"] = policies.get(scanner["name"], scanner.get("fail") or failure_policy(args, scanner["name"]))
         scanner.setdefault("scan_timeout", args.scanner_timeout)
         scanners.append(scanner)
     domain = args.domain or facts["hostname"]

@@ -19,6 +19,7 @@ import sys
 import time
 
 from .probes import ConfigureError, find_program
+from .wrapper import WRAPPER_NAME
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -180,9 +181,13 @@ def install(args, settings: dict, rendered: str) -> None:
         if os.path.exists(compiled):
             installer.own(compiled, 0o640)  # compiled as root here; the scanner rewrites it later
     # The advice names the final paths, also when staged under --destdir.
-    final_program = os.path.join(args.bindir, PROGRAM_NAME)
-    runner = _final_path(args, wrapper) if wrapper else final_program
     print(f"installed {program}")
+    if not wrapper:
+        # Never advise the .py itself: run by qmaild it could not write the scanner's spool.
+        print(f"QMAILQUEUE must name the setuid wrapper {os.path.join(args.bindir, WRAPPER_NAME)}, which is not")
+        print("installed (see above); re-run with --install once a C compiler and the account are there.")
+        return
+    runner = _final_path(args, wrapper)
     print("Add QMAILQUEUE to the tcprules of qmail-smtpd, for example in /etc/tcp.smtp:")
     print(f'  127.:allow,RELAYCLIENT="",QMAILQUEUE="{runner}"')
     print(f'  :allow,QMAILQUEUE="{runner}"')
@@ -204,8 +209,12 @@ def _compile_policy(program: str) -> None:
 
 
 def _install_wrapper(args, installer: Installer, program: str) -> str:
-    """Build and install the setuid wrapper when a C compiler is present; return its path."""
-    if args.skip_setuid_test or not os.path.exists(WRAPPER_SOURCE):
+    """Build and install the setuid wrapper when a C compiler is present; return its path.
+
+    --skip-setuid-test keeps the original's meaning: the wrapper is built and installed, only
+    the run-time test of the setuid step is not made (packagers build as a normal user or in a chroot).
+    """
+    if not os.path.exists(WRAPPER_SOURCE):
         return ""
     from .wrapper import build_and_install_wrapper
 

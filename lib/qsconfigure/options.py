@@ -30,6 +30,26 @@ def fix_mime_level(text: str) -> int:
     raise argparse.ArgumentTypeError(f"expected 0, 1, 2, yes or no, got {text!r}")
 
 
+def log_details(text: str) -> str:
+    """--log-details: syslog, mailstats, no; the original's yes/1 wrote mailstats.csv, no/0 nothing."""
+    lowered = text.strip().lower()
+    if lowered in ("syslog", "mailstats"):
+        return lowered
+    if lowered in YES:
+        return "mailstats"
+    if lowered in NO:
+        return "no"
+    raise argparse.ArgumentTypeError(f"expected syslog, mailstats, yes or no, got {text!r}")
+
+
+def descriptive_headers(text: str) -> str:
+    """--add-dscr-hdrs: yes, no or all; the original's 1 and 0 too."""
+    lowered = text.strip().lower()
+    if lowered == "all":
+        return "all"
+    return "yes" if yes_no(lowered) else "no"
+
+
 def comma_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
@@ -57,13 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
             "Options of the original Qmail-Scanner keep their names and defaults; yes/no options take yes or no."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # an abbreviation of one option must never be taken as another
     )
     add = parser.add_argument_group
 
     layout = add("installation layout")
     layout.add_argument("--qmaildir", default="/var/qmail", help="qmail home (default %(default)s)")
     layout.add_argument("--bindir", help="where the queue program goes (default QMAILDIR/bin)")
-    layout.add_argument("--spooldir", help="working, quarantine and log dir (default /var/spool/qscan)")
+    layout.add_argument("--spooldir", help="working, quarantine and log dir (default /var/spool/qscan; /var/spool/qmailscan when a 1.x site has it)")
     layout.add_argument("--libdir", help="where the byte-compiled engine goes (default /usr/local/lib/qmail-scanner)")
     layout.add_argument("--qmail-queue-binary", help="the real qmail-queue, the next hop (default QMAILDIR/bin/qmail-queue)")
     layout.add_argument("--qmail-inject-binary", help="qmail-inject for alerts (default QMAILDIR/bin/qmail-inject)")
@@ -78,14 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     contract.add_argument("--deadline", type=float, default=1200.0, help="total seconds per message before a temporary failure (default %(default)s)")
     contract.add_argument("--trace-header", choices=("x-diagnostics", "received"), default="x-diagnostics", help="2.x X-Qmail-Scanner-Diagnostics: or the 1.x Received: form")
     contract.add_argument("--failed-action", choices=("tempfail", "store"), default="tempfail", help="a message that cannot be scanned: tempfail (the sender retries) or store it in failed/ and accept it (default %(default)s)")
-    contract.add_argument("--no-QQ-check", dest="no_qq_check", action="store_true", help="do not require the next hop to exist now (packagers)")
+    contract.add_argument("--no-QQ-check", dest="no_qq_check", type=yes_no, default=False, help="do not require the next hop to exist now (packagers)")
 
     alerts = add("administrator and alerts")
-    alerts.add_argument("--admin", default="root", help="user part of the admin address (default %(default)s)")
+    alerts.add_argument("--admin", default=None, help="user part of the admin address, or user@domain (default root)")
     alerts.add_argument("--domain", default="", help="domain of the admin address (default: this host's FQDN)")
     alerts.add_argument("--admin-description", default="System Anti-Virus Administrator", help="display name of alerts")
     alerts.add_argument("--local-domains", type=comma_list, default=None, help="comma list; only recipients here get notices (default: the domain)")
-    alerts.add_argument("--notify", type=comma_list, default=["psender", "admin"], help="none, sender, recips, admin, all, psender, precips, nmladm, nmlvadm (default psender,admin)")
+    alerts.add_argument("--notify", type=comma_list, default=None, help="none, sender, recips, admin, all, psender, precips, nmladm, nmlvadm (default psender,admin; sender,admin for a site migrating from before 1.22)")
     alerts.add_argument("--silent-viruses", type=comma_list, default=["auto"], help="viruses that forge senders: never alert the sender (default auto = a maintained list)")
     alerts.add_argument("--lang", default="", help="alert language, e.g. en_GB de_DE (default: from $LANG, else en_GB)")
 
@@ -94,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     scanning.add_argument("--clamd-servers", type=comma_list, default=None, help="clamd unix sockets or host:port, tried in order (default: from clamd.conf)")
     scanning.add_argument("--spamd-servers", type=comma_list, default=None, help="spamd unix sockets or host:port (default: probed)")
     scanning.add_argument("--rspamd-servers", type=comma_list, default=None, help="rspamd host:port (default localhost:11333)")
-    scanning.add_argument("--scanner-fail", type=comma_list, default=[], help="per scanner: NAME=tempfail|pass, e.g. spamd=pass (default tempfail)")
+    scanning.add_argument("--scanner-fail", type=comma_list, default=[], help="per scanner: NAME=tempfail|pass (default: pass for spam scanners, marked unchecked; tempfail for virus scanners)")
     scanning.add_argument("--scanner-args", action="append", default=[], help="extra argv word for a command-line scanner: NAME=WORD, repeatable (e.g. clamscan=--database=/dir)")
     scanning.add_argument("--av-scan-parts", type=yes_no, default=False, help="also stream the decoded parts to clamd, not only the whole message (default no)")
     scanning.add_argument("--scanner-timeout", type=float, default=120.0, help="seconds one scanner may take (default %(default)s)")
@@ -112,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     internal.add_argument("--block-password-protected", type=yes_no, default=False, help="quarantine password-protected archives (default no)")
     internal.add_argument("--max-zip-size", type=non_negative_int, default=1_000_000_000, help="archives expanding beyond this are blocked (default %(default)s)")
     internal.add_argument("--max-unpack-time", type=float, default=300.0, help="seconds the unpacker may take before a temporary failure (default %(default)s)")
-    internal.add_argument("--mime-unpacker", choices=("internal", "reformime"), default="internal", help="MIME unpacker (default internal)")
+    internal.add_argument("--mime-unpacker", choices=("internal", "reformime", "ripmime"), default="internal", help="MIME unpacker (default internal; the original's ripmime means internal)")
     internal.add_argument("--dlp-monitor", default="", help="regex: matching policy events are logged and headed, not blocked")
 
     spam = add("spam handling")
@@ -126,27 +147,52 @@ def build_parser() -> argparse.ArgumentParser:
     spam.add_argument("--sa-alt", type=yes_no, default=False, help="(original) alternate SpamAssassin handling; accepted for compatibility")
     spam.add_argument("--sa-report", type=yes_no, default=False, help="(original) add the SpamAssassin report; use verbose_spamassassin")
     spam.add_argument("--sa-debug", type=yes_no, default=False, help="(original) SpamAssassin debug; use --debug")
-    spam.add_argument("--sa-faulttolerant", type=yes_no, default=False, help="spamd failures let mail pass unchecked (same as --scanner-fail spamd=pass)")
+    spam.add_argument("--sa-faulttolerant", type=yes_no, default=None, help="yes: spamd failures let mail pass unchecked (the default); no: they temp-fail")
     spam.add_argument("--sa-maildir", default="", help="maildir for quarantined spam (default SPOOLDIR/quarantine/spam)")
     spam.add_argument("--settings-per-domain-file", default="", help="the per-domain settings file (default SPOOLDIR/settings_per_domain.txt)")
     spam.add_argument("--settings-per-domain", type=yes_no, default=False, help="per-recipient/domain settings from settings_per_domain.txt (default no)")
 
     logging = add("logging and headers")
-    logging.add_argument("--debug", default="yes", help="yes (=1), no, or a level; >= 100 keeps work files (default yes)")
-    logging.add_argument("--log-details", choices=("syslog", "mailstats", "no"), default="syslog", help="one line per message (default syslog)")
+    logging.add_argument("--debug", nargs="?", const="yes", default="yes", help="yes (=1), no, or a level; >= 100 keeps work files (default yes)")
+    logging.add_argument("--log-details", type=log_details, default="syslog", help="one line per message: syslog, mailstats (yes, 1: mailstats.csv, as the original), no (0) (default syslog)")
     logging.add_argument("--log-crypto", type=yes_no, default=False, help="note PGP / S/MIME / encrypted zip in the log (default no)")
     logging.add_argument("--archive", default="no", help="no, yes, or a regex on sender/recipients: copy matching mail to archives/")
     logging.add_argument("--syslog-socket", default="/dev/log", help="where syslog lines go (default %(default)s; BSD: /var/run/log)")
-    logging.add_argument("--add-dscr-hdrs", choices=("yes", "no", "all"), default="no", help="descriptive X-Qmail-Scanner headers; all adds recipients (default no)")
+    logging.add_argument("--add-dscr-hdrs", type=descriptive_headers, nargs="?", const="yes", default="no", help="descriptive X-Qmail-Scanner headers; all adds recipients (default no)")
     logging.add_argument("--dscr-hdrs-text", default="X-Qmail-Scanner", help="name of those headers (default %(default)s)")
 
     action = add("actions")
-    action.add_argument("--install", action="store_true", help="install the program, engine, spool and permissions (root, or with --prefix)")
-    action.add_argument("--batch", action="store_true", help="never prompt")
-    action.add_argument("--skip-setuid-test", action="store_true", help="do not build/test the setuid wrapper")
+    action.add_argument("--install", type=yes_no, default=False, help="install the program, engine, spool and permissions (root, or with --prefix)")
+    action.add_argument("--batch", type=yes_no, default=False, help="never prompt")
+    action.add_argument("--skip-setuid-test", type=yes_no, default=False, help="do not run the setuid test at configure time (the wrapper is still built and installed)")
     action.add_argument("--output", default="qmail-scanner-queue.py", help="where to write the generated program (default ./%(default)s)")
-    action.add_argument("--quiet", action="store_true", help="print only errors and the summary")
+    action.add_argument("--quiet", type=yes_no, default=False, help="print only errors and the summary")
+    action.add_argument("--migrate-from", metavar="OLD-SCRIPT", default="", help="read an installed Qmail-Scanner qmail-scanner-queue.pl: print the equivalent configure line and what differs; with --install, migrate")
+
+    original = add("options of the original, its FreeBSD port and st patch, kept for old command lines")
+    original.add_argument("--user", default=None, help="(original) the same as --admin")
+    original.add_argument("--admin-realname", default=None, help="(FreeBSD port) the same as --admin-description; _ means a space")
+    original.add_argument("--etcdir", default=None, help="(st patch) where policy and settings files are; here the spooldir")
+    original.add_argument("--logdir", default=None, help="(st patch) where the log files are; here the spooldir")
+    original.add_argument("--virusdir", default=None, help="(original) quarantine maildir name for viruses; here always quarantine/viruses")
+    original.add_argument("--sa-socket", default=None, help="(st patch) spamd's unix socket: the same as --spamd-servers PATH")
+    original.add_argument("--sa-remote", default=None, help="(st patch) spamd's host[:port]: the same as --spamd-servers HOST:PORT")
+    original.add_argument("--spamdir", default=None, help="(st patch) spam quarantine maildir name under quarantine/, or a path: the same as --sa-maildir")
+    original.add_argument("--sa-forward", default=None, help="(st patch) forward quarantined spam to this address; no equivalent, said so")
+    original.add_argument("--sa-fwd-verbose", default=None, help="(st patch) with --sa-forward: the report too; no equivalent, said so")
+    original.add_argument("--setuidgid-path", default=None, help="(st patch) setuidgid program; not needed: the setuid wrapper changes user")
+    original.add_argument("--spams-redirect", default=None, help="(FreeBSD port) deliver spam to this address instead; no equivalent, said so")
+    original.add_argument("--spams-tosuffix", default=None, help="(FreeBSD port) deliver spam to user-SUFFIX@domain; no equivalent, said so")
+    accept_original_value_forms(parser)
     return parser
+
+
+def accept_original_value_forms(parser: argparse.ArgumentParser) -> None:
+    """Every yes/no option also stands alone, meaning yes, as the original's parser took it."""
+    for action in parser._actions:
+        if action.type in (yes_no, fix_mime_level, log_details):
+            action.nargs = "?"
+            action.const = action.type("yes")
 
 
 def parse_debug(text: str) -> int:

@@ -36,14 +36,20 @@ def _option(options, name: str, default):
 
 
 def failure_policy(options, name: str) -> str:
-    """`--scanner-fail NAME=pass` (or --sa-faulttolerant for the spam scanners) -> pass; else tempfail."""
+    """`--scanner-fail NAME=...` first; else spam scanners pass (marked unchecked), virus scanners tempfail.
+
+    A dead spamd let mail through with the original too (spamc handed it back unchanged);
+    `--sa-faulttolerant no` makes the SpamAssassin scanners temp-fail instead.
+    """
     for entry in _option(options, "scanner_fail", []):
         scanner, _, policy = entry.partition("=")
         if scanner.strip() in (name, "all") and policy.strip() in ("pass", "tempfail"):
             return policy.strip()
-    if name in SPAM_NAMES and _option(options, "sa_faulttolerant", False):
-        return "pass"
-    return "tempfail"
+    if name not in SPAM_NAMES:
+        return "tempfail"
+    if name != "rspamd" and getattr(options, "sa_faulttolerant", None) is False:
+        return "tempfail"
+    return "pass"
 
 
 def extra_args(options, name: str) -> tuple[str, ...]:
