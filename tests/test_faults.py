@@ -318,7 +318,8 @@ def test_broken_scanner_is_a_bounded_temporary_failure(
     address = real_address(scanner, request)
     installation = make_installation(
         "--scanners", SCANNER_NAME[scanner], SCANNER_OPTION[scanner], address,
-        "--scanner-timeout", "2", "--sa-timeout", "2", fresh=True,
+        "--scanner-timeout", "2", "--sa-timeout", "2",
+        "--scanner-fail", f"{SCANNER_NAME[scanner]}=tempfail", fresh=True,
     )
     if mode == "absent":
         broken = f"/tmp/qs-absent-{os.urandom(4).hex()}/none.sock"

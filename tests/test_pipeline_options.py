@@ -42,7 +42,8 @@ def test_per_domain_settings_choose_by_recipient_domain_without_reinstalling(per
 
 def test_failed_store_keeps_an_unscannable_message_and_accepts_it(make_installation, spamd_server):
     installation = make_installation(
-        "--scanners", "spamd", "--spamd-servers", spamd_server.socket_path, "--failed-action", "store", fresh=True
+        "--scanners", "spamd", "--spamd-servers", spamd_server.socket_path, "--failed-action", "store",
+        "--scanner-fail", "spamd=tempfail", fresh=True,
     )
     program = installation.program.read_text()
     installation.program.write_text(program.replace(spamd_server.socket_path, dead_socket_path()))
@@ -56,7 +57,10 @@ def test_failed_store_keeps_an_unscannable_message_and_accepts_it(make_installat
 
 
 def test_without_failed_store_the_same_failure_is_temporary(make_installation, spamd_server):
-    installation = make_installation("--scanners", "spamd", "--spamd-servers", spamd_server.socket_path, fresh=True)
+    installation = make_installation(
+        "--scanners", "spamd", "--spamd-servers", spamd_server.socket_path,
+        "--scanner-fail", "spamd=tempfail", fresh=True,
+    )
     program = installation.program.read_text()
     installation.program.write_text(program.replace(spamd_server.socket_path, dead_socket_path()))
     result = installation.run(HAM)

@@ -130,6 +130,10 @@ def map_scanner_names(requested: str, args, notes: list[str]) -> str:
                 note(notes, f"scanner {raw}: spam subjects are tagged {tag!r} (as --sa-subject)")
         if name not in mapped:
             mapped.append(name)
+    if "verbose_spamassassin" in mapped and "fast_spamassassin" in mapped:
+        # Two modes of one spamd check: verbose is fast plus SpamAssassin's report headers.
+        mapped.remove("fast_spamassassin")
+        note(notes, "scanners fast_spamassassin and verbose_spamassassin: one spamd check, verbose (with the report)")
     return ",".join(mapped)
 
 

@@ -163,6 +163,8 @@ def equivalent_arguments(old: OldScript) -> list[str]:
         words += ["--admin", user] + (
             ["--domain", domain] if domain and _option_value(words, "--domain") is None else []
         )
+    if old.major == 1 and _option_value(words, "--trace-header") is None:
+        words += ["--trace-header", "received"]  # 1.x put its trace in a Received: line
     if _option_value(words, "--local-domains") is None and old.local_domains:
         words += ["--local-domains", ",".join(old.local_domains)]
     return words
@@ -185,10 +187,6 @@ def describe(old: OldScript, words: list[str], notes: list[str]) -> list[str]:
     differences.append(
         "the program is qmail-scanner-queue.py behind the setuid wrapper qmail-scanner-queue (no suidperl)"
     )
-    if old.major == 1:
-        differences.append(
-            "the trace header is X-Qmail-Scanner-Diagnostics: (give --trace-header received for the 1.x Received: form)"
-        )
     lines += [f"  - {text}" for text in differences]
     return lines
 
