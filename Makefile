@@ -11,6 +11,7 @@ help:
 	@echo "make demo    configure, install into ./demo, run sample messages, show what happened"
 	@echo "make test    install what the tests need (Debian packages as root, a venv), run every test"
 	@echo "make bench   per-message cost and unpacking speed, as ratios against a baseline"
+	@echo "make bench-smtp  SMTP sessions through the real qmail-smtpd: no filter, simscan, this project (root)"
 	@echo "make corpus  real-world mail from other projects through the program: outcomes per kind"
 	@echo "make lint    ruff"
 	@echo "make load    concurrent senders through the program with faults, then an accounting"
@@ -38,6 +39,9 @@ bench: deps
 
 corpus: venv
 	$(PY) benchmarks/corpus.py
+
+bench-smtp: deps
+	$(PY) benchmarks/bench_smtp.py
 
 load: deps
 	$(PY) benchmarks/load.py

@@ -12,6 +12,7 @@ from daemons import (
     clamd_server_fixture,  # noqa: F401
     spamd_server_fixture,  # noqa: F401
 )
+from scanner_fixtures import zipped
 from testbed import messages
 from testbed.build import SIMSCAN_VARIANTS
 from testbed.qmail import (
@@ -56,11 +57,15 @@ def test_clean_mail_is_delivered_byte_identical_past_our_headers(qmail_bed, bed_
 def test_eicar_is_quarantined_and_never_delivered(qmail_bed, bed_scanner, clamd_server):
     scanner = bed_scanner("--scanners", "clamd", "--clamd-servers", clamd_server.socket_path)
     marker = unique_marker()
-    reply = qmail_bed.send(messages.eicar(marker), scanner)
+    reply = qmail_bed.send(messages.with_attachment(marker, "e.zip", zipped("eicar.com", messages.EICAR)), scanner)
     assert reply.accepted, reply  # accepted, then kept from the recipient
     stored = [p for p in scanner.quarantined("viruses") if marker.encode() in p.read_bytes()]
     assert len(stored) == 1 and b"Eicar-Test-Signature" in stored[0].read_bytes()
     assert_not_delivered(marker)
+    clean = unique_marker()
+    notes = messages.with_attachment(clean, "notes.txt", b"nothing to see here\n", "text/plain")
+    assert qmail_bed.send(notes, scanner).accepted
+    assert b"clamd: 1." in wait_for_delivery(clean)  # the trace header names the scanner version
 
 
 def test_virus_reject_text_reaches_the_client_from_fd_6(qmail_bed, bed_scanner, clamd_server):
@@ -75,12 +80,22 @@ def test_virus_reject_text_reaches_the_client_from_fd_6(qmail_bed, bed_scanner, 
 def test_spam_via_spamd_is_tagged_quarantined_or_refused(qmail_bed, bed_scanner, spamd_server):
     spamd = ("--scanners", "spamd", "--spamd-servers", spamd_server.socket_path)
     tagging = bed_scanner(*spamd, "--sa-subject", "[SPAM]")
-    ham_marker, spam_marker = unique_marker(), unique_marker()
+    ham_marker, spam_marker, relayed_marker = unique_marker(), unique_marker(), unique_marker()
     assert qmail_bed.send(messages.plain(ham_marker), tagging).accepted
     assert b"X-Spam-Status: No, hits=" in wait_for_delivery(ham_marker)
-    assert qmail_bed.send(messages.gtube(spam_marker), tagging).accepted
+    spam = messages.gtube(spam_marker)
+    assert qmail_bed.send(spam, tagging).accepted
     tagged = wait_for_delivery(spam_marker)
     assert b"Subject: [SPAM] special offer" in tagged and b"X-Spam-Flag: YES" in tagged
+    assert tagged.endswith(spam.split(b"\n\n", 1)[1])  # the body as sent
+    # Mail from RELAYCLIENT connections (the site's own users) is not spam-checked.
+    assert qmail_bed.send(messages.gtube(relayed_marker), tagging, env={"RELAYCLIENT": ""}).accepted
+    assert b"X-Spam-Flag" not in wait_for_delivery(relayed_marker)
+
+    verbose = bed_scanner("--scanners", "verbose_spamassassin", "--spamd-servers", spamd_server.socket_path)
+    marker = unique_marker()
+    assert qmail_bed.send(messages.gtube(marker), verbose).accepted
+    assert b"X-Spam-Checker-Version: SpamAssassin" in wait_for_delivery(marker)
 
     quarantining = bed_scanner(*spamd, "--sa-quarantine", "100")
     marker = unique_marker()
@@ -108,6 +123,18 @@ def test_dead_clamd_temp_fails_and_nothing_is_queued(qmail_bed, bed_scanner, cla
     assert reply.code == 451 and "scanner unavailable" in reply.text, reply
     assert_not_delivered(marker)
     assert scanner.work_files() == []
+
+
+def test_dead_clamd_with_fail_pass_delivers_marked_unchecked(qmail_bed, bed_scanner, clamd_disposable):
+    scanner = bed_scanner(
+        "--scanners", "clamd", "--clamd-servers", clamd_disposable.socket_path, "--scanner-fail", "clamd=pass"
+    )
+    clamd_disposable.stop()
+    marker = unique_marker()
+    sent = messages.random_attachment(marker, 4096)
+    assert qmail_bed.send(sent, scanner).accepted
+    trace = split_trace(wait_for_delivery(marker), sent)
+    assert any(b"Unchecked(clamd)" in line for line in trace), trace
 
 
 def test_simscan_peer_rejects_eicar_with_its_text_and_delivers_clean(qmail_bed, clamd_server):

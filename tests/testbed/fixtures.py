@@ -19,11 +19,16 @@ class QmailBed:
 
     smtp: SmtpServer
 
-    def send(self, message: bytes, queue: ScannerInstall | Path | None = None, **kwargs) -> SmtpReply:
-        """One SMTP session with `queue` as QMAILQUEUE (a scanner install, a program, or None for qmail-queue)."""
+    def send(
+        self, message: bytes, queue: ScannerInstall | Path | None = None, env: dict[str, str] | None = None
+    ) -> SmtpReply:
+        """One SMTP session with `queue` as QMAILQUEUE (a scanner install, a program, or None for qmail-queue).
+
+        env: more variables for the connection, set by tcprules as a site would (RELAYCLIENT, ...).
+        """
         program = queue.wrapper if isinstance(queue, ScannerInstall) else queue
-        self.smtp.route(program)
-        return send(self.smtp.port, message, **kwargs)
+        self.smtp.route(program, **(env or {}))
+        return send(self.smtp.port, message)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,345 @@
+#!/usr/bin/env python3
+"""make bench-smtp: whole SMTP sessions through the real qmail-smtpd on loopback, filters side by side.
+
+Every figure comes from the same run on the same machine, so the ratios mean something where the
+absolute times do not (shared, noisy machines). The filters, each as qmail-smtpd's QMAILQUEUE:
+  no filter                 qmail-queue itself: the floor of any filter
+  simscan                   the C peer, built from the vendor sources (tests/testbed/build.py), with
+                            clamdscan; the spam variant adds spamc (simscan skips spamc at 250,000 bytes)
+  this project, standalone  the setuid wrapper, one Python process per message
+  this project, engine      the same wrapper as a client of `qmail-scanner-queue.py --serve`
+                            (listed as "not available" where the installed program has no --serve)
+Workloads: a 4 KB clean text message and a 300 KB attachment of fresh random bytes each time (no
+scanner cache can answer); clamd only and clamd + spamd. This project is configured to scan text
+messages too (--skip-text-msgs no), so it does the work simscan does. Before timing, EICAR is sent
+through every filter and must be refused (GTUBE too where spamd is in the chain): a filter that does
+not scan would win the race. Sequential sessions give the median and p90 latency (connect to the
+reply to QUIT); ten concurrent clients give messages per second. Rounds interleave the filters and
+start with a warm-up, so drift on the machine hits every filter alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "lib")]
+
+from daemons import ClamdServer, SpamdServer  # noqa: E402
+from testbed import messages  # noqa: E402
+from testbed.build import QMAIL, SIMSCAN_VARIANTS, TESTBED, BuildError, build  # noqa: E402
+from testbed.qmail import (  # noqa: E402
+    MAILDIR_NEW,
+    QmailSend,
+    ScannerInstall,
+    SmtpServer,
+    install_scanner,
+    send,
+    simscan_pointed_at,
+    unique_marker,
+)
+
+SIMSCAN = {variant.name: variant for variant in SIMSCAN_VARIANTS}
+SIZE_4K = 4096
+SIZE_300K = 300_000
+REFUSED = 554
+QUEUE_MESS = QMAIL / "queue" / "mess"  # a message is here from qmail-queue until delivered
+
+
+@dataclass
+class Filter:
+    """One QMAILQUEUE choice; queue None is qmail-queue itself."""
+
+    label: str
+    queue: Path | None
+    available: str = ""  # why not, when it cannot run here
+    latencies: dict[str, list[float]] = field(default_factory=dict)  # workload -> seconds per session
+    rates: dict[str, list[float]] = field(default_factory=dict)  # workload -> msgs/s per burst
+
+
+@dataclass
+class Workload:
+    label: str
+    make: Callable[[str], bytes]
+    filters: list[Filter]
+
+
+class Bench:
+    def __init__(self, smtp: SmtpServer, run_id: str) -> None:
+        self.smtp = smtp
+        self.run_id = run_id
+        self.accepted = 0
+        self.lock = threading.Lock()
+
+    def session(self, flt: Filter, message: bytes) -> float:
+        """One SMTP session through flt; returns its seconds. A refusal of clean mail ends the benchmark."""
+        started = time.perf_counter()
+        reply = send(self.smtp.port, message, timeout=300)
+        seconds = time.perf_counter() - started
+        if not reply.accepted:
+            raise SystemExit(f"bench-smtp: {flt.label} refused a clean message: {reply.code} {reply.text}")
+        with self.lock:
+            self.accepted += 1
+        return seconds
+
+    def marker(self) -> str:
+        return f"{self.run_id}-{unique_marker()}"
+
+    def check_scans(self, flt: Filter, spam: bool) -> str:
+        """EICAR (and GTUBE where spamd is in the chain) must be refused; no filter must accept them."""
+        self.smtp.route(flt.queue)
+        samples = [("EICAR", messages.eicar(self.marker()))]
+        if spam:
+            samples.append(("GTUBE", messages.gtube(self.marker())))
+        seen = []
+        for name, sample in samples:
+            reply = send(self.smtp.port, sample)
+            expected = 250 if flt.queue is None else REFUSED
+            if reply.code != expected:
+                raise SystemExit(f"bench-smtp: {flt.label} answered {reply.code} {reply.text!r} to {name}")
+            if reply.accepted:
+                self.accepted += 1
+            seen.append(f"{name} {reply.code}")
+        return ", ".join(seen)
+
+    def sequential(self, workload: Workload, rounds: int, warmup: int) -> None:
+        runnable = [f for f in workload.filters if not f.available]
+        for round_number in range(warmup + rounds):
+            order = runnable[:]
+            random.shuffle(order)
+            for flt in order:
+                message = workload.make(self.marker())
+                self.smtp.route(flt.queue)
+                seconds = self.session(flt, message)
+                if round_number >= warmup:
+                    flt.latencies.setdefault(workload.label, []).append(seconds)
+
+    def concurrent(self, workload: Workload, clients: int, per_burst: int, bursts: int) -> None:
+        runnable = [f for f in workload.filters if not f.available]
+        for _ in range(bursts):
+            order = runnable[:]
+            random.shuffle(order)
+            for flt in order:
+                batch = [workload.make(self.marker()) for _ in range(per_burst)]
+                self.smtp.route(flt.queue)
+                flt.rates.setdefault(workload.label, []).append(self._burst(flt, batch, clients))
+
+    def _burst(self, flt: Filter, batch: list[bytes], clients: int) -> float:
+        pending = list(batch)
+        failures: list[BaseException] = []
+
+        def client() -> None:
+            while True:
+                with self.lock:
+                    if not pending or failures:
+                        return
+                    message = pending.pop()
+                try:
+                    self.session(flt, message)
+                except BaseException as error:  # reported after the burst, as the reason to stop
+                    failures.append(error)
+                    return
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=client) for _ in range(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise SystemExit(f"bench-smtp: {flt.label}: {failures[0]}")
+        return len(batch) / (time.perf_counter() - started)
+
+    def collect_deliveries(self, expected: int, timeout: float) -> int:
+        """Remove this run's messages from the test Maildir as qmail-send delivers them; return how many.
+
+        Stops early once qmail's queue is empty and a pass over the Maildir found nothing more.
+        """
+        needle = self.run_id.encode()
+        delivered = 0
+        deadline = time.monotonic() + timeout
+        while delivered < expected and time.monotonic() < deadline:
+            found = 0
+            for path in list(MAILDIR_NEW.iterdir()):
+                try:
+                    with open(path, "rb") as handle:
+                        head = handle.read(8192)
+                except FileNotFoundError:
+                    continue
+                if needle in head:
+                    path.unlink(missing_ok=True)
+                    found += 1
+            delivered += found
+            if not found and not any(path.is_file() for path in QUEUE_MESS.rglob("*")):
+                break
+            time.sleep(0.2)
+        return delivered
+
+
+def engine_supported(program: Path) -> bool:
+    completed = subprocess.run([str(program), "-h"], capture_output=True, text=True, check=False, timeout=60)
+    return "--serve" in completed.stdout + completed.stderr
+
+
+@contextlib.contextmanager
+def running_engine(installed: ScannerInstall):
+    """`qmail-scanner-queue.py --serve` for this install, up until `--engine-status` answers."""
+    process = subprocess.Popen(
+        [str(installed.program), "--serve"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run([str(installed.program), "--engine-status"], capture_output=True).returncode != 0:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise SystemExit(f"bench-smtp: the engine did not start: {process.communicate()[1].decode()[-2000:]}")
+            time.sleep(0.1)
+        yield
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def project_filters(
+    kind: str, configure: tuple[str, ...], stack: contextlib.ExitStack, installs: list[ScannerInstall]
+) -> list[Filter]:
+    """This project standalone and with the engine, each its own install (and spool) with these options."""
+    standalone = install_scanner(*configure)
+    stack.callback(standalone.remove)
+    installs.append(standalone)
+    filters = [Filter(f"this project, standalone ({kind})", standalone.wrapper)]
+    if not engine_supported(standalone.program):
+        filters.append(Filter(f"this project, engine ({kind})", None, available="not available"))
+        return filters
+    served = install_scanner(*configure)
+    stack.callback(served.remove)
+    installs.append(served)
+    stack.enter_context(running_engine(served))
+    filters.append(Filter(f"this project, engine ({kind})", served.wrapper))
+    return filters
+
+
+def ratio(value: float | None, base: float | None) -> str:
+    return f"{value / base:.2f}x" if value and base else "-"
+
+
+def print_table(workloads: list[Workload]) -> None:
+    for workload in workloads:
+        print(f"\n{workload.label}")
+        print(f"  {'filter':42} {'median':>9} {'p90':>9} {'vs simscan':>10} {'vs none':>8}"
+              f" {'10 clients':>11} {'vs simscan':>10} {'vs none':>8}")  # fmt: skip
+        summary = {}
+        for flt in workload.filters:
+            seconds = flt.latencies.get(workload.label) or []
+            rates = flt.rates.get(workload.label) or []
+            median = statistics.median(seconds) if seconds else None
+            p90 = statistics.quantiles(seconds, n=10)[8] if len(seconds) >= 2 else median
+            rate = statistics.median(rates) if rates else None
+            summary[flt.label] = (median, p90, rate)
+        base_none = summary[workload.filters[0].label]
+        base_simscan = summary[workload.filters[1].label]
+        for flt in workload.filters:
+            if flt.available:
+                print(f"  {flt.label:42} {flt.available}")
+                continue
+            median, p90, rate = summary[flt.label]
+            print(
+                f"  {flt.label:42} {median * 1000:7.1f}ms {p90 * 1000:7.1f}ms"
+                f" {ratio(median, base_simscan[0]):>10} {ratio(median, base_none[0]):>8}"
+                f" {rate:7.1f}/s {ratio(rate, base_simscan[2]):>10} {ratio(rate, base_none[2]):>8}"
+            )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--rounds", type=int, default=40, help="sequential sessions per filter and workload")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed sessions per filter first")
+    parser.add_argument("--clients", type=int, default=10, help="concurrent SMTP clients")
+    parser.add_argument("--burst", type=int, default=60, help="messages per concurrent burst")
+    parser.add_argument("--bursts", type=int, default=3, help="concurrent bursts per filter and workload")
+    args = parser.parse_args()
+    try:
+        build(quiet=True)
+    except BuildError as error:
+        print(f"bench-smtp: {error}", file=sys.stderr)
+        return 1
+
+    with contextlib.ExitStack() as stack:
+        clamd = ClamdServer("bench-clamd").start()
+        stack.callback(clamd.remove)
+        spamd = SpamdServer("bench-spamd").start()
+        stack.callback(spamd.remove)
+        stack.enter_context(simscan_pointed_at(clamd.socket_path, spamd.socket_path))
+        stack.callback(QmailSend().start().stop)
+        directory = Path(tempfile.mkdtemp(prefix="bench-smtpd-", dir=TESTBED))
+        directory.chmod(0o755)
+        smtp = SmtpServer(directory, max_connections=max(20, args.clients * 2)).start()
+        stack.callback(smtp.stop)
+
+        clamd_only = ("--scanners", "clamd", "--clamd-servers", clamd.socket_path)
+        with_spamd = ("--scanners", "clamd,spamd", "--clamd-servers", clamd.socket_path,
+                      "--spamd-servers", spamd.socket_path, "--sa-reject", "yes")  # fmt: skip
+        common = ("--skip-text-msgs", "no", "--virus-reject", "yes")
+        installs: list[ScannerInstall] = []
+        clam_filters = [
+            Filter("no filter (qmail-queue)", None),
+            Filter("simscan + clamdscan", SIMSCAN["clam"].shim),
+            *project_filters("clamd", (*clamd_only, *common), stack, installs),
+        ]
+        spam_filters = [
+            Filter("no filter (qmail-queue)", None),
+            Filter("simscan + clamdscan + spamc", SIMSCAN["spam"].shim),
+            *project_filters("clamd + spamd", (*with_spamd, *common), stack, installs),
+        ]
+        bench = Bench(smtp, f"bench-{unique_marker()}")
+        print("Each filter scans (EICAR and GTUBE refused, no filter accepts them):")
+        for flt, spam in [(f, False) for f in clam_filters] + [(f, True) for f in spam_filters[1:]]:
+            if not flt.available:
+                print(f"  {flt.label:42} {bench.check_scans(flt, spam)}")
+        workloads = [
+            Workload("4 KB clean message, clamd only", lambda m: messages.plain(m, SIZE_4K), clam_filters),
+            Workload(
+                "300 KB attachment (fresh random bytes), clamd only",
+                lambda m: messages.random_attachment(m, SIZE_300K),
+                clam_filters,
+            ),
+            Workload("4 KB clean message, clamd + spamd", lambda m: messages.plain(m, SIZE_4K), spam_filters),
+        ]
+        started = time.monotonic()
+        for workload in workloads:
+            print(f"measuring: {workload.label} ...", flush=True)
+            bench.sequential(workload, args.rounds, args.warmup)
+            bench.concurrent(workload, args.clients, args.burst, args.bursts)
+        print_table(workloads)
+        print(f"\n{args.rounds} sequential sessions and {args.bursts} bursts of {args.burst} messages"
+              f" ({args.clients} clients) per filter and workload, {time.monotonic() - started:.0f} s.")  # fmt: skip
+        quarantined = {}
+        for installed in installs:
+            for kind in ("viruses", "policy", "spam"):
+                quarantined[kind] = quarantined.get(kind, 0) + len(installed.quarantined(kind))
+        kept = sum(quarantined.values())
+        delivered = bench.collect_deliveries(bench.accepted - kept, timeout=300)
+        print(f"accepted {bench.accepted} clean messages: {delivered} delivered to the test Maildir,"
+              f" quarantined {quarantined}")  # fmt: skip
+        shutil.rmtree(directory, ignore_errors=True)
+        return 0 if delivered + kept == bench.accepted and not kept else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
