@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from daemons import clamd_server_fixture, spamd_server_fixture  # noqa: F401 - fixtures
-from harness import CONFIGURE, ROOT, Installation
+from daemons import GTUBE, clamd_server_fixture, spamd_server_fixture  # noqa: F401 - fixtures
+from harness import CONFIGURE, ROOT, Installation, envelope
 from qsconfigure import legacy
 from qsconfigure.cli import resolve_lang
 from scanner_fixtures import plain_message, with_attachment
@@ -136,6 +136,7 @@ MEANT = {
         "unzip": True,
         "notify": ["psender", "precips"],
         "add_dscr_hdrs": "yes",
+        "spam_redirect": "spam@example.com",
     },
     "fbsd-2.10": {
         "spooldir": "/var/spool/qscand",
@@ -186,7 +187,6 @@ MEANT = {
 SAID = {
     "gentoo-1.25st": ["--sa-alt is accepted for compatibility and has no effect", "--mime-unpacker ripmime"],
     "gentoo-2.01st": ["--mime-unpacker ripmime"],
-    "fbsd-1.25-spams": ["--spams-redirect spam@example.com has no equivalent here"],
     "fbsd-2.10": ["--etcdir /var/spool/qscand is the spooldir", "--logdir /var/spool/qscand is the spooldir"],
     "mtoaster-1.20": ["scanner clamuko is clamd here"],
     "st-2.11-doc": [
@@ -316,6 +316,8 @@ def test_refusals_are_one_line_without_a_traceback(tmp_path, words, said):
         (["--lang", "tw_BIG5"], {"lang": "zh_TW"}),
         (["--lang", "ja_JP.EUC"], {"lang": "ja_JP"}),
         (["--lang", "enlt_LT"], {"lang": "enlt_LT"}),
+        (["--archive", "1"], {"archive": "yes"}),
+        (["--archive", "0"], {"archive": ""}),
     ],
 )
 def test_value_forms_of_the_original(tmp_path, standin, words, expected):
@@ -446,3 +448,22 @@ def test_converting_never_overwrites_a_policy_file(tmp_path):
     assert (tmp_path / "quarantine-events.txt").read_text() == ".xyz\tSIZE=-1\tthe site's own\n"
     assert written != str(tmp_path / "quarantine-events.txt") and "is kept" in outcome
     assert ".pif\tSIZE=-1\tPIF files" in Path(written).read_text()
+
+
+@pytest.mark.parametrize(
+    ("option", "spam_goes_to"),
+    [
+        (["--spams-redirect", "spam@example.com"], [b"spam@example.com"]),
+        (["--spams-tosuffix", "spam"], [b"a-spam@example.com", b"b-spam@example.net"]),
+    ],
+)
+def test_freebsd_port_spam_redirection(make_installation, spamd_server, option, spam_goes_to):
+    site = make_installation("--scanners", "spamd", "--spamd-servers", spamd_server.socket_path, *option, fresh=True)
+    to = envelope("sender@example.org", "a@example.com", "b@example.net")
+    spam = site.run(plain_message(b"Buy now!\r\n" + GTUBE, subject="offer"), to)
+    assert spam.exit_code == 0 and len(spam.queued) == 1
+    assert (
+        spam.queued[0].envelope == b"Fsender@example.org\0" + b"".join(b"T" + r + b"\0" for r in spam_goes_to) + b"\0"
+    )
+    ham = site.run(plain_message(b"See you at lunch."), to)
+    assert ham.queued[0].envelope == to  # mail that is not spam goes where it was addressed

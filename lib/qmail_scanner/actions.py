@@ -39,8 +39,13 @@ def carry_out(message: Message, verdict: Verdict) -> int:
         if archive_wanted(settings, message.envelope.sender, message.envelope.recipients):
             archive(message, verdict)
         pieces = delivery_pieces(message, verdict)
+        envelope = message.envelope.raw
+        if settings.spam_redirect or settings.spam_recipient_suffix:
+            from .spam_policy import spam_envelope
+
+            envelope = spam_envelope(settings, verdict, envelope)
         try:
-            code = hand_on(settings.qmail_queue_binary, pieces, message.envelope.raw)
+            code = hand_on(settings.qmail_queue_binary, pieces, envelope)
         finally:
             for piece in pieces:
                 if isinstance(piece, tuple) and piece[0] != message.message_fd:

@@ -56,3 +56,23 @@ def _scored_result(results: list[ScanResult], rules: set[str]) -> ScanResult | N
         if result.spam_score is not None and result.scanner in rules and not result.scanner.startswith("rspamd")
     ]
     return max(scored, key=lambda result: result.spam_score or 0.0) if scored else None
+
+
+def spam_envelope(settings: Settings, verdict: Verdict, raw: bytes) -> bytes:
+    """Where delivered spam goes: --spams-redirect ADDR instead of its recipients, or with
+    --spams-tosuffix SUFFIX to user-SUFFIX@domain (the FreeBSD port's options); else as received."""
+    if not any(finding.kind == "spam" for finding in verdict.findings):
+        return raw
+    sender, _, rest = raw.partition(b"\0")
+    recipients = [item[1:] for item in rest.split(b"\0") if item]
+    if settings.spam_redirect:
+        recipients = [settings.spam_redirect.encode()]
+    elif settings.spam_recipient_suffix:
+        suffix = b"-" + settings.spam_recipient_suffix.encode()
+        recipients = [_suffixed(recipient, suffix) for recipient in recipients]
+    return sender + b"\0" + b"".join(b"T" + recipient + b"\0" for recipient in recipients) + b"\0"
+
+
+def _suffixed(recipient: bytes, suffix: bytes) -> bytes:
+    user, at, domain = recipient.rpartition(b"@")
+    return user + suffix + at + domain if at else recipient  # the port changed only user@domain

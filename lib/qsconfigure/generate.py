@@ -7,7 +7,7 @@ import pprint
 import re
 import sys
 
-from .options import parse_debug
+from .options import NO, YES, parse_debug
 from .probes import ConfigureError
 from .scanner_probes import failure_policy
 
@@ -48,6 +48,14 @@ def _check_regex(option: str, pattern: str) -> None:
         raise ConfigureError(f"{option}: not a valid regular expression: {error}") from None
 
 
+def archive_setting(value: str) -> str:
+    """--archive: the original's yes/no and 1/0, else a regex on sender/recipients."""
+    lowered = value.strip().lower()
+    if lowered in NO or lowered == "":
+        return ""
+    return "yes" if lowered in YES else value
+
+
 def check_option_values(args) -> None:
     """Refuse option values that cannot work, before any probe runs."""
     unknown_notify = set(args.notify) - NOTIFY_WORDS
@@ -57,9 +65,12 @@ def check_option_values(args) -> None:
         )
     if args.dlp_monitor:
         _check_regex("--dlp-monitor", args.dlp_monitor)
-    if args.archive.lower() not in ("no", "0", "", "yes"):
+    if archive_setting(args.archive) not in ("", "yes"):
         _check_regex("--archive", args.archive)
     _fail_policies(args)
+    for option, value in (("--spams-redirect", args.spams_redirect), ("--spams-tosuffix", args.spams_tosuffix)):
+        if value is not None and (not value or any(ch.isspace() or not ch.isprintable() or ch in "<>" for ch in value)):
+            raise ConfigureError(f"{option} {value!r}: not an address part qmail can take")
     for option, instead in COMPATIBILITY_ONLY.items():
         if getattr(args, option.lstrip("-").replace("-", "_")):
             print(f"configure.py: note: {option} is accepted for compatibility and has no effect; {instead}")
@@ -75,7 +86,7 @@ COMPATIBILITY_ONLY = {
 
 def build_settings(args, facts: dict, version: str, command: str) -> dict:
     """The settings literal to freeze: options + probe facts, validated by the engine."""
-    archive = "" if args.archive.lower() in ("no", "0", "") else args.archive
+    archive = archive_setting(args.archive)
     policies = _fail_policies(args)
     scanners = []
     for scanner in facts["scanners"]:
@@ -145,6 +156,8 @@ def build_settings(args, facts: dict, version: str, command: str) -> dict:
         "failed_action": args.failed_action,
         "settings_per_domain_file": args.settings_per_domain_file,
         "spam_maildir": args.sa_maildir,
+        "spam_redirect": args.spams_redirect or "",
+        "spam_recipient_suffix": args.spams_tosuffix or "",
     }
     settings_class = _engine_settings_class()
     known = {spec.name for spec in settings_class.__record_fields__}

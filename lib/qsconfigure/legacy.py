@@ -49,8 +49,6 @@ def apply_original_forms(args: argparse.Namespace, notes: list[str]) -> None:
 NO_EQUIVALENT = {
     "--sa-forward": "quarantined spam stays in the spam maildir (see --sa-maildir)",
     "--sa-fwd-verbose": "quarantined spam stays in the spam maildir",
-    "--spams-redirect": "spam is delivered to its recipients, tagged (--sa-subject) or quarantined (--sa-quarantine)",
-    "--spams-tosuffix": "spam is delivered to its recipients, tagged (--sa-subject) or quarantined (--sa-quarantine)",
 }
 
 

@@ -181,8 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     original.add_argument("--sa-forward", default=None, help="(st patch) forward quarantined spam to this address; no equivalent, said so")
     original.add_argument("--sa-fwd-verbose", default=None, help="(st patch) with --sa-forward: the report too; no equivalent, said so")
     original.add_argument("--setuidgid-path", default=None, help="(st patch) setuidgid program; not needed: the setuid wrapper changes user")
-    original.add_argument("--spams-redirect", default=None, help="(FreeBSD port) deliver spam to this address instead; no equivalent, said so")
-    original.add_argument("--spams-tosuffix", default=None, help="(FreeBSD port) deliver spam to user-SUFFIX@domain; no equivalent, said so")
+    original.add_argument("--spams-redirect", default=None, help="(FreeBSD port) delivered spam goes to this address instead of its recipients")
+    original.add_argument("--spams-tosuffix", default=None, help="(FreeBSD port) delivered spam goes to user-SUFFIX@domain")
     accept_original_value_forms(parser)
     return parser
 
