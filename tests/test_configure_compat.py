@@ -467,3 +467,12 @@ def test_freebsd_port_spam_redirection(make_installation, spamd_server, option, 
     )
     ham = site.run(plain_message(b"See you at lunch."), to)
     assert ham.queued[0].envelope == to  # mail that is not spam goes where it was addressed
+
+
+def test_migrate_says_which_recorded_options_it_leaves_out(tmp_path, standin):
+    script, _spool = old_site(tmp_path, "qmail-scanner-queue-2.08.pl", standin)
+    script.write_text(script.read_text().replace("--install 1", "--install 1 --local-patch-level 3", 1))
+    result = run_configure("--migrate-from", str(script))
+    assert result.returncode == 0, result.stderr
+    assert "recorded options not known here, left out: --local-patch-level 3" in result.stdout
+    assert "--local-patch-level" not in next(t for t in result.stdout.splitlines() if t.startswith("  ./configure.py"))

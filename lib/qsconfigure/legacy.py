@@ -14,6 +14,7 @@ from .probes import ConfigureError
 SPOOL_2X = "/var/spool/qscan"
 SPOOL_1X = "/var/spool/qmailscan"
 OLD_SCRIPT = "qmail-scanner-queue.pl"
+FHS_SCRIPT_DIR = "/usr/lib/qmail-scanner"  # where PLD's package put the generated script
 SPAMD_PORT = "783"
 # Scanners of the original whose engines are gone: the reason, and what to use instead.
 RETIRED_SCANNERS = {
@@ -138,7 +139,7 @@ def map_scanner_names(requested: str, args, notes: list[str]) -> str:
 def old_script_paths(args) -> list[str]:
     """Where an installed original's generated script would be."""
     places = [args.bindir] if args.bindir else []
-    places.append(os.path.join(args.qmaildir, "bin"))
+    places += [os.path.join(args.qmaildir, "bin"), FHS_SCRIPT_DIR]
     return [os.path.join(place, OLD_SCRIPT) for place in dict.fromkeys(places)]
 
 

@@ -241,9 +241,14 @@ def main_migrate(args, words: list[str]) -> int:
     extra = _without(words, {"--migrate-from"})
     try:
         old = read_old_script(args.migrate_from)
-        equivalent = equivalent_arguments(old)
-        trial = build_parser().parse_args([*equivalent, *extra])
         notes: list[str] = []
+        equivalent = equivalent_arguments(old)
+        trial, unknown = build_parser().parse_known_args([*equivalent, *extra])
+        if unknown:
+            # A patched original may have recorded options no release had: left out, and said so.
+            equivalent = _without(equivalent, {word.split("=", 1)[0] for word in unknown if word.startswith("--")})
+            notes.append(f"configure.py: note: recorded options not known here, left out: {' '.join(unknown)}")
+            trial = build_parser().parse_args([*equivalent, *extra])
         resolve_layout(trial, notes)
         map_scanner_names(trial.scanners, trial, notes)
     except ConfigureError as error:
