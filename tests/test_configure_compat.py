@@ -234,6 +234,15 @@ def test_published_configure_line_is_accepted_and_means_the_same(
         assert "/var/run/spamd.sock" in spamd_addresses
 
 
+def configure_here(tmp_path: Path, standin: Path, *words: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """configure.py with the stand-in as next hop and no scanners; the output and its frozen settings."""
+    output = tmp_path / "p.py"
+    base = ["--qmail-queue-binary", str(standin), "--no-QQ-check", "--scanners", "none", "--output", str(output)]
+    result = run_configure(*base, *words)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result, frozen_settings(output)
+
+
 def options(tmp_path: Path, **values) -> Namespace:
     base = {"bindir": str(tmp_path / "bin"), "qmaildir": str(tmp_path / "qmail")}
     return Namespace(**{**base, **values})
@@ -255,19 +264,7 @@ def test_the_old_script_in_bindir_names_the_spool_and_the_notify_default(tmp_pat
     old_spool = tmp_path / "old-spool"
     text = (FIXTURES / "qmail-scanner-queue-1.25.pl").read_text().replace("/var/spool/qmailscan", str(old_spool))
     (bindir / "qmail-scanner-queue.pl").write_text(text)
-    result = run_configure(
-        "--bindir",
-        str(bindir),
-        "--qmail-queue-binary",
-        str(standin),
-        "--no-QQ-check",
-        "--scanners",
-        "none",
-        "--output",
-        str(tmp_path / "p.py"),
-    )
-    assert result.returncode == 0, result.stderr
-    settings = frozen_settings(tmp_path / "p.py")
+    result, settings = configure_here(tmp_path, standin, "--bindir", str(bindir))
     assert settings["spooldir"] == str(old_spool)
     assert settings["notify"] == ["sender", "admin"]  # what that 1.25 site did
     assert f"spool {old_spool}: the one" in result.stdout
@@ -321,20 +318,7 @@ def test_refusals_are_one_line_without_a_traceback(tmp_path, words, said):
     ],
 )
 def test_value_forms_of_the_original(tmp_path, standin, words, expected):
-    result = run_configure(
-        "--qmail-queue-binary",
-        str(standin),
-        "--no-QQ-check",
-        "--scanners",
-        "none",
-        "--notify",
-        "none",
-        "--output",
-        str(tmp_path / "p.py"),
-        *words,
-    )
-    assert result.returncode == 0, result.stderr
-    settings = frozen_settings(tmp_path / "p.py")
+    _result, settings = configure_here(tmp_path, standin, "--notify", "none", *words)
     for name, value in expected.items():
         assert settings[name] == value, name
 
