@@ -139,12 +139,17 @@ class Installation:
 
     def work_files(self) -> list[Path]:
         """Anything left in the work areas (must be empty after every run)."""
-        found = []
-        for relative in ("tmp", "working/tmp", "working/new", "working/cur"):
-            directory = self.spool / relative
-            if directory.exists():
-                found += list(directory.iterdir())
-        return found
+        return spool_work_files(self.spool)
+
+
+def spool_work_files(spool: Path) -> list[Path]:
+    """Anything left in a spool's work areas (must be empty after every run)."""
+    found = []
+    for relative in ("tmp", "working/tmp", "working/new", "working/cur"):
+        directory = spool / relative
+        if directory.exists():
+            found += list(directory.iterdir())
+    return found
 
 
 class Feeder(threading.Thread):

@@ -24,7 +24,15 @@ from pathlib import Path
 
 import pytest
 
-from harness import CONFIGURE, STANDIN_SOURCE, QueuedMessage, finish_run, load_queued, start_feeding
+from harness import (
+    CONFIGURE,
+    STANDIN_SOURCE,
+    QueuedMessage,
+    finish_run,
+    load_queued,
+    spool_work_files,
+    start_feeding,
+)
 
 SCANNER_USER = "qstest"
 CALLER_USER = "nobody"
@@ -186,12 +194,7 @@ class WrappedInstallation:
         )
 
     def work_files(self) -> list[Path]:
-        found = []
-        for relative in ("tmp", "working/tmp", "working/new", "working/cur"):
-            directory = self.spool / relative
-            if directory.exists():
-                found += list(directory.iterdir())
-        return found
+        return spool_work_files(self.spool)
 
     def remove(self) -> None:
         shutil.rmtree(self.prefix, ignore_errors=True)

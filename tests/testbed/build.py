@@ -185,21 +185,29 @@ def _unpack(tarball: Path, into: Path) -> Path:
     return source
 
 
+def _build_once(name: str, tarball: Path, stamp: str, installed: tuple[Path, ...], steps, quiet: bool) -> None:
+    """Unpack the tarball and run steps(source, log) unless the stamp says this build is installed."""
+    stamp_file = QMAIL / f".testbed-{name}"
+    if _is_current(stamp_file, stamp, *installed):
+        _say(quiet, f"{name}: {tarball.name} already installed")
+        return
+    _say(False, f"{name}: building {tarball.name}")
+    with tempfile.TemporaryDirectory(prefix=f"qs-{name}-") as work:
+        source = _unpack(tarball, Path(work))
+        steps(source, Path(work) / "build.log")
+    stamp_file.write_text(stamp)
+
+
 def build_notqmail(quiet: bool) -> None:
     """make it man && make setup check, unless /var/qmail already holds this build for these ids."""
     tarball = vendor_tarball("notqmail")
-    stamp = _stamp(tarball, _ids_fingerprint(tuple(QMAIL_USERS)))
-    stamp_file = QMAIL / ".testbed-notqmail"
-    if _is_current(stamp_file, stamp, QMAIL / "bin" / "qmail-smtpd", QMAIL / "bin" / "qmail-queue"):
-        _say(quiet, f"notqmail: {tarball.name} already installed")
-        return
-    _say(False, f"notqmail: building {tarball.name}")
-    with tempfile.TemporaryDirectory(prefix="qs-notqmail-") as work:
-        source = _unpack(tarball, Path(work))
-        log = Path(work) / "build.log"
+
+    def steps(source: Path, log: Path) -> None:
         _run(["make", f"-j{os.cpu_count() or 1}", "it", "man"], source, log)
         _run(["make", "setup", "check"], source, log)
-    stamp_file.write_text(stamp)
+
+    installed = (QMAIL / "bin" / "qmail-smtpd", QMAIL / "bin" / "qmail-queue")
+    _build_once("notqmail", tarball, _stamp(tarball, _ids_fingerprint(tuple(QMAIL_USERS))), installed, steps, quiet)
 
 
 def configure_qmail() -> None:
@@ -214,7 +222,7 @@ def configure_qmail() -> None:
         _write_if_changed(path, f"&{MAILBOX_USER}\n", 0o644)
         os.chown(path, alias_ids.pw_uid, alias_ids.pw_gid)
     owner = pwd.getpwnam(MAILBOX_USER)
-    MAILBOX_HOME.mkdir(mode=0o755, exist_ok=True)
+    MAILBOX_HOME.mkdir(mode=0o755, parents=True, exist_ok=True)
     for directory in (MAILBOX_HOME, *(MAILBOX_HOME / "Maildir" / sub for sub in ("", "tmp", "new", "cur"))):
         directory.mkdir(mode=0o700, exist_ok=True)
         os.chown(directory, owner.pw_uid, owner.pw_gid)
@@ -239,25 +247,24 @@ def build_simscan(quiet: bool) -> None:
     SIMSCAN_WORKDIR.chmod(0o750)
     _build_clamdscan_shim()
     for variant in SIMSCAN_VARIANTS:
-        stamp = _stamp(tarball, " ".join(variant.options), _ids_fingerprint((SIMSCAN_USER, *QMAIL_USERS)))
-        stamp_file = QMAIL / f".testbed-simscan-{variant.name}"
         # simscan writes its reject text to fd 4; notqmail reads the custom-error pipe on fd 6.
         _write_if_changed(variant.shim, f"#!/bin/sh\nexec {variant.binary} 4>&6\n", 0o755)
-        if _is_current(stamp_file, stamp, variant.binary):
-            _say(quiet, f"simscan-{variant.name}: {tarball.name} already installed")
-            continue
-        _say(False, f"simscan-{variant.name}: building {tarball.name}")
-        with tempfile.TemporaryDirectory(prefix="qs-simscan-") as work:
-            source = _unpack(tarball, Path(work))
-            log = Path(work) / "build.log"
-            _run(["./configure", *variant.options], source, log)
-            _run(["make"], source, log)
-            staging = variant.binary.with_name(variant.binary.name + ".new")
-            shutil.copyfile(source / "simscan", staging)
-            os.chown(staging, ids.pw_uid, ids.pw_gid)
-            staging.chmod(0o4711)  # chmod after chown: chown clears the setuid bit
-            staging.rename(variant.binary)
-        stamp_file.write_text(stamp)
+        stamp = _stamp(tarball, " ".join(variant.options), _ids_fingerprint((SIMSCAN_USER, *QMAIL_USERS)))
+        _build_once(f"simscan-{variant.name}", tarball, stamp, (variant.binary,), _simscan_steps(variant), quiet)
+
+
+def _simscan_steps(variant: SimscanVariant):
+    def steps(source: Path, log: Path) -> None:
+        ids = pwd.getpwnam(SIMSCAN_USER)
+        _run(["./configure", *variant.options], source, log)
+        _run(["make"], source, log)
+        staging = variant.binary.with_name(variant.binary.name + ".new")
+        shutil.copyfile(source / "simscan", staging)
+        os.chown(staging, ids.pw_uid, ids.pw_gid)
+        staging.chmod(0o4711)  # chmod after chown: chown clears the setuid bit
+        staging.rename(variant.binary)
+
+    return steps
 
 
 CLAMDSCAN_SHIM_SOURCE = f"""

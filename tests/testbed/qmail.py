@@ -27,6 +27,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import CONFIGURE, spool_work_files
+from security_fixtures import world_python
 from testbed.build import (
     CLAMDSCAN_CONFIG,
     MAILBOX_HOME,
@@ -37,8 +39,6 @@ from testbed.build import (
     TESTBED,
 )
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-CONFIGURE = ROOT / "configure.py"
 QMAIL_BIN = QMAIL / "bin"
 QMAIL_QUEUE = QMAIL_BIN / "qmail-queue"
 MAILDIR_NEW = MAILBOX_HOME / "Maildir" / "new"
@@ -318,24 +318,10 @@ class ScannerInstall:
         return sorted(directory.iterdir()) if directory.exists() else []
 
     def work_files(self) -> list[Path]:
-        found: list[Path] = []
-        for relative in ("tmp", "working/tmp", "working/new", "working/cur"):
-            directory = self.spool / relative
-            if directory.exists():
-                found += list(directory.iterdir())
-        return found
+        return spool_work_files(self.spool)
 
     def remove(self) -> None:
         shutil.rmtree(self.prefix, ignore_errors=True)
-
-
-def world_python() -> str:
-    """An interpreter every account can run (the scanner account runs it through the wrapper)."""
-    for candidate in (sys.executable, "/usr/bin/python3"):
-        real = os.path.realpath(candidate)
-        if all(os.stat(p).st_mode & 0o001 for p in Path(real).parents) and os.stat(real).st_mode & 0o001:
-            return candidate
-    raise RuntimeError("no Python interpreter runnable by the scanner account")
 
 
 def install_scanner(*configure_args: str) -> ScannerInstall:
