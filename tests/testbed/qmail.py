@@ -93,7 +93,12 @@ class QmailSend:
         try:
             self.users_fd = _lock(USERS_LOCK, fcntl.LOCK_SH)
             if not _running_send_pid():
-                self._spawn()
+                try:
+                    self._spawn()
+                except BaseException:
+                    _unlock(self.users_fd)
+                    self.users_fd = -1
+                    raise
         finally:
             _unlock(control)
         return self
@@ -105,13 +110,13 @@ class QmailSend:
         # qmail-start runs the logger as qmaill; a plain append keeps the bed free of daemontools.
         logger = ["/bin/sh", "-c", f"exec cat >> {SEND_LOG}"]
         process = subprocess.Popen(
-            ["env", "-", f"PATH={QMAIL_BIN}:/usr/bin:/bin", "qmail-start", "./Maildir/", *logger],
+            [str(QMAIL_BIN / "qmail-start"), "./Maildir/", *logger],
             cwd=QMAIL,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # not in the test run's process group: a ^C there is not a crash here
-            env={"PATH": f"{QMAIL_BIN}:/usr/bin:/bin"},
+            env={"PATH": f"{QMAIL_BIN}:/usr/bin:/bin"},  # the rc script's `env - PATH=...`
         )
         # qmail-start forks its helpers and execs qmail-send in its own process.
         deadline = time.monotonic() + 10
