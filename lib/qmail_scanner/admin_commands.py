@@ -15,7 +15,8 @@ on fd 1, exit codes as qmail-queue(8). Set QMAILQUEUE to this program in tcprule
   -h  this help
   -v  version, interpreter, settings summary and scanners
   -z  remove work files older than 30 hours; refresh the scanner version cache (daily cron)
-  -g  compile quarantine-events.txt, reporting every bad line by number
+  -g  compile quarantine-events.txt (and a 1.2x quarantine-attachments.txt beside it),
+      reporting every bad line by file and number
   -r  print the policy rules as loaded
 """
 
