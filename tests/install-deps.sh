@@ -7,7 +7,7 @@ what=${1:-all}
 PYTHON=${PYTHON:-python3}
 
 DEBIAN_PACKAGES="gcc libc6-dev libmagic1 tnef maildrop clamav clamav-daemon clamdscan clamav-testfiles
-spamassassin spamd spamc rspamd chromium logrotate
+spamassassin spamd spamc rspamd chromium logrotate perl
 make groff-base ucspi-tcp ripmime"
 
 debian() {

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,15 @@ def test_percentiles_and_categories():
     daemon_line = "Nov 25 08:14:00 mx qmail-scanner[7]: Quarantined:Policy(.pif):RC:1(1.2.3.4): 0.1 10 a@b c@d s <m>"
     assert report.parse_syslog_line(daemon_line, 2026).category == "policy"
     assert report.parse_syslog_line("Nov 25 08:14:00 mx postfix[1]: other", 2026) is None
+
+
+def test_report_counts_the_viruses_of_an_original_quarantine_log():
+    from compat_fixtures import compat_dir
+
+    report = load_report_module()
+    rows = report.read_quarantine([str(compat_dir("logs") / "original-quarantine.log")])
+    summary = report.summarise([], rows)
+    # A line whose TABs were lost has no fifth field: it is not counted as a virus.
+    readable = [line.split("\t") for line in (compat_dir("logs") / "original-quarantine.log").read_text().splitlines()]
+    expected = Counter(fields[4] for fields in readable if len(fields) >= 6)
+    assert summary.viruses == expected and expected
