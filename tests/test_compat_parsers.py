@@ -17,6 +17,7 @@ import re
 import socket
 import struct
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,19 @@ def logs(sample_clamd, make_installation, tmp_path_factory):
     syslog_path = str(work / "log")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(syslog_path)
+    listener.settimeout(0.2)
+    packets: list[str] = []
+    stop = threading.Event()
+
+    def read_like_a_syslog_daemon() -> None:  # continuously: a datagram queue holds only a few packets
+        while not stop.is_set():
+            try:
+                packets.append(listener.recv(65536).decode())
+            except TimeoutError:
+                continue
+
+    reader = threading.Thread(target=read_like_a_syslog_daemon, daemon=True)
+    reader.start()
     scanner = ("--scanners", "clamd", "--clamd-servers", sample_clamd.socket_path)
     by_syslog = make_installation(*scanner, "--log-details", "syslog", "--syslog-socket", syslog_path, fresh=True)
     by_mailstats = make_installation(*scanner, "--log-details", "mailstats", fresh=True)
@@ -130,13 +144,11 @@ def logs(sample_clamd, make_installation, tmp_path_factory):
             result = installation.run(event.message, envelope(event.sender, *event.recipients))
             assert result.exit_code == 0, result.stderr
             assert bool(result.queued) == (event.reference_line is None), (event.reference_line, result.stderr)
-    listener.setblocking(False)
+    time.sleep(0.5)  # the last datagrams are read
+    stop.set()
+    reader.join(5)
     maillog = []
-    while True:
-        try:
-            packet = listener.recv(65536).decode()
-        except BlockingIOError:
-            break
+    for packet in packets:
         # As a syslog daemon writes it: the priority dropped, the host after the time stamp.
         stamp_and_rest = re.sub(r"^<\d+>", "", packet)
         maillog.append(f"{stamp_and_rest[:15]} mx {stamp_and_rest[16:]}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
 
 import pytest
 
@@ -197,3 +198,24 @@ def test_logrotate_file_is_accepted_by_logrotate(tmp_path):
     )
     assert result.returncode == 0 and "error" not in result.stderr.lower(), result.stderr
     assert "Handling 1 logs" in result.stderr
+
+
+def test_many_recipients_without_syslog_make_one_stderr_line(tmp_path, standin_binary, queue_dir, capfd):
+    settings = make_settings(tmp_path / "spool", qmail_queue_binary=standin_binary, syslog_socket="/nonexistent")
+    recipients = tuple(f"user{n}@example.org" for n in range(500))
+    assert carry_out(make_message(settings, MESSAGE, recipients=recipients), Verdict()) == 0
+    lines = [line for line in capfd.readouterr().err.splitlines() if "syslog unavailable" in line]
+    assert len(lines) == 1 and "user0@example.org" in lines[0] and "and 499 more" in lines[0]
+
+
+def test_many_recipients_reach_syslog_one_line_each(tmp_path, standin_binary, queue_dir, syslog_socket):
+    path, listener = syslog_socket
+    settings = make_settings(tmp_path / "spool", qmail_queue_binary=standin_binary, syslog_socket=path)
+    recipients = tuple(f"user{n}@example.org" for n in range(50))
+    received: list[str] = []
+    # A syslog daemon reads while we send (a unix datagram queue holds only a few packets).
+    reader = threading.Thread(target=lambda: received.extend(listener.recv(8192).decode() for _ in recipients))
+    reader.start()
+    assert carry_out(make_message(settings, MESSAGE, recipients=recipients), Verdict()) == 0
+    reader.join(10)
+    assert [packet.split(" ")[8] for packet in received] == list(recipients)

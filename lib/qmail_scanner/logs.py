@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 SYSLOG_FACILITY_MAIL = 2
 SYSLOG_INFO = 6
 SYSLOG_TAG = "qmail-scanner"
+SYSLOG_TIMEOUT = 2.0  # seconds per send
 KIND_WORDS = {"viruses": "Virus", "policy": "Policy", "spam": "Spam"}
 FINDING_KINDS = {"viruses": "virus", "policy": "policy", "spam": "spam"}
 ACTION_WORDS = {"quarantine": "Quarantined", "drop": "Dropped", "failed": "Failed"}
@@ -70,15 +71,16 @@ def log_message(message: Message, verdict: Verdict, code: int, stored_path: str 
 
 
 def send_syslog_rows(socket_path: str, rows: list[list[str]]) -> None:
-    """One syslog line per row; without a syslog daemon the lines go to qmail-smtpd's log instead."""
-    for row in rows:
-        line = " ".join(field.replace(" ", "_") for field in row)
-        try:
-            send_syslog(line, socket_path)
-        except OSError as error:
-            from .stderr_log import say
+    """One syslog line per row; without a syslog daemon the first goes to qmail-smtpd's log instead."""
+    lines = [" ".join(field.replace(" ", "_") for field in row) for row in rows]
+    try:
+        send_syslog(lines, socket_path)
+    except OSError as error:
+        from .stderr_log import say
 
-            say(f"syslog unavailable ({error.strerror}): {line}")
+        # One stderr line, however many recipients: a full stderr pipe would stall the message.
+        more = f" (and {len(lines) - 1} more, one per recipient)" if len(lines) > 1 else ""
+        say(f"syslog unavailable ({error.strerror or error}): {lines[0]}{more}")
 
 
 def quarantine_row(message: Message, verdict: Verdict, stored_path: str) -> str:
@@ -224,23 +226,29 @@ def append_text(path: str, text: str) -> None:
         os.close(fd)
 
 
-def send_syslog(line: str, socket_path: str = "/dev/log") -> None:
-    """One line to syslog, facility mail, tag `qmail-scanner[pid]` (what glibc's syslog(3) sends)."""
+def send_syslog(lines: list[str], socket_path: str = "/dev/log") -> None:
+    """Lines to syslog over one connection, facility mail, tag `qmail-scanner[pid]` (as glibc's syslog(3))."""
     import _socket  # the C module: `socket` would pull in enum on every message
 
     priority = SYSLOG_FACILITY_MAIL * 8 + SYSLOG_INFO
     stamp = time.strftime("%b %d %H:%M:%S", time.localtime())
-    packet = f"<{priority}>{stamp} {SYSLOG_TAG}[{os.getpid()}]: {line}".encode("utf-8", "replace")[:8192]
+    head = f"<{priority}>{stamp} {SYSLOG_TAG}[{os.getpid()}]: "
+    packets = [(head + line).encode("utf-8", "replace")[:8192] for line in lines]
     sender = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
     try:
-        sender.connect(socket_path)
-        sender.send(packet)
-    except OSError:
-        sender.close()
-        # Some syslog daemons listen on a stream socket instead.
-        sender = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        sender.connect(socket_path)
-        sender.sendall(packet + b"\0")
+        sender.settimeout(SYSLOG_TIMEOUT)  # a stalled syslog daemon must not hold the mail flow
+        try:
+            sender.connect(socket_path)
+        except OSError:
+            sender.close()
+            # Some syslog daemons listen on a stream socket instead.
+            sender = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+            sender.settimeout(SYSLOG_TIMEOUT)
+            sender.connect(socket_path)
+            sender.sendall(b"".join(packet + b"\0" for packet in packets))
+            return
+        for packet in packets:
+            sender.send(packet)
     finally:
         sender.close()
 
