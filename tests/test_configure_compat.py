@@ -460,3 +460,24 @@ def test_migrate_says_which_recorded_options_it_leaves_out(tmp_path, standin):
     assert result.returncode == 0, result.stderr
     assert "recorded options not known here, left out: --local-patch-level 3" in result.stdout
     assert "--local-patch-level" not in next(t for t in result.stdout.splitlines() if t.startswith("  ./configure.py"))
+
+
+def test_migrate_leaves_out_a_retired_scanner_of_the_old_site_and_says_why(tmp_path, standin):
+    script, _spool = old_site(tmp_path, "qmail-scanner-queue-2.08.pl", standin)
+    script.write_text(script.read_text().replace('"clamdscan,verbose_spamassassin"', '"sophie,clamdscan"', 1))
+    result = run_configure("--migrate-from", str(script))
+    assert result.returncode == 0, result.stderr
+    assert "scanner sophie left out: the Sophie daemon for Sophos SAVI is discontinued" in result.stdout
+    line = shlex.split(next(t for t in result.stdout.splitlines() if t.startswith("  ./configure.py")))
+    assert line[line.index("--scanners") + 1] == "clamdscan"
+
+
+def test_the_recorded_line_is_also_found_in_a_perl_string(tmp_path):
+    from qsconfigure.migrate import read_old_script
+
+    script = tmp_path / "qmail-scanner-queue.pl"
+    script.write_text(
+        "#!/usr/bin/perl -T\n# qmail-scanner-queue\nmy $scandir='/var/spool/qscan';\n"
+        'my $config_line="./configure --notify \\"admin\\" --debug no --scanners clamdscan";\n'
+    )
+    assert read_old_script(str(script)).command == ["--notify", "admin", "--debug", "no", "--scanners", "clamdscan"]
