@@ -313,6 +313,8 @@ def test_refusals_are_one_line_without_a_traceback(tmp_path, words, said):
         (["--lang", "tw_BIG5"], {"lang": "zh_TW"}),
         (["--lang", "ja_JP.EUC"], {"lang": "ja_JP"}),
         (["--lang", "enlt_LT"], {"lang": "enlt_LT"}),
+        (["--lang", "tr_TR_ascii"], {"lang": "tr_TR"}),
+        (["--lang", "pt_PT"], {"lang": "pt_PT"}),
         (["--archive", "1"], {"archive": "yes"}),
         (["--archive", "0"], {"archive": ""}),
     ],
@@ -353,6 +355,9 @@ def test_an_unsupported_lang_falls_back_to_english_with_a_note():
     assert len(notes) == 1 and "$LANG=xx_YY.UTF-8" in notes[0]
     assert resolve_lang("", "da_DK.UTF-8", []) == "da_DK"
     assert resolve_lang("", "nb_NO.UTF-8", []) == "no_NO"
+    said: list[str] = []
+    assert resolve_lang("tw_BIG5", "", said) == "zh_TW"
+    assert said == ["configure.py: note: --lang tw_BIG5: the alert texts are zh_TW (sent in UTF-8)"]
 
 
 def old_site(tmp_path: Path, fixture: str, standin: Path) -> tuple[Path, Path]:

@@ -124,12 +124,15 @@ def resolve_layout(args, notes: list[str] | None = None) -> None:
 def resolve_lang(given: str, environment: str, notes: list[str]) -> str:
     """--lang as shipped here (old names mapped); a $LANG without texts falls back to en_GB, said once."""
     try:
-        return normalise_lang(given or environment)
+        chosen = normalise_lang(given or environment)
     except ValueError as error:
         if given:
             raise ConfigureError(f"--lang {given}: {error}", "see templates/lang/ for the languages shipped") from None
         notes.append(f"configure.py: note: no alert texts for $LANG={environment}: using en_GB (give --lang to choose)")
         return DEFAULT_LANG
+    if given and chosen != given:
+        notes.append(f"configure.py: note: --lang {given}: the alert texts are {chosen} (sent in UTF-8)")
+    return chosen
 
 
 def probe_scanners(args, log: ProbeLog) -> list[dict]:
