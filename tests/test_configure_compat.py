@@ -486,3 +486,11 @@ def test_the_recorded_line_is_also_found_in_a_perl_string(tmp_path):
         'my $config_line="./configure --notify \\"admin\\" --debug no --scanners clamdscan";\n'
     )
     assert read_old_script(str(script)).command == ["--notify", "admin", "--debug", "no", "--scanners", "clamdscan"]
+
+
+def test_a_1x_site_before_1_22_alerted_sender_and_admin():
+    from qsconfigure.migrate import OldScript
+
+    assert OldScript(path="x", version="1.20").site_notify == ["sender", "admin"]
+    assert OldScript(path="x", version="1.25").site_notify == []  # psender,admin: the default here too
+    assert OldScript(path="x", version="1.16", notify=["admin"]).site_notify == ["admin"]

@@ -169,7 +169,7 @@ def default_notify(args, notes: list[str]) -> list[str]:
     for path in old_script_paths(args):
         if os.path.isfile(path):
             old = read_old_script(path)
-            if old.notify:
-                note(notes, f"--notify {','.join(old.notify)}: as {path} (Qmail-Scanner {old.version}) did")
-                return list(old.notify)
+            if old.site_notify:
+                note(notes, f"--notify {','.join(old.site_notify)}: as {path} (Qmail-Scanner {old.version}) did")
+                return old.site_notify
     return ["psender", "admin"]

@@ -52,6 +52,14 @@ class OldScript:
         match = re.match(r"(\d+)", self.version)
         return int(match.group(1)) if match else 0
 
+    @property
+    def site_notify(self) -> list[str]:
+        """Who this site alerted: as its script says, else its version's default (sender,admin before 1.22)."""
+        if self.notify:
+            return list(self.notify)
+        match = re.match(r"1\.(\d+)", self.version)
+        return ["sender", "admin"] if match and int(match.group(1)) < 22 else []
+
 
 def _scalar(text: str, name: str) -> str:
     match = re.search(PERL_SCALAR.format(name=re.escape(name)), text)
@@ -159,8 +167,8 @@ def equivalent_arguments(old: OldScript) -> list[str]:
         words = [*_without(words, {"--scanners"}), "--scanners", ",".join(old.scanners)]
     if _option_value(words, "--spooldir") is None and old.spooldir:
         words += ["--spooldir", old.spooldir]
-    if _option_value(words, "--notify") is None and old.notify:
-        words += ["--notify", ",".join(old.notify)]
+    if _option_value(words, "--notify") is None and old.site_notify:
+        words += ["--notify", ",".join(old.site_notify)]
     if _option_value(words, "--admin") is None and old.admin:
         user, _, domain = old.admin.partition("@")
         words += ["--admin", user] + (
