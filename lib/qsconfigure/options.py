@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Examples:\n"
             "  ./configure.py --scanners auto --install            # a qmail host, as root\n"
             "  ./configure.py --prefix ~/qs --qmail-queue-binary /path/to/sink --notify none --install\n"
-            "Options of the original Qmail-Scanner keep their names and defaults; yes/no options take yes or no."
+            "Options of the original Qmail-Scanner keep their names and defaults; yes/no options take yes/no or\n"
+            "1/0 and alone mean yes. An old configure line runs as written; see also --migrate-from."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,  # an abbreviation of one option must never be taken as another
@@ -193,6 +194,7 @@ def accept_original_value_forms(parser: argparse.ArgumentParser) -> None:
         if action.type in (yes_no, fix_mime_level, log_details):
             action.nargs = "?"
             action.const = action.type("yes")
+            action.metavar = action.metavar or ("yes|no" if action.type is yes_no else None)
 
 
 def parse_debug(text: str) -> int:
