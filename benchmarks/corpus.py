@@ -97,7 +97,7 @@ def run_configuration(workdir: Path, standin: Path, options: tuple[str, ...], fi
     return [run_one(installation, name, kind, (directory / name).read_bytes()) for name, kind in sorted(files.items())]
 
 
-def report(title: str, outcomes: list[Outcome]) -> int:
+def report(title: str, outcomes: list[Outcome], every: bool = False) -> int:
     """Print the table for one configuration; return the number of target misses."""
     print(f"== {title}")
     kinds = sorted({o.kind for o in outcomes})
@@ -108,6 +108,8 @@ def report(title: str, outcomes: list[Outcome]) -> int:
         print(f"  {kind:15} {total:4} messages: {shown}")
     misses = 0
     for outcome in outcomes:
+        if every and outcome.kind != "legit" and outcome.outcome != "delivered":
+            print(f"  {outcome.kind} not delivered: {outcome.name}: {outcome.outcome}: {outcome.reason}")
         if outcome.kind == "legit" and outcome.outcome != "delivered":
             print(f"  legit not delivered: {outcome.name}: {outcome.outcome}: {outcome.reason}")
             misses += 1
@@ -128,7 +130,7 @@ def main() -> int:
         standin = build_standin(Path(work))
         for number, (title, options) in enumerate(CONFIGURATIONS.items()):
             outcomes = run_configuration(Path(work) / f"config{number}", standin, options, files)
-            report(f"{title}: {len(files)} messages from {directory}", outcomes)
+            report(f"{title}: {len(files)} messages from {directory}", outcomes, every="--every" in sys.argv)
             print()
     return 0
 

@@ -198,7 +198,7 @@ _BARE_CR = rb"\r(?!\n)"
 @settings(max_examples=2000, deadline=None)
 @given(strategies.binary(max_size=12) | strategies.text("ab-:( )\t\r\n\x7f\xe9;9", max_size=12).map(str.encode))
 def test_header_line_and_bare_cr_checks_match_the_regex(line: bytes) -> None:
-    assert formatcheck._is_header_line(line) == bool(re.match(_HEADER_NAME, line))
+    assert mime_headers.is_header_line(line) == bool(re.match(_HEADER_NAME, line))
     assert (line.count(b"\r") != line.count(b"\r\n")) == bool(re.search(_BARE_CR, line))
 
 

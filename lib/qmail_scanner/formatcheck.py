@@ -6,7 +6,7 @@ raw header blocks the unpacker kept, so they see what a forgiving parser would h
 
 from __future__ import annotations
 
-from .mime_headers import parse_headers, split_content_header, strip_comments
+from .mime_headers import is_header_line, parse_headers, split_content_header, strip_comments
 from .records import Finding, Part
 
 TYPE_CHECKING = False  # importing typing costs every message milliseconds
@@ -80,14 +80,26 @@ RULES = {
     "nul-in-header": "Disallowed MIME: NUL character in MIME headers",
     "cr-in-header": "Disallowed MIME: bare CR character in MIME headers",
     "password-protected": "Disallowed attachment: password-protected archive",
+    "mime-readings": "Disallowed MIME: ambiguous in more ways than the unpacker reads",
 }
+# Rules about what mail clients may read differently: at --fix-mime 1 the unpacker reads every
+# way instead (readings.py) and these only name the ambiguity; --fix-mime 2 quarantines them.
+AMBIGUITY_RULES = frozenset(
+    [
+        "broken-continuation",
+        "repeated-mime-header",
+        "duplicate-boundary",
+        "prefix-boundary",
+        "conflicting-filenames",
+        "broken-header-line",
+    ]
+)
 
 # Patterns for attachment names only, compiled on first use: a message without attachments
-# must not pay for importing re. Header lines are checked by hand (_is_header_line).
+# must not pay for importing re. Header lines are checked by hand (is_header_line).
 _EXT_ALTERNATION = "|".join(sorted(EXECUTABLE_EXTENSIONS, key=len, reverse=True))
 _DOUBLE_EXTENSION = r"(?i)\.[a-z]{2,5}[\s._-]*\.\s*(?:" + _EXT_ALTERNATION + r")$"
 _CLSID = r"(?i)\.\s*\{[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\}"
-_HEADER_NAME_BYTES = bytes(c for c in range(33, 127) if c != ord(":"))  # printable, no blank, no colon
 
 
 def windows_name(name: str) -> str:
@@ -125,13 +137,6 @@ def has_clsid_extension(name: str) -> bool:
     return bool(re.search(_CLSID, name))
 
 
-def _is_header_line(line: bytes) -> bool:
-    """`Name:` or `Name  :` with a name of printable characters, as RFC 5322 allows."""
-    name, colon, _ = line.partition(b":")
-    name = name.rstrip(b" \t")
-    return bool(colon and name) and not name.translate(None, _HEADER_NAME_BYTES)
-
-
 def is_too_long(name: str) -> bool:
     """A filename beyond what Windows and the original scanner accept."""
     return len(name) > MAX_FILENAME
@@ -167,7 +172,7 @@ def _check_header_block(part: Part, settings: Settings) -> list[tuple[str, str]]
             elif not line.strip() and previous_name.startswith(("content-", "mime-")):
                 hits.append(("broken-continuation", f"empty continuation of {previous_name}"))
             continue
-        if not _is_header_line(line):
+        if not is_header_line(line):
             previous_name = ""
             if part.index > 0:
                 shown = line[:40].decode("latin-1")
@@ -238,9 +243,19 @@ def check(unpacked: Unpacked, settings: Settings) -> list[Finding]:
                 hit("clsid-extension", shown)
         if part.encrypted and settings.block_password_protected:
             hit("password-protected", part.container or name, part.display_name)
-    for boundary in defined_boundaries:
-        longer = next((other for other in defined_boundaries if other != boundary and other.startswith(boundary)), "")
+    for boundary in sorted(defined_boundaries):
+        longer = min((o for o in defined_boundaries if o != boundary and o.startswith(boundary)), default="")
         if longer:
-            hit("prefix-boundary", "", f"{boundary[:40]} / {longer[:40]}")
+            hit("prefix-boundary", "", _prefix_detail(boundary, longer))
             break
-    return list(findings.values())
+    if settings.fix_mime >= 2:
+        for ambiguity in unpacked.ambiguities:
+            hit(ambiguity.rule, ambiguity.part_name, ambiguity.text)
+        return list(findings.values())
+    return [finding for rule, finding in findings.items() if rule not in AMBIGUITY_RULES]
+
+
+def _prefix_detail(boundary: str, longer: str) -> str:
+    """`"ab" is a prefix of "ab" + "c"`: both shown apart, however long the common part."""
+    shown = boundary if len(boundary) <= 60 else boundary[:57] + "..."
+    return f'"{shown}" is a prefix of "{shown}" + "{longer[len(boundary) :][:40]}"'

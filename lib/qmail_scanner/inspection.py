@@ -26,6 +26,8 @@ def inspect(message: Message) -> Verdict:
     if settings.fix_mime:
         findings += formatcheck.check(unpacked, settings)
     findings += policy.check(message)
+    if unpacked.ambiguities:
+        findings = _name_the_readings(message, findings)
     blocked = any(f.kind in ("virus", "policy") and not f.monitor_only for f in findings) or any(
         r.findings for r in results
     )
@@ -33,4 +35,31 @@ def inspect(message: Message) -> Verdict:
         from .scanners import run_spam_scanners
 
         results += run_spam_scanners(message)
-    return decide(settings, findings, results)
+    verdict = decide(settings, findings, results)
+    if settings.fix_mime == 1:
+        verdict.ambiguities = [a.text for a in unpacked.ambiguities]
+    return verdict
+
+
+def _name_the_readings(message: Message, findings: list[Finding]) -> list[Finding]:
+    """Findings only another reading shows say which; the debug log names every ambiguity."""
+    from .logs import note
+
+    unpacked = message.unpacked
+    texts = "; ".join(a.text for a in unpacked.ambiguities)
+    note(message, f"ambiguous MIME, read {unpacked.readings} way(s): {texts}")
+    if message.settings.fix_mime != 1 or not any(f.kind == "policy" for f in findings):
+        return findings
+    import copy
+
+    from . import formatcheck, policy
+    from .readings import note_readings
+
+    first = copy.copy(unpacked)
+    first.parts = unpacked.parts[: unpacked.first_reading_parts]
+    message.unpacked = first
+    try:
+        first_findings = formatcheck.check(first, message.settings) + policy.check(message)
+    finally:
+        message.unpacked = unpacked
+    return note_readings(findings, unpacked, first_findings)

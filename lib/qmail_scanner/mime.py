@@ -15,14 +15,19 @@ import time
 from . import magictype
 from .decoding import NEW_FILE_FLAGS, DecodingSink, bounded_lines, decode_uu_line, uu_begin_name
 from .mime_headers import (
+    HEADER_SPELLING,
+    boundary_candidates,
     claimed_filenames,
     decode_words,
-    first_header,
+    filename_ambiguity,
     header_text,
+    is_header_line,
+    looks_like_parameter,
     parse_headers,
     split_content_header,
 )
 from .outcomes import TEMP_TIMEOUT, TemporaryFailure
+from .readings import Ambiguity, Plan, Reading
 from .records import Finding, Part
 from .recordtype import field, record
 from .settings import Settings
@@ -31,10 +36,15 @@ TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    Hit = tuple[int, bool]  # (index of the boundary a delimiter line names, closing?); (-1, False) at EOF
+    Matcher = Callable[[bytes, list[bytes]], Hit | None]
+
 CHUNK_BYTES = 1 << 20
 MAX_HEADER_LINE = 65536  # a longer "line" is cut; the rest is read as a new line
 MAX_HEADER_BLOCK = 1 << 20  # a header block beyond this ends; the rest counts as body
 MAX_BOUNDARY_LINE = 4096  # a line this long cannot be a delimiter we honour
+# A continuation split off these by an empty line hides a name or a boundary from one reading.
+SPLITTABLE_HEADERS = (b"content-type", b"content-disposition")
 __all__ = ["NEW_FILE_FLAGS", "Reader", "Unpacked", "Walker", "may_be_archive", "unpack", "uu_begin_name"]
 
 
@@ -48,6 +58,9 @@ class Unpacked:
     body_offset: int = 0  # offset of the body in the spooled file (after the blank line)
     has_attachments: bool = False
     crypto: list[str] = field(default_factory=list)  # "PGP(signed)", "SMIME(encrypted)", "ZIP(encrypted)"
+    ambiguities: list[Ambiguity] = field(default_factory=list)  # where mail clients may read it differently
+    readings: int = 1  # passes the unpacker made
+    first_reading_parts: int = 0  # parts[:this] are the first reading's; later readings add the rest
     message_size: int = 0
     unpacker: str = "internal"
     normalize: bool = True
@@ -90,7 +103,6 @@ class Unpacked:
             self.crypto.append(tag)
 
 
-
 # ---------------------------------------------------------------- the reader
 
 
@@ -107,6 +119,18 @@ class Reader:
 
     def offset(self) -> int:
         return self.base + self.pos
+
+    def unread(self, line: bytes) -> None:
+        """Put back the line readline just returned (it is still in the buffer)."""
+        self.pos -= len(line)
+
+    def seek(self, offset: int) -> None:
+        """Go back to a file offset read before (another reading of the same bytes)."""
+        self.file.seek(offset)
+        self.buf = b""
+        self.pos = 0
+        self.base = offset
+        self.eof = False
 
     def _fill(self, want: int) -> bool:
         """Make at least `want` bytes available after pos; False when EOF came first."""
@@ -145,8 +169,10 @@ class Reader:
                 self.pos += len(line)
                 return line
 
-    def scan_body(self, boundaries: list[bytes], sink: Callable[[bytes], None] | None) -> tuple[int, bool]:
-        """Pass body bytes to sink up to a delimiter line of one of `boundaries`.
+    def scan_body(
+        self, boundaries: list[bytes], sink: Callable[[bytes], None] | None, match: Matcher
+    ) -> tuple[int, bool]:
+        """Pass body bytes to sink up to a delimiter line of one of `boundaries` (`match` tells).
 
         Returns (index of the boundary hit, closing delimiter?) or (-1, False) at EOF. The line
         break before a delimiter belongs to the delimiter, as RFC 2046 says.
@@ -180,7 +206,7 @@ class Reader:
                     need_more = True  # the candidate line is not complete yet
                     break
                 stop = line_end if line_end >= 0 else min(len(buf), candidate + MAX_BOUNDARY_LINE)
-                hit = match_delimiter(buf[candidate + 2 : stop], boundaries)
+                hit = match(buf[candidate + 2 : stop], boundaries)
                 if hit is not None:
                     content_end = candidate
                     if content_end > start:
@@ -219,22 +245,6 @@ class Reader:
         self.file.close()
 
 
-def match_delimiter(rest: bytes, boundaries: list[bytes]) -> tuple[int, bool] | None:
-    """Which boundary a line `--<rest>` delimits (innermost first), and whether it closes."""
-    rest = rest.rstrip(b" \t\r")
-    for index in range(len(boundaries) - 1, -1, -1):
-        boundary = boundaries[index]
-        if rest == boundary:
-            return index, False
-        if rest == boundary + b"--":
-            return index, True
-    return None
-
-
-
-# ---------------------------------------------------------------- the walker
-
-
 class Walker:
     """One pass over a message: builds the part list and the findings."""
 
@@ -248,6 +258,10 @@ class Walker:
         self.max_depth = max(1, min(settings.max_depth, 200))
         self.stopped = False
         self.message_path = path
+        self.reading = Reading()
+        self.passes = 0
+        self.containers: dict[tuple, Part] = {}  # multiparts and attached messages met, by where and how read
+        self.leaves: dict[tuple, set[int]] = {}  # leaves decoded, by where and how read -> where they ended
 
     def tick(self) -> None:
         """Give up (temporary failure) when unpacking runs out of time."""
@@ -284,6 +298,33 @@ class Walker:
         return os.path.join(self.unpack_dir, f"p{part.index:05d}{suffix}")
 
     def run(self) -> Unpacked:
+        """Walk the message once; if it is ambiguous (--fix-mime 1), once more per planned reading."""
+        reading = Reading()
+        self.walk(reading)
+        self.result.first_reading_parts = len(self.result.parts)
+        if self.settings.fix_mime != 1 or not reading.met:
+            return self.result
+        plan = Plan(self.settings.max_readings)
+        plan.record(reading)
+        while not self.stopped:
+            reading = plan.next_reading()
+            if reading is None:
+                break
+            if plan.passes >= plan.limit:
+                self.result.add_finding(
+                    "mime-readings",
+                    f"Disallowed MIME: ambiguous in more ways than {plan.limit} readings cover (MIME bomb)",
+                )
+                break
+            self.walk(reading)
+            plan.record(reading)
+        self.result.readings = plan.passes
+        return self.result
+
+    def walk(self, reading: Reading) -> None:
+        """One pass over the message, taking each choice point the way `reading` says."""
+        self.reading = reading
+        self.passes += 1
         reader = Reader(self.message_path, self.tick)
         try:
             self.tick()
@@ -291,81 +332,238 @@ class Walker:
             self.result.message_size = os.fstat(reader.file.fileno()).st_size
         finally:
             reader.close()
-        return self.result
 
-    def read_header_block(self, reader: Reader, boundaries: list[bytes]) -> tuple[bytes, tuple[int, bool] | None]:
-        """Read header lines up to the blank line; a delimiter line ends the part early."""
+    def choose(self, point: tuple, rule: str, text: str, part_name: str = "") -> bool:
+        """Name an ambiguity with a choice point; True when this pass reads it the other way."""
+        self.note(rule, text, part_name)
+        return self.reading.choose(point, text)
+
+    def note(self, rule: str, text: str, part_name: str = "") -> None:
+        """Name an ambiguity once (the trace header and --fix-mime 2 list them)."""
+        if not any(a.text == text for a in self.result.ambiguities):
+            self.result.ambiguities.append(Ambiguity(rule, text, part_name))
+
+    def match(self, rest: bytes, boundaries: list[bytes]) -> Hit | None:
+        """Which boundary a line `--<rest>` delimits (innermost first), and whether it closes.
+
+        RFC 2046 only asks a delimiter to start the line, and conforming parsers match the
+        boundary as a line prefix; others want the exact line. A line that only matches as a
+        prefix is a choice point.
+        """
+        rest = rest.rstrip(b" \t\r")
+        for index in range(len(boundaries) - 1, -1, -1):
+            boundary = boundaries[index]
+            if rest == boundary:
+                return index, False
+            if rest == boundary + b"--":
+                return index, True
+        for index in range(len(boundaries) - 1, -1, -1):
+            boundary = boundaries[index]
+            if rest.startswith(boundary) and self.choose(
+                ("prefix-boundary", boundary), "prefix-boundary", "boundary matched as a line prefix"
+            ):
+                return index, rest.startswith(b"--", len(boundary))
+        return None
+
+    def read_header_block(
+        self, reader: Reader, boundaries: list[bytes], start: int, top: bool, embedded: bool
+    ) -> tuple[bytes, int, Hit | None]:
+        """Header lines up to the blank line: (raw block, length of an mbox From line on top, early delimiter hit)."""
         lines: list[bytes] = []
         size = 0
+        skipped = 0
+        last_name = b""
+        settled = top  # the message's own header block is read as today; parts and attached messages are checked
         while True:
             line = reader.readline()
             if not line:
-                return b"".join(lines), (-1, False) if boundaries else None
+                return b"".join(lines), skipped, (-1, False) if boundaries else None
             if line in (b"\n", b"\r\n"):
-                return b"".join(lines), None
+                if last_name in SPLITTABLE_HEADERS and self.continuation_follows(reader, start):
+                    lines.append(line)
+                    continue
+                return b"".join(lines), skipped, None
             if boundaries and line.startswith(b"--"):
-                hit = match_delimiter(line[2:].rstrip(b"\r\n"), boundaries)
+                hit = self.match(line[2:].rstrip(b"\r\n"), boundaries)
                 if hit is not None:
-                    return b"".join(lines), hit
+                    return b"".join(lines), skipped, hit
+            if embedded and not lines and line.startswith((b"From ", b">From ")):
+                # The mbox separator left on top of an attached message: every client skips it.
+                self.note("broken-header-line", "mbox From line on top of an attached message")
+                skipped = len(line)
+            elif line[0] not in (32, 9):
+                if not settled and not is_header_line(line):
+                    settled = True  # the first line that is no header is the choice point
+                    if self.choose(
+                        ("header-end", start),
+                        "broken-header-line",
+                        "header block without an empty line before the body",
+                    ):
+                        reader.unread(line)
+                        return b"".join(lines), skipped, None
+                last_name = line.split(b":", 1)[0].strip().lower()
+            elif not lines and not settled and is_header_line(line.lstrip(b" \t")):
+                settled = True  # a folded first line: some clients take it as the header it looks like
+                if self.choose(
+                    ("header-end", start), "broken-continuation", "header block starting with a folded line"
+                ):
+                    line = line.lstrip(b" \t")
+                    last_name = line.split(b":", 1)[0].strip().lower()
+            elif not settled and not line.strip():
+                settled = True
+                if self.choose(
+                    ("header-end", start),
+                    "broken-continuation",
+                    "blank continuation line read as the end of the headers",
+                ):
+                    return b"".join(lines), skipped, None
             lines.append(line)
             size += len(line)
             if size > MAX_HEADER_BLOCK:
                 self.result.add_finding("header-size", f"Disallowed MIME: header block over {MAX_HEADER_BLOCK} bytes")
-                return b"".join(lines), None
+                return b"".join(lines), skipped, None
 
-    def read_entity(self, reader: Reader, depth: int, boundaries: list[bytes], top: bool = False) -> tuple[int, bool]:
+    def continuation_follows(self, reader: Reader, start: int) -> bool:
+        """After the empty line: does this reading join a folded parameter line below it to the header?"""
+        line = reader.readline()
+        reader.unread(line)
+        if line[:1] not in (b" ", b"\t") or not looks_like_parameter(line):
+            return False
+        return self.choose(
+            ("split-continuation", start), "broken-continuation", "header continuation after an empty line"
+        )
+
+    def pick(
+        self, values: list[bytes], start: int, header: str, differ: Callable[[bytes, bytes], bool]
+    ) -> bytes | None:
+        """The value of a MIME header this reading takes: the first, or the last of a repeated one."""
+        if not values:
+            return None
+        if len(values) > 1 and values[0].strip() != values[-1].strip():
+            text = f"repeated {HEADER_SPELLING[header]} header"
+            if not differ(values[0], values[-1]):
+                self.note("repeated-mime-header", text)
+            elif self.choose((header, start), "repeated-mime-header", text):
+                return values[-1]
+        return values[0]
+
+    def read_entity(
+        self, reader: Reader, depth: int, boundaries: list[bytes], top: bool = False, embedded: bool = False
+    ) -> Hit:
         """Read one entity (headers and body) up to a delimiter of an enclosing multipart, or EOF."""
-        raw_headers, early_end = self.read_header_block(reader, boundaries)
-        headers = parse_headers(raw_headers)
-        content_type = first_header(headers, "content-type")
+        start = reader.offset()
+        raw_headers, skipped, early_end = self.read_header_block(reader, boundaries, start, top, embedded)
+        headers = parse_headers(raw_headers[skipped:] if skipped else raw_headers)
+        content_type = self.pick([v for k, v in headers if k == "content-type"], start, "content-type", _types_differ)
         declared, params = split_content_header(content_type) if content_type is not None else ("", [])
-        if top:
-            self.result.top_headers = raw_headers
-            self.result.body_offset = reader.offset()
-        encoding_value = first_header(headers, "content-transfer-encoding")
+        encoding_value = self.pick(
+            [v for k, v in headers if k == "content-transfer-encoding"],
+            start,
+            "content-transfer-encoding",
+            _words_differ,
+        )
         encoding = header_text(encoding_value).strip().lower() if encoding_value is not None else ""
+        self.pick([v for k, v in headers if k == "content-disposition"], start, "content-disposition", _never)
+        body_offset = reader.offset()
+        if top and self.passes == 1:
+            self.result.top_headers = raw_headers
+            self.result.body_offset = body_offset
         filenames = claimed_filenames(headers) if b"name" in raw_headers.lower() else ()
-        part = self.new_part(depth, declared, raw_headers, filenames=filenames, transfer_encoding=encoding)
+        names_note = filename_ambiguity(headers) if filenames else ""
+        if names_note:
+            self.note("conflicting-filenames", names_note, filenames[0])
+        key = (start, body_offset, declared, encoding, filenames)
+        container = early_end is None and (
+            declared.startswith("multipart/")
+            or (declared == "message/rfc822" and encoding in ("", "7bit", "8bit", "binary"))
+        )
+        part = self.containers.get(key) if container else None
+        reused = part is not None
+        if part is None and not container and self.passes > 1 and key in self.leaves:
+            if early_end is not None:
+                return early_end
+            hit = self.skip_known_leaf(reader, key, boundaries)
+            if hit is not None:
+                return hit
         if part is None:
-            return reader.scan_body(boundaries, None) if early_end is None else early_end
-        self._note_crypto(declared, params)
+            reading = names_note or (self.reading.description if self.passes > 1 else "")
+            part = self.new_part(
+                depth, declared, raw_headers, filenames=filenames, transfer_encoding=encoding, reading=reading
+            )
+            if part is None:
+                return reader.scan_body(boundaries, None, self.match) if early_end is None else early_end
+            self._note_crypto(declared, params)
+            if container:
+                self.containers[key] = part
+            elif early_end is not None:
+                self.leaves.setdefault(key, set()).add(reader.offset())
         if early_end is not None:
             return early_end
         if declared.startswith("multipart/"):
-            boundary = next((v for n, v in params if n == "boundary"), "")
+            boundary = self.pick_boundary(params, start)
             if boundary and depth < self.max_depth:
-                return self.read_multipart(reader, depth, boundaries, boundary.encode("utf-8", "surrogateescape"))
+                return self.read_multipart(
+                    reader, depth, boundaries, boundary.encode("utf-8", "surrogateescape"), start
+                )
             if boundary:
                 self.too_deep()
-        elif declared == "message/rfc822" and encoding in ("", "7bit", "8bit", "binary"):
+        elif container:
             if depth < self.max_depth:
-                hit = self.read_entity(reader, depth + 1, boundaries)
-                part.size = sum(p.size for p in self.result.parts[part.index + 1 :] if p.depth == depth + 1)
+                first_child = len(self.result.parts)
+                hit = self.read_entity(reader, depth + 1, boundaries, embedded=True)
+                if part is not None and self.passes == 1:
+                    part.size = sum(p.size for p in self.result.parts[first_child:] if p.depth == depth + 1)
                 return hit
             self.too_deep()
-        return self.read_leaf(reader, part, boundaries, encoding)
+        if reused:  # too deep to open, and read as a leaf by an earlier reading
+            return reader.scan_body(boundaries, None, self.match)
+        hit = self.read_leaf(reader, part, boundaries, encoding)
+        self.leaves.setdefault(key, set()).add(reader.offset())
+        return hit
+
+    def skip_known_leaf(self, reader: Reader, key: tuple, boundaries: list[bytes]) -> Hit | None:
+        """A leaf an earlier reading decoded: its hit when it ends where it ended then, else None (read it anew)."""
+        body_offset = reader.offset()
+        hit = reader.scan_body(boundaries, None, self.match)
+        if reader.offset() in self.leaves[key]:
+            return hit
+        reader.seek(body_offset)
+        return None
+
+    def pick_boundary(self, params: list[tuple[str, str]], start: int) -> str:
+        """The boundary this reading takes: the first or the last of a doubled parameter."""
+        candidates = boundary_candidates(params)
+        if len(candidates) < 2:
+            return candidates[0] if candidates else ""
+        encodings = any(name.startswith("boundary*") for name, _ in params)
+        text = "boundary parameter in two encodings" if encodings else "duplicate boundary parameter"
+        return candidates[-1] if self.choose(("boundary", start), "duplicate-boundary", text) else candidates[0]
 
     def too_deep(self) -> None:
         self.result.add_finding(
             "mime-depth", f"Disallowed MIME: nested deeper than {self.max_depth} levels (MIME bomb)"
         )
 
-    def read_multipart(self, reader: Reader, depth: int, boundaries: list[bytes], boundary: bytes) -> tuple[int, bool]:
+    def read_multipart(self, reader: Reader, depth: int, boundaries: list[bytes], boundary: bytes, start: int) -> Hit:
         """Preamble, the body parts, epilogue; returns the delimiter hit of an enclosing multipart."""
+        if boundary in boundaries and self.choose(
+            ("nested-boundary", start), "duplicate-boundary", "nested multipart reusing an enclosing boundary"
+        ):
+            return reader.scan_body(boundaries, None, self.match)  # the enclosing multipart takes the delimiters
         inner = [*boundaries, boundary]
         own = len(boundaries)
-        hit = reader.scan_body(inner, None)  # the preamble
+        hit = reader.scan_body(inner, None, self.match)  # the preamble
         while hit == (own, False) and not self.stopped:
             hit = self.read_entity(reader, depth + 1, inner)
         if self.stopped and hit == (own, False):
-            hit = reader.scan_body(inner, None)
+            hit = reader.scan_body(inner, None, self.match)
             while hit == (own, False):
-                hit = reader.scan_body(inner, None)
+                hit = reader.scan_body(inner, None, self.match)
         if hit == (own, True):
-            return reader.scan_body(boundaries, None)  # the epilogue
+            return reader.scan_body(boundaries, None, self.match)  # the epilogue
         return hit  # an enclosing delimiter (this multipart was not closed) or EOF
 
-    def read_leaf(self, reader: Reader, part: Part, boundaries: list[bytes], encoding: str) -> tuple[int, bool]:
+    def read_leaf(self, reader: Reader, part: Part, boundaries: list[bytes], encoding: str) -> Hit:
         """Decode a body to a work file, then look inside it (type, uuencode, archives)."""
         uuencoded = encoding in ("x-uuencode", "uuencode", "x-uue")
         if encoding not in ("base64", "quoted-printable"):
@@ -378,7 +576,7 @@ class Walker:
         path = self.work_file(part)
         sink = DecodingSink(self.take_budget, path, encoding, watch_text=is_text)
         try:
-            hit = reader.scan_body(boundaries, sink)
+            hit = reader.scan_body(boundaries, sink, self.match)
         finally:
             sink.close()
         part.size = sink.size
@@ -460,6 +658,21 @@ class Walker:
             smime_type = next((v.lower() for n, v in params if n == "smime-type"), "")
             self.result.add_crypto("SMIME(signed)" if smime_type == "signed-data" else "SMIME(encrypted)")
 
+
+def _types_differ(first: bytes, last: bytes) -> bool:
+    """Whether two Content-Types give a different structure (type or boundary), not only other parameters."""
+    first_type, first_params = split_content_header(first)
+    last_type, last_params = split_content_header(last)
+    return first_type != last_type or boundary_candidates(first_params) != boundary_candidates(last_params)
+
+
+def _words_differ(first: bytes, last: bytes) -> bool:
+    return header_text(first).strip().lower() != header_text(last).strip().lower()
+
+
+def _never(first: bytes, last: bytes) -> bool:
+    """Content-Disposition: what differs is only names, and every name is checked in one pass."""
+    return False
 
 
 def may_be_archive(part: Part) -> bool:

@@ -10,6 +10,14 @@ import binascii
 
 _FOLDING_BLANKS = " \t\r\n"
 _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+_HEADER_NAME_BYTES = bytes(c for c in range(33, 127) if c != ord(":"))  # printable, no blank, no colon
+_TOKEN_BYTES = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.*"
+NAME_PARAMETERS = (("content-type", "name"), ("content-disposition", "filename"))
+HEADER_SPELLING = {
+    "content-type": "Content-Type",
+    "content-transfer-encoding": "Content-Transfer-Encoding",
+    "content-disposition": "Content-Disposition",
+}
 
 
 def header_text(value: bytes) -> str:
@@ -295,17 +303,69 @@ def param_values(params: list[tuple[str, str]], wanted: str) -> list[str]:
 
 
 def claimed_filenames(headers: list[tuple[str, bytes]]) -> tuple[str, ...]:
-    """Every distinct filename a part claims (Content-Type name=, Content-Disposition filename=)."""
+    """Every distinct filename a part claims, in every reading: each name=, filename=, in each repeated header."""
     names: list[str] = []
-    for header, param in (("content-type", "name"), ("content-disposition", "filename")):
+    for header, param in NAME_PARAMETERS:
         for key, value in headers:
             if key == header:
                 for name in param_values(split_content_header(value)[1], param):
                     name = name.strip().strip("\x00")
                     if name and name not in names:
                         names.append(name)
-                break  # the first occurrence counts; repeats are a format finding
     return tuple(names)
+
+
+def filename_ambiguity(headers: list[tuple[str, bytes]]) -> str:
+    """How the names a part claims disagree, as mail clients would read them differently ("" when they agree)."""
+    found: list[str] = []
+    per_parameter: dict[str, set[str]] = {}
+    for header, param in NAME_PARAMETERS:
+        values = [value for key, value in headers if key == header]
+        if len({v.strip() for v in values}) > 1:
+            found.append(f"repeated {HEADER_SPELLING[header]} header")
+        names: set[str] = set()
+        for value in values:
+            params = split_content_header(value)[1]
+            plain = {decode_words(v).strip() for n, v in params if n == param and v.strip()}
+            every = {v.strip() for v in param_values(params, param) if v.strip()}
+            if len(plain) > 1:
+                found.append(f"{param} parameter given twice")
+            elif len(every) > len(plain) and plain:
+                found.append(f"{param} parameter in two encodings")
+            names |= every
+        per_parameter[param] = names
+    names, filenames = per_parameter["name"], per_parameter["filename"]
+    if not found and names and filenames and {n.casefold() for n in names} != {n.casefold() for n in filenames}:
+        found.append("name and filename differ")
+    return ", ".join(dict.fromkeys(found))
+
+
+def boundary_candidates(params: list[tuple[str, str]]) -> list[str]:
+    """Every boundary a Content-Type gives, in order: plain ones as written, then RFC 2231 forms."""
+    candidates: list[str] = []
+    for name, value in params:
+        if name == "boundary" and value and value not in candidates:
+            candidates.append(value)
+    if any(name.startswith("boundary*") for name, _ in params):
+        plain_decoded = {decode_words(v) for v in candidates}
+        for value in param_values(params, "boundary"):
+            if value and value not in candidates and value not in plain_decoded:
+                candidates.append(value)
+    return candidates
+
+
+def is_header_line(line: bytes) -> bool:
+    """`Name:` or `Name  :` with a name of printable characters, as RFC 5322 allows."""
+    name, colon, _ = line.partition(b":")
+    name = name.rstrip(b" \t")
+    return bool(colon and name) and not name.translate(None, _HEADER_NAME_BYTES)
+
+
+def looks_like_parameter(line: bytes) -> bool:
+    """A folded line that carries a parameter (`  name="x.exe"`, `;filename=a`): what a split continuation hides."""
+    name, equals, _ = line.strip().lstrip(b";").partition(b"=")
+    name = name.strip()
+    return bool(equals and name) and not name.translate(None, _TOKEN_BYTES)
 
 
 def first_header(headers: list[tuple[str, bytes]], name: str) -> bytes | None:

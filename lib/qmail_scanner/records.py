@@ -29,6 +29,7 @@ class Part:
     container: str = ""  # "" for MIME parts; archive path for members, e.g. "a.zip/b.zip"
     encrypted: bool = False  # password-protected archive member
     transfer_encoding: str = ""
+    reading: str = ""  # the ambiguity under which only one reading of the message shows this part or its names
 
     @property
     def display_name(self) -> str:
@@ -74,3 +75,4 @@ class Verdict:
     findings: list[Finding] = field(default_factory=list)
     scan_results: list[ScanResult] = field(default_factory=list)
     add_headers: list[tuple[str, str]] = field(default_factory=list)
+    ambiguities: list[str] = field(default_factory=list)  # what mail clients may read differently in it

@@ -67,6 +67,7 @@ class Settings:
     extra_sys_path: tuple[str, ...] = ()  # site dirs holding python-magic / tnefparse
     max_depth: int = 20
     max_parts: int = 5000
+    max_readings: int = 32  # passes over an ambiguous message (--fix-mime 1)
     max_decoded_bytes: int = 500_000_000
     max_expansion_ratio: int = 200
     max_unpack_seconds: float = 300.0  # unpacking longer than this is a temporary failure

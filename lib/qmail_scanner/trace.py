@@ -49,12 +49,16 @@ def trace_header(
     remote_ip = header_safe(environ.get("TCPREMOTEIP", "127.0.0.1"), 64)
     remote_host = header_safe(environ.get("TCPREMOTEHOST", "unknown"), 255)
     date = time.strftime("%d %b %Y %H:%M:%S -0000", time.gmtime())
+    ambiguous = ""
+    if verdict.ambiguities:
+        ambiguous = f"Ambiguous MIME, every reading checked: {header_safe('; '.join(verdict.ambiguities), 300)}.\n "
     body = (
         f"from {remote_host} ({remote_ip}) by {settings.hostname} "
         f"(envelope-sender <{header_safe(envelope.sender, 1003)}>, uid {os.getuid()}) "
         f"with qmail-scanner-{settings.version}\n "
         f"({scanner_versions(settings, verdict.scan_results)}\n "
         f"{status_text(verdict, environ)}.\n "
+        f"{ambiguous}"
         f"Processed in {seconds:.3f} secs); {date}"
     )
     name = "Received" if settings.trace_header_style == "received" else "X-Qmail-Scanner-Diagnostics"

@@ -288,6 +288,15 @@ def messages() -> dict[str, bytes]:
             b"Content-Transfer-Encoding: base64\n\n" + b64(b"data"),
         ],
     )
+    # Twenty parts, each with two different transfer encodings: more readings than the unpacker makes.
+    m["many-readings.eml"] = multipart(
+        b"mr",
+        [
+            b'Content-Type: application/octet-stream; name="part%02d.bin"\nContent-Transfer-Encoding: 7bit\n'
+            b"Content-Transfer-Encoding: base64\n\n" % number + b64(b"data")
+            for number in range(20)
+        ],
+    )
     m["long-boundary.eml"] = multipart(b"b" * 300, [text_part()])
     m["duplicate-boundary.eml"] = (
         HEAD + b'Subject: dup\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="same"\n\n'
