@@ -192,3 +192,21 @@ def test_fix_mime_refuses_an_unknown_level(tmp_path, standin):
     )
     assert result.returncode == 2
     assert "expected 0, 1, 2, yes or no, got '3'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("asked", "scanner_names", "skip"),
+    [
+        (None, ["clamd", "spamd"], False),  # every virus scanner a daemon: bodies are scanned
+        (None, ["clamd", "clamscan"], True),  # a command-line AV costs a process per message
+        (None, ["spamd"], True),
+        (True, ["clamd"], True),  # the site's explicit choice stands
+        (False, ["clamscan"], False),
+    ],
+)
+def test_skip_text_msgs_defaults_to_no_when_every_virus_scanner_is_a_daemon(asked, scanner_names, skip):
+    from qsconfigure.generate import skip_text_messages
+
+    kinds = {"clamd": "virus", "clamscan": "virus", "spamd": "spam"}
+    scanners = [{"name": name, "kind": kinds[name]} for name in scanner_names]
+    assert skip_text_messages(asked, scanners) is skip

@@ -7,6 +7,8 @@ Envelope-error tests stay on the strict stand-in: a real qmail-queue exiting 91 
 
 from __future__ import annotations
 
+import pytest
+
 from daemons import (
     clamd_disposable_fixture,  # noqa: F401 - fixtures
     clamd_server_fixture,  # noqa: F401
@@ -66,6 +68,22 @@ def test_eicar_is_quarantined_and_never_delivered(qmail_bed, bed_scanner, clamd_
     notes = messages.with_attachment(clean, "notes.txt", b"nothing to see here\n", "text/plain")
     assert qmail_bed.send(notes, scanner).accepted
     assert b"clamd: 1." in wait_for_delivery(clean)  # the trace header names the scanner version
+
+
+@pytest.mark.parametrize(("skip_option", "quarantined"), [((), True), (("--skip-text-msgs", "yes"), False)])
+def test_eicar_line_in_a_plain_text_body_is_scanned_when_clamd_is_the_only_av(
+    qmail_bed, bed_scanner, clamd_server, skip_option, quarantined
+):
+    scanner = bed_scanner("--scanners", "clamd", "--clamd-servers", clamd_server.socket_path, *skip_option)
+    marker = unique_marker()
+    sent = messages.plain(marker, body=b"The test string follows on its own line.\n" + messages.EICAR + b"\n")
+    assert qmail_bed.send(sent, scanner).accepted
+    if quarantined:
+        stored = [p for p in scanner.quarantined("viruses") if marker.encode() in p.read_bytes()]
+        assert len(stored) == 1 and b"Eicar-Test-Signature" in stored[0].read_bytes()
+        assert_not_delivered(marker)
+    else:  # the site kept the original's behaviour: no AV run on a message without attachments
+        assert wait_for_delivery(marker).endswith(sent)
 
 
 def test_virus_reject_text_reaches_the_client_from_fd_6(qmail_bed, bed_scanner, clamd_server):

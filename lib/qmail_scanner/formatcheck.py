@@ -80,7 +80,6 @@ RULES = {
     "nul-in-header": "Disallowed MIME: NUL character in MIME headers",
     "cr-in-header": "Disallowed MIME: bare CR character in MIME headers",
     "password-protected": "Disallowed attachment: password-protected archive",
-    "mime-readings": "Disallowed MIME: ambiguous in more ways than the unpacker reads",
 }
 # Rules about what mail clients may read differently: at --fix-mime 1 the unpacker reads every
 # way instead (readings.py) and these only name the ambiguity; --fix-mime 2 quarantines them.

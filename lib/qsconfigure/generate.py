@@ -84,6 +84,19 @@ COMPATIBILITY_ONLY = {
 }
 
 
+# Scanners that answer over a socket: a plain-text message costs them about a millisecond, and
+# ClamAV's phishing signatures and third-party sets look at bodies.
+DAEMON_VIRUS_SCANNERS = frozenset(["clamd"])
+
+
+def skip_text_messages(asked: bool | None, scanners: list[dict]) -> bool:
+    """--skip-text-msgs: as given; by default no when every virus scanner is a daemon, else yes."""
+    if asked is not None:
+        return asked
+    virus_scanners = [s["name"] for s in scanners if s.get("kind") == "virus"]
+    return not virus_scanners or not all(name in DAEMON_VIRUS_SCANNERS for name in virus_scanners)
+
+
 def build_settings(args, facts: dict, version: str, command: str) -> dict:
     """The settings literal to freeze: options + probe facts, validated by the engine."""
     archive = archive_setting(args.archive)
@@ -117,7 +130,7 @@ def build_settings(args, facts: dict, version: str, command: str) -> dict:
         "silent_viruses": args.silent_viruses,
         "lang": args.lang,
         "scanners": scanners,
-        "skip_text_msgs": args.skip_text_msgs,
+        "skip_text_msgs": skip_text_messages(args.skip_text_msgs, scanners),
         "redundant": args.redundant,
         "unzip": args.unzip,
         "block_password_protected": args.block_password_protected,

@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     scanning.add_argument("--scanner-args", action="append", default=[], help="extra argv word for a command-line scanner: NAME=WORD, repeatable (e.g. clamscan=--database=/dir)")
     scanning.add_argument("--av-scan-parts", type=yes_no, default=False, help="also stream the decoded parts to clamd, not only the whole message (default no)")
     scanning.add_argument("--scanner-timeout", type=float, default=120.0, help="seconds one scanner may take (default %(default)s)")
-    scanning.add_argument("--skip-text-msgs", type=yes_no, default=True, help="no AV run on messages without attachments (default yes)")
+    scanning.add_argument("--skip-text-msgs", type=yes_no, default=None, help="no AV run on messages without attachments (default no when every virus scanner is a daemon, clamd; else yes)")
     scanning.add_argument("--redundant", type=yes_no, default=False, help="also scan the undecoded original message (default no)")
     scanning.add_argument("--virus-to-delete", type=yes_no, default=False, help="drop viruses instead of quarantining (default no)")
     scanning.add_argument("--virus-reject", type=yes_no, default=False, help="reject viruses at SMTP time, naming the virus (default no)")
