@@ -382,14 +382,14 @@ def test_unpack_imports_only_cheap_modules() -> None:
 
 # ---------------------------------------------------------------- reformime parity
 
-AMBIGUOUS_CTE = "many-readings.eml"  # two transfer encodings per part: reformime takes the last
+AMBIGUOUS = "many-readings.eml"  # two boundaries per multipart: reformime takes one
 
 
 @pytest.mark.skipif(not shutil.which("reformime"), reason="reformime not installed")
 @pytest.mark.parametrize(
     "name",
     # Ambiguous by design: parsers disagree on these, which is why the unpacker reads them every way.
-    [n for n, _, _ in expected_corpus() if n not in ("duplicate-boundary.eml", "prefix-boundary.eml", AMBIGUOUS_CTE)],
+    [n for n, _, _ in expected_corpus() if n not in ("duplicate-boundary.eml", "prefix-boundary.eml", AMBIGUOUS)],
 )
 def test_reformime_gives_the_same_part_list(name: str, spool: Path, work: Path) -> None:
     # reformime takes one reading; the internal unpacker's first reading is the one to compare.

@@ -246,3 +246,15 @@ def test_fix_mime_0_reads_one_way_and_checks_no_format(make_installation) -> Non
     result, stored = run(make_installation("--fix-mime", "0"), LEGITIMATE["Mac Outlook Express boundary reuse"][0])
     assert stored == b"" and len(result.queued) == 1
     assert b"Ambiguous MIME" not in result.queued[0].message
+
+
+def test_ambiguities_in_separate_parts_take_two_readings_not_every_combination(make_installation) -> None:
+    # A mailer that leaves out the empty line after every part's headers: twenty choices, none inside another.
+    parts = [b"Content-Type: text/plain\nline %d of a note without an empty line\n" % n for n in range(20)]
+    body = b"".join(b"--m\n" + part for part in parts) + b"--m--\n"
+    message = HEAD + b'Content-Type: multipart/mixed; boundary="m"\n\n' + body
+    installation = make_installation("--fix-mime", "1", "--debug", "yes")
+    result, stored = run(installation, message)
+    assert stored == b"" and result.queued[0].body_after_trace == message
+    log = (installation.spool / "qmail-queue.log").read_text()
+    assert "ambiguous MIME, read 2 way(s): header block without an empty line before the body" in log

@@ -27,7 +27,6 @@ from .mime_headers import (
     split_content_header,
 )
 from .outcomes import TEMP_TIMEOUT, TemporaryFailure
-from .readings import Ambiguity, Plan, Reading
 from .records import Finding, Part
 from .recordtype import field, record
 from .settings import Settings
@@ -35,6 +34,8 @@ from .settings import Settings
 TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from .readings import Ambiguity, Reading
 
     Hit = tuple[int, bool]  # (index of the boundary a delimiter line names, closing?); (-1, False) at EOF
     Matcher = Callable[[bytes, list[bytes]], Hit | None]
@@ -258,7 +259,9 @@ class Walker:
         self.max_depth = max(1, min(settings.max_depth, 200))
         self.stopped = False
         self.message_path = path
-        self.reading = Reading()
+        self.reading: Reading | None = None  # None: the first pass, every choice point read the first way
+        self.first_met: dict[tuple, str] = {}  # choice points the first pass met
+        self.entity_ends: dict[int, int] = {}  # where each entity ended (the furthest of all readings), by its start
         self.passes = 0
         self.containers: dict[tuple, Part] = {}  # multiparts and attached messages met, by where and how read
         self.leaves: dict[tuple, set[int]] = {}  # leaves decoded, by where and how read -> where they ended
@@ -299,13 +302,14 @@ class Walker:
 
     def run(self) -> Unpacked:
         """Walk the message once; if it is ambiguous (--fix-mime 1), once more per planned reading."""
-        reading = Reading()
-        self.walk(reading)
+        self.walk(None)
         self.result.first_reading_parts = len(self.result.parts)
-        if self.settings.fix_mime != 1 or not reading.met:
+        if self.settings.fix_mime != 1 or not self.first_met:
             return self.result
+        from .readings import Plan, Reading  # only ambiguous messages pay for it
+
         plan = Plan(self.settings.max_readings)
-        plan.record(reading)
+        plan.record(Reading(met=self.first_met), self.entity_ends)
         while not self.stopped:
             reading = plan.next_reading()
             if reading is None:
@@ -317,11 +321,11 @@ class Walker:
                 )
                 break
             self.walk(reading)
-            plan.record(reading)
+            plan.record(reading, self.entity_ends)
         self.result.readings = plan.passes
         return self.result
 
-    def walk(self, reading: Reading) -> None:
+    def walk(self, reading: Reading | None) -> None:
         """One pass over the message, taking each choice point the way `reading` says."""
         self.reading = reading
         self.passes += 1
@@ -336,11 +340,16 @@ class Walker:
     def choose(self, point: tuple, rule: str, text: str, part_name: str = "") -> bool:
         """Name an ambiguity with a choice point; True when this pass reads it the other way."""
         self.note(rule, text, part_name)
+        if self.reading is None:
+            self.first_met[point] = text
+            return False
         return self.reading.choose(point, text)
 
     def note(self, rule: str, text: str, part_name: str = "") -> None:
         """Name an ambiguity once (the trace header and --fix-mime 2 list them)."""
         if not any(a.text == text for a in self.result.ambiguities):
+            from .readings import Ambiguity
+
             self.result.ambiguities.append(Ambiguity(rule, text, part_name))
 
     def match(self, rest: bytes, boundaries: list[bytes]) -> Hit | None:
@@ -452,6 +461,15 @@ class Walker:
     ) -> Hit:
         """Read one entity (headers and body) up to a delimiter of an enclosing multipart, or EOF."""
         start = reader.offset()
+        hit = self.read_entity_at(reader, start, depth, boundaries, top, embedded)
+        if self.first_met or self.reading is not None:
+            self.entity_ends[start] = max(self.entity_ends.get(start, 0), reader.offset())
+        return hit
+
+    def read_entity_at(
+        self, reader: Reader, start: int, depth: int, boundaries: list[bytes], top: bool, embedded: bool
+    ) -> Hit:
+        """read_entity for an entity starting at `start`."""
         raw_headers, skipped, early_end = self.read_header_block(reader, boundaries, start, top, embedded)
         headers = parse_headers(raw_headers[skipped:] if skipped else raw_headers)
         content_type = self.pick([v for k, v in headers if k == "content-type"], start, "content-type", _types_differ)
@@ -469,7 +487,7 @@ class Walker:
             self.result.top_headers = raw_headers
             self.result.body_offset = body_offset
         filenames = claimed_filenames(headers) if b"name" in raw_headers.lower() else ()
-        names_note = filename_ambiguity(headers) if filenames else ""
+        names_note = filename_ambiguity(headers) if len(filenames) > 1 else ""
         if names_note:
             self.note("conflicting-filenames", names_note, filenames[0])
         key = (start, body_offset, declared, encoding, filenames)
@@ -486,7 +504,7 @@ class Walker:
             if hit is not None:
                 return hit
         if part is None:
-            reading = names_note or (self.reading.description if self.passes > 1 else "")
+            reading = names_note or (self.reading.description if self.reading else "")
             part = self.new_part(
                 depth, declared, raw_headers, filenames=filenames, transfer_encoding=encoding, reading=reading
             )

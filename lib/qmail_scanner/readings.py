@@ -5,10 +5,12 @@ matched exactly or as a line prefix, a continuation split from its header by an 
 a nested multipart reusing its parent's boundary, a header block without the empty line
 before the body). The unpacker walks the message once per reading and the checks run over
 the union of the parts: blocked in any reading means blocked. The walk names each ambiguity
-where it meets it (a choice point); the plan below then reads the message with every choice
-the other way, and each one alone the other way (and alone the first way), which covers
-every combination of up to three choices; a message needing more readings than the bound is
-its own outcome (rule `mime-readings`).
+where it meets it (a choice point, most of them at the start of an entity); the plan below
+then reads the message with every choice the other way, and, for choices inside one another's
+entity, each one alone the other way (and alone the first way), which covers every
+combination of up to three nested choices. Choices in separate entities do not change each
+other's parts, so the first two readings cover them all. A message needing more readings
+than the bound is its own outcome (rule `mime-readings`).
 """
 
 from __future__ import annotations
@@ -64,9 +66,10 @@ class Plan:
         self.tried: set[frozenset] = set()
         self.waiting: list[Reading] = []
         self.passes = 0
+        self.single: set = set()  # choice points already given readings of their own
 
-    def record(self, reading: Reading) -> None:
-        """Take in what a finished pass met; new choice points add their own readings."""
+    def record(self, reading: Reading, ends: dict[int, int]) -> None:
+        """Take in what a finished pass met (`ends`: where each entity ended, by where it started)."""
         self.passes += 1
         self.tried.add(reading.flipped(reading.met))
         new = [point for point in reading.met if point not in self.known]
@@ -74,8 +77,9 @@ class Plan:
             self.known[point] = reading.met[point]
         if self.passes == 1 and new:
             self.waiting.append(Reading(alternative=True))
-        if self.passes > 1 or len(new) > 1:
-            for point in new:
+        for point in self.known:
+            if point not in self.single and any(_nested(point, other, ends) for other in self.known if other != point):
+                self.single.add(point)
                 self.waiting += [Reading(exceptions=frozenset([point])), Reading(True, frozenset([point]))]
 
     def next_reading(self) -> Reading | None:
@@ -89,6 +93,16 @@ class Plan:
     def exhausted(self) -> bool:
         """Whether the bound stops the plan with readings still to make."""
         return self.passes >= self.limit and self.next_reading() is not None
+
+
+def _nested(point: tuple, other: tuple, ends: dict[int, int]) -> bool:
+    """Whether one choice lies inside the other's entity (a choice not tied to one entity is inside all)."""
+    start, other_start = point[1], other[1]
+    if not isinstance(start, int) or not isinstance(other_start, int):
+        return True
+    end = max(ends.get(start, start), start + 1)
+    other_end = max(ends.get(other_start, other_start), other_start + 1)
+    return start <= other_start < end or other_start <= start < other_end
 
 
 def note_readings(findings: list[Finding], unpacked: Unpacked, first_reading: list[Finding]) -> list[Finding]:

@@ -288,15 +288,16 @@ def messages() -> dict[str, bytes]:
             b"Content-Transfer-Encoding: base64\n\n" + b64(b"data"),
         ],
     )
-    # Twenty parts, each with two different transfer encodings: more readings than the unpacker makes.
-    m["many-readings.eml"] = multipart(
-        b"mr",
-        [
-            b'Content-Type: application/octet-stream; name="part%02d.bin"\nContent-Transfer-Encoding: 7bit\n'
-            b"Content-Transfer-Encoding: base64\n\n" % number + b64(b"data")
-            for number in range(20)
-        ],
-    )
+    # Seventeen multiparts one inside the other, each naming two boundaries: every choice lies inside
+    # the others, so reading every combination would take more passes than the unpacker makes.
+    nested = text_part()
+    for level in reversed(range(17)):
+        nested = (
+            b'Content-Type: multipart/mixed; boundary="b%02d"; boundary="c%02d"\n\n--b%02d\n' % (level, level, level)
+            + nested
+            + b"--b%02d--\n" % level
+        )
+    m["many-readings.eml"] = HEAD + b"Subject: readings\nMIME-Version: 1.0\n" + nested
     m["long-boundary.eml"] = multipart(b"b" * 300, [text_part()])
     m["duplicate-boundary.eml"] = (
         HEAD + b'Subject: dup\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="same"\n\n'
