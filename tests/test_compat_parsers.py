@@ -134,7 +134,8 @@ def logs(sample_clamd, make_installation, tmp_path_factory):
 
     reader = threading.Thread(target=read_like_a_syslog_daemon, daemon=True)
     reader.start()
-    scanner = ("--scanners", "clamd", "--clamd-servers", sample_clamd.socket_path)
+    # --fix-mime 2: a broken continuation is quarantined as the original did, not read both ways.
+    scanner = ("--scanners", "clamd", "--clamd-servers", sample_clamd.socket_path, "--fix-mime", "2")
     by_syslog = make_installation(*scanner, "--log-details", "syslog", "--syslog-socket", syslog_path, fresh=True)
     by_mailstats = make_installation(*scanner, "--log-details", "mailstats", fresh=True)
     events = make_events(sample_clamd)
