@@ -11,9 +11,19 @@
  *   3. throws the caller's environment away except the variables qmail's callers set for
  *      the scanner (TCP*, RELAYCLIENT, DATABYTES, SMTPAUTHUSER, QS_*), bounded in size,
  *      and sets a fixed PATH and umask,
- *   4. execs the interpreter frozen at configure time with -I -S on the installed program:
+ *   4. hands the message to the resident engine when it runs (below), else
+ *   5. execs the interpreter frozen at configure time with -I -S on the installed program:
  *      no PYTHON* variables, no user site, no site-packages, no current directory on sys.path.
- * Administrator flags (-h -v -z -g -r) are passed on only for root and the scanner account.
+ * Administrator flags (-h -v -z -g -r --engine-status) are passed on only for root and the
+ * scanner account.
+ *
+ * The engine (qmail-scanner-queue.py --serve) listens on QS_ENGINE_SOCKET in the spool. The
+ * wrapper uses it only when that path is a socket owned by the scanner account and the process
+ * listening on it runs as that account (SO_PEERCRED); anything else, a missing socket, a refused
+ * connection or no worker free within QS_ENGINE_WAIT_MS, and it execs the standalone program
+ * at once, with fds 0 and 1 untouched. Once a worker has the fds, the wrapper exits with the
+ * code the worker answers; a worker that dies or hangs past the deadline means exit 71 (451,
+ * the sender retries), never 0.
  *
  * Everything it needs is compiled in by configure.py (-D...); nothing is read at run time.
  * Exit codes follow qmail-queue(8): 81 "qq internal bug" (temporary) when it cannot run.
@@ -22,11 +32,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef QS_PYTHON
@@ -48,7 +63,20 @@
 #define QS_PATH "/usr/local/bin:/usr/bin:/bin"
 #endif
 
+#ifndef QS_CUSTOM_ERROR_FD
+#define QS_CUSTOM_ERROR_FD 6 /* 0: off */
+#endif
+#ifndef QS_DEADLINE
+#define QS_DEADLINE 1200 /* seconds a message may take (--deadline) */
+#endif
+#ifndef QS_ENGINE_WAIT_MS
+#define QS_ENGINE_WAIT_MS 3000 /* no worker free this long: run standalone */
+#endif
+/* The engine's master kills a worker 10 s past the deadline; wait a little longer than that. */
+#define ENGINE_ANSWER_GRACE 30
+
 #define EXIT_TROUBLE 81   /* 451 qq internal bug: the sender retries */
+#define EXIT_ENGINE_LOST 71 /* 451 mail server temporarily rejected message */
 #define EXIT_USAGE 100
 #define EXIT_READ_ERROR 54 /* 451 qq read error */
 #define KEEP_MAX 64        /* variables passed on at most */
@@ -153,12 +181,162 @@ static char **clean_environment(char **environ_in) {
 }
 
 static int flag_allowed(const char *arg) {
-  static const char *flags[] = {"-h", "--help", "-v", "-z", "-g", "-r", NULL};
+  static const char *flags[] = {"-h", "--help", "-v", "-z", "-g", "-r", "--engine-status", NULL};
   size_t i;
   for (i = 0; flags[i]; ++i)
     if (strcmp(arg, flags[i]) == 0) return 1;
   return 0;
 }
+
+#ifdef QS_ENGINE_SOCKET
+/* The wire format of lib/qmail_scanner/engine/wire.py. */
+struct hello {
+  char magic[4];
+  uint32_t caller_uid;
+  uint32_t fd_mask;
+  uint32_t environment_bytes;
+};
+#define FD_CUSTOM_ERROR 8
+
+static long long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wait until fd is readable; 1 ready, 0 timed out or failed. */
+static int wait_readable(int fd, long long deadline_ms) {
+  for (;;) {
+    long long left = deadline_ms - now_ms();
+    struct pollfd p = {fd, POLLIN, 0};
+    int r;
+    if (left <= 0) return 0;
+    r = poll(&p, 1, left > 60000 ? 60000 : (int)left);
+    if (r > 0) return 1;
+    if (r < 0 && errno != EINTR) return 0;
+  }
+}
+
+static int send_all(int fd, const char *data, size_t size) {
+  while (size > 0) {
+    ssize_t n = send(fd, data, size, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return 0;
+    data += n;
+    size -= (size_t)n;
+  }
+  return 1;
+}
+
+/* The socket the engine listens on, if it is one we may trust; -1 means run standalone. */
+static int engine_connect(void) {
+  struct stat info;
+  struct sockaddr_un address;
+  struct ucred peer;
+  socklen_t peer_size = sizeof peer;
+  int s;
+  if (sizeof(QS_ENGINE_SOCKET) > sizeof address.sun_path) return -1;
+  if (lstat(QS_ENGINE_SOCKET, &info) != 0) return -1; /* no engine: the usual standalone case */
+  if (!S_ISSOCK(info.st_mode) || info.st_uid != (uid_t)(QS_UID)) {
+    say("qmail-scanner-queue: " QS_ENGINE_SOCKET " is not a socket of the scanner account: ignored, running standalone\n");
+    return -1;
+  }
+  s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (s < 0) return -1;
+  memset(&address, 0, sizeof address);
+  address.sun_family = AF_UNIX;
+  memcpy(address.sun_path, QS_ENGINE_SOCKET, sizeof(QS_ENGINE_SOCKET));
+  /* Non-blocking: a full backlog (EAGAIN) or a dead engine (ECONNREFUSED) means standalone now. */
+  if (connect(s, (struct sockaddr *)&address, sizeof address) != 0) {
+    close(s);
+    return -1;
+  }
+  if (getsockopt(s, SOL_SOCKET, SO_PEERCRED, &peer, &peer_size) != 0 || peer.uid != (uid_t)(QS_UID)) {
+    say("qmail-scanner-queue: the engine socket is served by another account: ignored, running standalone\n");
+    close(s);
+    return -1;
+  }
+  return s;
+}
+
+/* Hand the message to a worker. Returns -1 (run standalone; fds 0 and 1 untouched) or never returns. */
+static int engine_handoff(char **clean, uid_t caller) {
+  char environment[(KEEP_MAX + 2) * (NAME_MAX_LEN + VALUE_MAX + 2)];
+  size_t used = 0, i;
+  struct hello hello;
+  int fds[4], nfds = 3, s, custom_open;
+  char ready, answer[2];
+  size_t got = 0;
+  struct msghdr msg;
+  struct iovec iov;
+  char control[CMSG_SPACE(sizeof fds)];
+  struct cmsghdr *cmsg;
+  long long deadline;
+
+  s = engine_connect();
+  if (s < 0) return -1;
+  for (i = 0; clean[i]; ++i) {
+    size_t len = strlen(clean[i]) + 1;
+    if (used + len > sizeof environment) break;
+    memcpy(environment + used, clean[i], len);
+    used += len;
+  }
+  custom_open = QS_CUSTOM_ERROR_FD > 2 && !is_closed(QS_CUSTOM_ERROR_FD);
+  memcpy(hello.magic, "QSE1", 4);
+  hello.caller_uid = (uint32_t)caller;
+  hello.fd_mask = 7 | (custom_open ? FD_CUSTOM_ERROR : 0);
+  hello.environment_bytes = (uint32_t)used;
+  /* Nothing of the message has been given away yet: any failure up to READY means standalone. */
+  if (!send_all(s, (const char *)&hello, sizeof hello) || !send_all(s, environment, used) ||
+      !wait_readable(s, now_ms() + QS_ENGINE_WAIT_MS) || recv(s, &ready, 1, 0) != 1 || ready != 'R') {
+    close(s);
+    return -1;
+  }
+  fds[0] = 0;
+  fds[1] = 1;
+  fds[2] = 2;
+  if (custom_open) fds[nfds++] = QS_CUSTOM_ERROR_FD;
+  memset(&msg, 0, sizeof msg);
+  memset(control, 0, sizeof control);
+  iov.iov_base = "F";
+  iov.iov_len = 1;
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+  cmsg = CMSG_FIRSTHDR(&msg);
+  cmsg->cmsg_level = SOL_SOCKET;
+  cmsg->cmsg_type = SCM_RIGHTS;
+  cmsg->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+  memcpy(CMSG_DATA(cmsg), fds, nfds * sizeof(int));
+  for (;;) {
+    ssize_t n = sendmsg(s, &msg, MSG_NOSIGNAL);
+    if (n == 1) break;
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) {
+      struct pollfd p = {s, POLLOUT, 0};
+      poll(&p, 1, 1000);
+      continue;
+    }
+    close(s); /* not sent: the fds are still only ours */
+    return -1;
+  }
+  /* The worker holds the message now. Drop our copies, so a worker that dies leaves
+   * qmail-smtpd with a broken pipe at once instead of a reader that never reads. */
+  close(0);
+  close(1);
+  if (custom_open) close(QS_CUSTOM_ERROR_FD);
+  deadline = now_ms() + ((long long)QS_DEADLINE + ENGINE_ANSWER_GRACE) * 1000;
+  while (got < 2 && wait_readable(s, deadline)) {
+    ssize_t n = recv(s, answer + got, 2 - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += (size_t)n;
+  }
+  if (got == 2 && answer[0] == 'Q') _exit((unsigned char)answer[1]);
+  say("qmail-scanner-queue: the scanning engine stopped before answering: temporary failure, the sender retries\n");
+  _exit(EXIT_ENGINE_LOST);
+}
+#endif
 
 int main(int argc, char **argv, char **envp) {
   char *args[ARGS_MAX + 6];
@@ -179,7 +357,7 @@ int main(int argc, char **argv, char **envp) {
     }
     for (i = 1; i < argc; ++i) {
       if (!flag_allowed(argv[i])) {
-        say("qmail-scanner-queue: usage: qmail-scanner-queue [-h | -v | -z | -g | -r]\n");
+        say("qmail-scanner-queue: usage: qmail-scanner-queue [-h | -v | -z | -g | -r | --engine-status]\n");
         _exit(EXIT_USAGE);
       }
     }
@@ -187,6 +365,9 @@ int main(int argc, char **argv, char **envp) {
   become_scanner_account();
   char **clean = clean_environment(envp);
   if (chdir("/") != 0) trouble("cannot chdir to /");
+#ifdef QS_ENGINE_SOCKET
+  if (argc <= 1) engine_handoff(clean, caller);
+#endif
 
   args[n++] = QS_PYTHON;
   args[n++] = "-I";

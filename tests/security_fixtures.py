@@ -52,6 +52,7 @@ int main(void) {
   for (char **entry = environ; *entry; ++entry) fprintf(record, "%s\n", *entry);
   fprintf(record, "ids=%d:%d:%d:%d\n", (int)getuid(), (int)geteuid(), (int)getgid(), (int)getegid());
   fclose(record);
+  if (getenv("QS_TEST_HOP_PAUSE_MS")) usleep(1000 * atoi(getenv("QS_TEST_HOP_PAUSE_MS"))); /* a slow disk */
   setenv("QQ_STANDIN_DIR", SINK, 1);
   execl(STANDIN, STANDIN, (char *)0);
   return 81;
@@ -153,6 +154,7 @@ class WrappedInstallation:
         args: tuple[str, ...] = (),
         executable: Path | None = None,
         timeout: float = 60.0,
+        pause: float = 0.0,
     ) -> WrappedResult:
         """Run the wrapper as qmail-smtpd would, but as an unprivileged caller with env as given."""
         caller = caller_ids() if caller is None else caller
@@ -183,7 +185,7 @@ class WrappedInstallation:
         for fd in (message_read, envelope_read, error_write):
             os.close(fd)
 
-        feeder = start_feeding(message_write, envelope_write, message, envelope_bytes)
+        feeder = start_feeding(message_write, envelope_write, message, envelope_bytes, pause=pause)
         stdout, stderr, custom_error = finish_run(process, feeder, error_read, timeout)
         new = sorted(set(self.sink.glob("*")) - before)
         queued = [load_queued(path) for path in new if path.suffix == ".msg"]

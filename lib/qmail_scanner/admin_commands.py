@@ -7,10 +7,10 @@ import sys
 
 from .settings import Settings
 
-USAGE = """usage: qmail-scanner-queue.py [-h | -v | -z | -g | -r]
+USAGE = """usage: qmail-scanner-queue.py [-h | -v | -z | -g | -r | --serve | --engine-status]
 
 With no arguments it is a qmail-queue replacement: the message on fd 0, the envelope
-on fd 1, exit codes as qmail-queue(8). Set QMAILQUEUE to this program in tcprules.
+on fd 1, exit codes as qmail-queue(8). Set QMAILQUEUE to the setuid wrapper in tcprules.
 
   -h  this help
   -v  version, interpreter, settings summary and scanners
@@ -18,6 +18,9 @@ on fd 1, exit codes as qmail-queue(8). Set QMAILQUEUE to this program in tcprule
   -g  compile quarantine-events.txt (and a 1.2x quarantine-attachments.txt beside it),
       reporting every bad line by file and number
   -r  print the policy rules as loaded
+  --serve          run the resident engine in the foreground (for daemontools, runit,
+                   systemd); SIGHUP reloads, SIGTERM finishes the messages in flight and stops
+  --engine-status  workers, busy, messages served, restarts; exit 1 when it does not run
 """
 
 
@@ -62,6 +65,10 @@ def run_command(settings: Settings, argv: list[str]) -> int:
         return show_version(settings)
     if flag == "-z":
         return clean_spool(settings)
+    if flag == "--engine-status":
+        from .engine.status import show_status
+
+        return show_status(settings)
     if flag in ("-g", "-r"):
         from . import policy
 

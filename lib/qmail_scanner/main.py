@@ -12,6 +12,10 @@ def main(frozen: dict, argv: list[str] | None = None) -> int:
     """Choose what this run does from its arguments; return the exit code."""
     argv = sys.argv[1:] if argv is None else argv
     settings = Settings.from_mapping(frozen)
+    if argv == ["--serve"]:
+        from .engine.master import serve
+
+        return serve(settings, os.path.abspath(sys.argv[0]))
     if argv:
         from .admin_commands import run_command
 

@@ -39,6 +39,9 @@ class Settings:
     custom_error_fd: int = 6  # 0 = off
     deadline_seconds: float = 1200.0
     spool_chunk_bytes: int = 65536
+    # The resident engine (--serve).
+    engine_workers: int = 0  # 0: four per core
+    engine_max_messages: int = 500  # a worker is replaced after this many messages; 0 never
     trace_header_style: str = "x-diagnostics"  # x-diagnostics (2.x) | received (1.x)
     # Alerts and identity of the admin.
     admin: str = "root"

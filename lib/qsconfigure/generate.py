@@ -171,6 +171,8 @@ def build_settings(args, facts: dict, version: str, command: str) -> dict:
         "spam_maildir": args.sa_maildir,
         "spam_redirect": args.spams_redirect or "",
         "spam_recipient_suffix": args.spams_tosuffix or "",
+        "engine_workers": args.engine_workers,
+        "engine_max_messages": args.engine_max_messages,
     }
     settings_class = _engine_settings_class()
     known = {spec.name for spec in settings_class.__record_fields__}

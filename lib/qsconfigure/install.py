@@ -193,6 +193,20 @@ def install(args, settings: dict, rendered: str) -> None:
     print(f'  :allow,QMAILQUEUE="{runner}"')
     print("then rebuild the rules (qmailctl cdb, or tcprules tcp.smtp.cdb tcp.smtp.tmp < tcp.smtp).")
     print(f"Run '{runner} -z' daily from cron (as {args.qs_user}) to remove stale work files.")
+    _install_engine_files(args, installer, program, settings)
+
+
+def _install_engine_files(args, installer: Installer, program: str, settings: dict) -> None:
+    """Run file and systemd unit next to the program; a running engine reloads the new program."""
+    from .engine_files import print_engine_advice, reload_running_engine, write_engine_files
+
+    final_program = _final_path(args, program)
+    run_path, unit_path = write_engine_files(os.path.dirname(program), final_program, settings["deadline_seconds"])
+    print_engine_advice(run_path, unit_path, _final_path(args, run_path), _final_path(args, unit_path))
+    if not args.destdir:
+        pid = reload_running_engine(settings["spooldir"])
+        if pid:
+            print(f"the running engine (pid {pid}) reloads: new workers use this installation")
 
 
 def _final_path(args, staged: str) -> str:

@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     contract.add_argument("--failed-action", choices=("tempfail", "store"), default="tempfail", help="a message that cannot be scanned: tempfail (the sender retries) or store it in failed/ and accept it (default %(default)s)")
     contract.add_argument("--no-QQ-check", dest="no_qq_check", type=yes_no, default=False, help="do not require the next hop to exist now (packagers)")
 
+    engine = add("resident engine (qmail-scanner-queue.py --serve)")
+    engine.add_argument("--engine-workers", type=non_negative_int, default=0, help="pre-forked workers: messages scanned at once; match tcpserver -c (default 0 = four per core)")
+    engine.add_argument("--engine-max-messages", type=non_negative_int, default=500, help="replace a worker after this many messages, 0 = never (default %(default)s)")
+
     alerts = add("administrator and alerts")
     alerts.add_argument("--admin", default=None, help="user part of the admin address, or user@domain (default root)")
     alerts.add_argument("--domain", default="", help="domain of the admin address (default: this host's FQDN)")

@@ -57,8 +57,10 @@ def account_ids(user: str, group: str) -> tuple[int, int] | None:
         return None
 
 
-def compile_wrapper(compiler: str, output: str, python: str, program: str, uid: int, gid: int) -> None:
-    """cc the wrapper with everything compiled in (argv list, no shell)."""
+def compile_wrapper(
+    compiler: str, output: str, python: str, program: str, uid: int, gid: int, engine: tuple[str, ...] = ()
+) -> None:
+    """cc the wrapper with everything compiled in (argv list, no shell); engine: the -D words of engine_defines."""
     argv = [
         compiler,
         *CFLAGS,
@@ -68,6 +70,7 @@ def compile_wrapper(compiler: str, output: str, python: str, program: str, uid: 
         f"-DQS_GID={gid}",
         f"-DQS_UMASK=0{UMASK:o}",
         f"-DQS_PATH={c_string(FIXED_PATH, 'PATH')}",
+        *engine,
         "-o",
         output,
         WRAPPER_SOURCE,
@@ -78,6 +81,16 @@ def compile_wrapper(compiler: str, output: str, python: str, program: str, uid: 
             f"the setuid wrapper does not compile: {completed.stderr.strip()[:2000]}",
             "give --skip-setuid-test to install without it",
         )
+
+
+def engine_defines(args) -> tuple[str, ...]:
+    """Where the engine listens (in the final spool), which fd carries custom errors, how long a message may take."""
+    socket_path = os.path.join(os.path.abspath(args.spooldir), "engine.sock")
+    return (
+        f"-DQS_ENGINE_SOCKET={c_string(socket_path, 'the engine socket path')}",
+        f"-DQS_CUSTOM_ERROR_FD={int(args.custom_error_fd)}",
+        f"-DQS_DEADLINE={int(args.deadline) + 1}",
+    )
 
 
 def check_wrapper(wrapper: str, user: str) -> None:
@@ -112,7 +125,7 @@ def build_and_install_wrapper(args, installer, program_path: str, python_executa
     destination = os.path.join(installer.path(args.bindir), WRAPPER_NAME)
     with tempfile.TemporaryDirectory(prefix="qs-wrapper-") as build_dir:
         built = os.path.join(build_dir, WRAPPER_NAME)
-        compile_wrapper(compiler, built, python, final_program, uid, gid)
+        compile_wrapper(compiler, built, python, final_program, uid, gid, engine_defines(args))
         staging = destination + ".new"
         try:
             os.unlink(staging)

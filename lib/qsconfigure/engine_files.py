@@ -1,0 +1,97 @@
+"""--install for the resident engine: a run file and a systemd unit next to the program, and a reload.
+
+The engine is optional: without it the wrapper runs the program once per message. These files
+only make starting it one step; the advice printed says how to enable them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+RUN_FILE_NAME = "qmail-scanner-engine.run"
+UNIT_NAME = "qmail-scanner-engine.service"
+STOP_GRACE_SECONDS = 30  # on top of the deadline: messages in flight finish before systemd kills
+
+
+def run_file(program: str) -> str:
+    """A daemontools / runit run script: the engine in the foreground, its log on stdout."""
+    return (
+        "#!/bin/sh\n"
+        "# qmail-scanner resident engine (daemontools / runit). Started as root, it becomes the scanner account.\n"
+        "exec 2>&1\n"
+        f"exec {program} --serve\n"
+    )
+
+
+def systemd_unit(program: str, deadline_seconds: float) -> str:
+    """A systemd unit: SIGTERM to the master only (KillMode=mixed), so workers finish their message."""
+    return (
+        "[Unit]\n"
+        "Description=qmail-scanner resident engine (qmail-scanner-queue.py --serve)\n"
+        "After=network.target clamav-daemon.service spamassassin.service\n"
+        "\n"
+        "[Service]\n"
+        f"ExecStart={program} --serve\n"
+        "ExecReload=/bin/kill -HUP $MAINPID\n"
+        "KillMode=mixed\n"
+        f"TimeoutStopSec={int(deadline_seconds) + STOP_GRACE_SECONDS}\n"
+        "Restart=always\n"
+        "RestartSec=1\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=multi-user.target\n"
+    )
+
+
+def write_engine_files(directory: str, final_program: str, deadline_seconds: float) -> tuple[str, str]:
+    """Write both files into directory (the program's); return their paths."""
+    written = []
+    for name, text, mode in (
+        (RUN_FILE_NAME, run_file(final_program), 0o755),
+        (UNIT_NAME, systemd_unit(final_program, deadline_seconds), 0o644),
+    ):
+        path = os.path.join(directory, name)
+        staging = path + ".new"
+        with open(staging, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(staging, mode)
+        os.rename(staging, path)
+        written.append(path)
+    return written[0], written[1]
+
+
+def print_engine_advice(run_path: str, unit_path: str, final_run: str, final_unit: str) -> None:
+    print("The resident engine makes every message faster (optional; without it each message runs standalone):")
+    print(f"  systemd:     cp {final_unit} /etc/systemd/system/ && systemctl enable --now {UNIT_NAME}")
+    print(f"  daemontools: mkdir -p /service/qmail-scanner-engine && cp {final_run} /service/qmail-scanner-engine/run")
+    print(f"  runit:       mkdir -p /etc/sv/qmail-scanner-engine && cp {final_run} /etc/sv/qmail-scanner-engine/run")
+    print("               && ln -s /etc/sv/qmail-scanner-engine /etc/service/")
+
+
+def reload_running_engine(spooldir: str) -> int:
+    """SIGHUP the engine serving this spool, if one runs: new workers take the new program. Returns its pid or 0."""
+    try:
+        with open(os.path.join(spooldir, "engine.status"), encoding="utf-8") as handle:
+            values = json.load(handle)
+        pid = int(values.get("pid", 0)) if values.get("state") == "running" else 0
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0
+    if pid <= 1 or not _is_engine(pid):
+        return 0
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError:
+        return 0
+    return pid
+
+
+def _is_engine(pid: int) -> bool:
+    """The pid still belongs to a `--serve` process (not a recycled pid)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            words = handle.read().split(b"\0")
+    except OSError:
+        return False
+    return b"--serve" in words
