@@ -10,7 +10,7 @@ import pytest
 from harness import Installation, build_standin, install
 
 # Fixture modules shared by several test files, registered once here.
-pytest_plugins = ("actions_fixtures", "mime_fixtures", "testbed.fixtures")
+pytest_plugins = ("actions_fixtures", "mime_fixtures", "testbed.fixtures", "engine_fixtures")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -143,6 +143,7 @@ class WrappedInstallation:
     scanner_ids: tuple[int, int]
     configure_output: str
     notes: dict = field(default_factory=dict)
+    configure_argv: list[str] = field(default_factory=list)  # to install again over it
 
     def run(
         self,
@@ -233,6 +234,7 @@ def install_wrapped(*configure_args: str) -> WrappedInstallation:
         sink=sink,
         scanner_ids=scanner_ids,
         configure_output=completed.stdout + completed.stderr,
+        configure_argv=argv,
     )
 
 

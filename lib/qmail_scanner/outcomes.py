@@ -28,14 +28,19 @@ CUSTOM_ERROR_MAX_BYTES = 255
 
 
 class Outcome(Exception):
-    """Processing ends here with this exit code; `smtp_text` explains it to the sender."""
+    """Processing ends here with this exit code; `smtp_text` explains it to the sender.
+
+    The sender learns what kind of problem it was, never our paths, addresses or programs:
+    those go in `detail`, which only the log sees.
+    """
 
     exit_code: int = TEMP_INTERNAL_BUG
     permanent: bool = False
 
-    def __init__(self, smtp_text: str, exit_code: int | None = None) -> None:
+    def __init__(self, smtp_text: str, exit_code: int | None = None, detail: str = "") -> None:
         super().__init__(smtp_text)
         self.smtp_text = smtp_text
+        self.detail = detail or smtp_text
         if exit_code is not None:
             self.exit_code = exit_code
 

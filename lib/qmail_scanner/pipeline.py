@@ -74,8 +74,8 @@ def process_message(settings: Settings, environ: dict[str, str]) -> int:
         code = inspect_and_act(message)
     except Outcome as outcome:
         _quiet_signals()
-        say(f"{outcome.smtp_text} (exit {outcome.exit_code})")
-        _trace_failure(message, outcome.smtp_text)
+        say(f"{outcome.detail} (exit {outcome.exit_code})")
+        _trace_failure(message, outcome.detail)
         code = report_outcome(outcome, settings.custom_error_fd)
     except MemoryError:
         _quiet_signals()
@@ -116,7 +116,7 @@ def inspect_and_act(message: Message) -> int:
             raise
         from .actions import store_failed
 
-        reason = problem.smtp_text if isinstance(problem, Outcome) else f"{type(problem).__name__}: {problem}"
+        reason = problem.detail if isinstance(problem, Outcome) else f"{type(problem).__name__}: {problem}"
         say(f"could not scan the message, kept in failed/: {reason}")
         return store_failed(message, reason)
     return act(message, verdict)

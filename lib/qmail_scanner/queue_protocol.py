@@ -27,6 +27,9 @@ ADDRESS_LIMIT = 1003
 # Recipients beyond this are refused as an envelope format error: a bound on memory.
 MAX_ENVELOPE_BYTES = 64 * 1024 * 1024
 READ_CHUNK = 65536
+# What the sender is told when the next hop fails (the log gets its path and the reason).
+QUEUE_UNAVAILABLE = "4.3.0 mail queue unavailable, try again later"
+QUEUE_FAILED = "4.3.0 mail queue failed to take the message, try again later"
 
 
 class _EnvelopeReader:
@@ -145,7 +148,7 @@ def hand_on(binary: str, pieces: list, envelope_raw: bytes) -> int:
     except OSError as error:
         for fd in (message_read, message_write, envelope_read, envelope_write):
             os.close(fd)
-        raise TemporaryFailure(f"cannot run {binary}: {error.strerror}", TEMP_REJECTED) from None
+        raise TemporaryFailure(QUEUE_UNAVAILABLE, TEMP_REJECTED, f"cannot run {binary}: {error.strerror}") from None
     os.close(message_read)
     os.close(envelope_read)
     fed_whole = True
@@ -174,9 +177,10 @@ def hand_on(binary: str, pieces: list, envelope_raw: bytes) -> int:
             pass
         raise
     if os.WIFSIGNALED(status):
-        raise TemporaryFailure(f"{binary} killed by signal {os.WTERMSIG(status)}", TEMP_REJECTED)
+        raise TemporaryFailure(QUEUE_FAILED, TEMP_REJECTED, f"{binary} killed by signal {os.WTERMSIG(status)}")
     code = os.waitstatus_to_exitcode(status)
     if code == 0 and not fed_whole:
-        raise TemporaryFailure(f"{binary} exited 0 without reading the whole message", TEMP_WRITE_ERROR)
+        detail = f"{binary} exited 0 without reading the whole message"
+        raise TemporaryFailure(QUEUE_FAILED, TEMP_WRITE_ERROR, detail)
     return code
 

@@ -9,6 +9,10 @@ import time
 from .outcomes import TEMP_CREATE_FILES, TEMP_READ_ERROR, TEMP_WRITE_ERROR, TemporaryFailure
 from .recordtype import record
 
+# What the sender is told (the log gets the path and the reason).
+WORK_FILES_FAILED = "4.3.0 the scanner cannot create its work files, try again later"
+STORE_FAILED = "4.3.0 the scanner cannot store the message, try again later"
+
 # Layout under the spool directory (the 2.x names, so existing habits carry over).
 WORK_DIRS = ("tmp", "working/tmp", "working/new", "working/cur")
 MAILDIRS = ("quarantine/viruses", "quarantine/policy", "quarantine/spam", "archives", "failed")
@@ -88,7 +92,8 @@ def create_work_area(spooldir: str) -> WorkArea:
     try:
         os.mkdir(unpack_dir, 0o700)
     except OSError as error:
-        raise TemporaryFailure(f"cannot create work dir {unpack_dir}: {error.strerror}", TEMP_CREATE_FILES) from None
+        detail = f"cannot create work dir {unpack_dir}: {error.strerror}"
+        raise TemporaryFailure(WORK_FILES_FAILED, TEMP_CREATE_FILES, detail) from None
     return WorkArea(message_id, os.path.join(spooldir, "working", "tmp", message_id), unpack_dir)
 
 
@@ -155,7 +160,7 @@ def deliver_to_maildir(maildir: str, pieces: list, message_id: str) -> str:
     try:
         fd = os.open(tmp_path, flags, 0o600)
     except OSError as error:
-        raise TemporaryFailure(f"cannot create {tmp_path}: {error.strerror}", TEMP_CREATE_FILES) from None
+        raise TemporaryFailure(STORE_FAILED, TEMP_CREATE_FILES, f"cannot create {tmp_path}: {error.strerror}") from None
     try:
         write_pieces(fd, pieces)
         os.fsync(fd)
@@ -174,7 +179,8 @@ def deliver_to_maildir(maildir: str, pieces: list, message_id: str) -> str:
             os.unlink(tmp_path)
         except OSError:
             pass
-        raise TemporaryFailure(f"cannot store message in {maildir}: {error.strerror}", TEMP_WRITE_ERROR) from None
+        detail = f"cannot store message in {maildir}: {error.strerror}"
+        raise TemporaryFailure(STORE_FAILED, TEMP_WRITE_ERROR, detail) from None
     return new_path
 
 

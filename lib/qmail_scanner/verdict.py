@@ -26,8 +26,10 @@ def decide(settings: Settings, findings: list[Finding], results: list[ScanResult
         verdict.quarantine_kind = "viruses"
         return verdict
     if failed:
-        names = ", ".join(f"{r.scanner}: {r.failure_reason}" for r in failed)
-        raise TemporaryFailure(f"4.3.0 scanner unavailable ({names}), try again later")
+        names = ", ".join(r.scanner for r in failed)
+        reasons = ", ".join(f"{r.scanner}: {r.failure_reason}" for r in failed)
+        detail = f"scanner failed: {reasons}"
+        raise TemporaryFailure(f"4.3.0 scanner unavailable ({names}), try again later", None, detail)
     if blocking_policy:
         verdict.action = "quarantine"
         verdict.quarantine_kind = "policy"
