@@ -13,6 +13,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from harness import smtp_reply
 from security_fixtures import CALLER_USER, caller_ids, install_wrapped
 
 CORPUS = Path(__file__).parent / "corpus"
+CONTRIB = Path(__file__).parent.parent / "contrib"
 CLEAN = b"Received: from client by mx\nFrom: a@example.org\nTo: b@example.com\nSubject: hello\n\nplain text\n"
 TEMPORARY = 71  # the wrapper's exit when a worker vanished with the message
 
@@ -409,7 +411,17 @@ def test_engine_status_prints_the_counters(engine):
     assert re.search(r"workers: \d+ \(busy 0", shown.stdout)
     assert re.search(r"messages served: [3-9]", shown.stdout)
     assert "restarts: 0" in shown.stdout
+    textfile = engine.installation.prefix / "qs.prom"
+    report = [sys.executable, str(CONTRIB / "qs-report"), "--spooldir", str(engine.installation.spool)]
+    subprocess.run([*report, "--prometheus", str(textfile)], check=True)
+    exported = textfile.read_text()
+    assert "qmail_scanner_engine_up 1\n" in exported
+    assert re.search(r"^qmail_scanner_engine_messages_total [3-9]$", exported, re.M)
+    assert re.search(r"^qmail_scanner_engine_workers [1-9]\d*$", exported, re.M)
+    assert "qmail_scanner_engine_restarts_total 0\n" in exported
     engine.stop()
     stopped = subprocess.run([str(engine.installation.program), "--engine-status"], capture_output=True, text=True)
     assert stopped.returncode == 1
     assert "not running" in stopped.stdout
+    subprocess.run([*report, "--prometheus", str(textfile)], check=True)
+    assert "qmail_scanner_engine_up 0\n" in textfile.read_text()
