@@ -194,7 +194,7 @@ def test_worker_hanging_past_the_deadline_is_killed_and_the_client_temp_fails(sh
     thread.join(60)
     assert_temporary_failure_and_nothing_queued(box[0])
     assert 10 <= box[0].seconds < 40
-    assert not set(hung) & set(engine.workers())
+    engine.wait_until(lambda: not set(hung) & set(engine.workers()), 10)  # killed and reaped
     engine.wait_until(lambda: engine.status().get("killed", 0) >= 1, 10)
     assert "still busy" in engine.log()
     assert engine.installation.run(CLEAN).exit_code == 0
