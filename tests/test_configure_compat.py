@@ -494,3 +494,11 @@ def test_a_1x_site_before_1_22_alerted_sender_and_admin():
     assert OldScript(path="x", version="1.20").site_notify == ["sender", "admin"]
     assert OldScript(path="x", version="1.25").site_notify == []  # psender,admin: the default here too
     assert OldScript(path="x", version="1.16", notify=["admin"]).site_notify == ["admin"]
+
+
+def test_an_unreadable_file_where_the_old_script_would_be_does_not_stop_configure(tmp_path, standin):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "qmail-scanner-queue.pl").write_text("#!/bin/sh\necho something else\n")
+    _result, settings = configure_here(tmp_path, standin, "--bindir", str(bindir))
+    assert settings["spooldir"] in (legacy.SPOOL_1X, legacy.SPOOL_2X)

@@ -143,16 +143,26 @@ def old_script_paths(args) -> list[str]:
     return [os.path.join(place, OLD_SCRIPT) for place in dict.fromkeys(places)]
 
 
-def default_spooldir(args, notes: list[str], legacy_spool: str = SPOOL_1X) -> str:
-    """No --spooldir: the old site's spool (named by its script, or the 1.x default when present), else 2.x's."""
+def installed_old_scripts(args) -> list:
+    """The installed original's generated scripts that can be read (an unreadable one is passed over)."""
     from .migrate import read_old_script
 
+    found = []
     for path in old_script_paths(args):
         if os.path.isfile(path):
-            old = read_old_script(path)
-            if old.spooldir:
-                note(notes, f"spool {old.spooldir}: the one {path} (Qmail-Scanner {old.version}) uses")
-                return old.spooldir
+            try:
+                found.append(read_old_script(path))
+            except ConfigureError:
+                continue
+    return found
+
+
+def default_spooldir(args, notes: list[str], legacy_spool: str = SPOOL_1X) -> str:
+    """No --spooldir: the old site's spool (named by its script, or the 1.x default when present), else 2.x's."""
+    for old in installed_old_scripts(args):
+        if old.spooldir:
+            note(notes, f"spool {old.spooldir}: the one {old.path} (Qmail-Scanner {old.version}) uses")
+            return old.spooldir
     if os.path.isdir(legacy_spool):
         note(
             notes,
@@ -164,12 +174,8 @@ def default_spooldir(args, notes: list[str], legacy_spool: str = SPOOL_1X) -> st
 
 def default_notify(args, notes: list[str]) -> list[str]:
     """No --notify: what the installed original did (1.x before 1.22: sender,admin), else psender,admin."""
-    from .migrate import read_old_script
-
-    for path in old_script_paths(args):
-        if os.path.isfile(path):
-            old = read_old_script(path)
-            if old.site_notify:
-                note(notes, f"--notify {','.join(old.site_notify)}: as {path} (Qmail-Scanner {old.version}) did")
-                return old.site_notify
+    for old in installed_old_scripts(args):
+        if old.site_notify:
+            note(notes, f"--notify {','.join(old.site_notify)}: as {old.path} (Qmail-Scanner {old.version}) did")
+            return old.site_notify
     return ["psender", "admin"]
