@@ -1,5 +1,6 @@
 """Through the real qmail: an SMTP client, notqmail's qmail-smtpd, the setuid wrapper as QMAILQUEUE,
-the real qmail-queue and qmail-send delivering to a Maildir (tests/testbed/).
+the real qmail-queue and qmail-send delivering to a Maildir (tests/testbed/). The main paths run
+once per way this project runs: a process per message, and the resident engine (--serve).
 
 What a mail administrator sees: the SMTP reply, what lands in the mailbox, what is quarantined.
 Envelope-error tests stay on the strict stand-in: a real qmail-queue exiting 91 leaves junk.
@@ -43,8 +44,8 @@ def test_qmail_alone_delivers_byte_identical(qmail_bed):
     _trace_is_only_ours_and_qmails(split_trace(wait_for_delivery(marker), sent))
 
 
-def test_clean_mail_is_delivered_byte_identical_past_our_headers(qmail_bed, bed_scanner, clamd_server):
-    scanner = bed_scanner("--scanners", "clamd", "--clamd-servers", clamd_server.socket_path)
+def test_clean_mail_is_delivered_byte_identical_past_our_headers(qmail_bed, bed_route, clamd_server):
+    scanner = bed_route("--scanners", "clamd", "--clamd-servers", clamd_server.socket_path)
     for make in (messages.plain, lambda marker: messages.random_attachment(marker, 300_000)):
         marker = unique_marker()
         sent = make(marker)
@@ -56,8 +57,8 @@ def test_clean_mail_is_delivered_byte_identical_past_our_headers(qmail_bed, bed_
     assert scanner.work_files() == []
 
 
-def test_eicar_is_quarantined_and_never_delivered(qmail_bed, bed_scanner, clamd_server):
-    scanner = bed_scanner("--scanners", "clamd", "--clamd-servers", clamd_server.socket_path)
+def test_eicar_is_quarantined_and_never_delivered(qmail_bed, bed_route, clamd_server):
+    scanner = bed_route("--scanners", "clamd", "--clamd-servers", clamd_server.socket_path)
     marker = unique_marker()
     reply = qmail_bed.send(messages.with_attachment(marker, "e.zip", zipped("eicar.com", messages.EICAR)), scanner)
     assert reply.accepted, reply  # accepted, then kept from the recipient
@@ -72,9 +73,9 @@ def test_eicar_is_quarantined_and_never_delivered(qmail_bed, bed_scanner, clamd_
 
 @pytest.mark.parametrize(("skip_option", "quarantined"), [((), True), (("--skip-text-msgs", "yes"), False)])
 def test_eicar_line_in_a_plain_text_body_is_scanned_when_clamd_is_the_only_av(
-    qmail_bed, bed_scanner, clamd_server, skip_option, quarantined
+    qmail_bed, bed_route, clamd_server, skip_option, quarantined
 ):
-    scanner = bed_scanner("--scanners", "clamd", "--clamd-servers", clamd_server.socket_path, *skip_option)
+    scanner = bed_route("--scanners", "clamd", "--clamd-servers", clamd_server.socket_path, *skip_option)
     marker = unique_marker()
     sent = messages.plain(marker, body=b"The test string follows on its own line.\n" + messages.EICAR + b"\n")
     assert qmail_bed.send(sent, scanner).accepted
@@ -86,8 +87,8 @@ def test_eicar_line_in_a_plain_text_body_is_scanned_when_clamd_is_the_only_av(
         assert wait_for_delivery(marker).endswith(sent)
 
 
-def test_virus_reject_text_reaches_the_client_from_fd_6(qmail_bed, bed_scanner, clamd_server):
-    scanner = bed_scanner("--scanners", "clamd", "--clamd-servers", clamd_server.socket_path, "--virus-reject", "yes")
+def test_virus_reject_text_reaches_the_client_from_fd_6(qmail_bed, bed_route, clamd_server):
+    scanner = bed_route("--scanners", "clamd", "--clamd-servers", clamd_server.socket_path, "--virus-reject", "yes")
     marker = unique_marker()
     reply = qmail_bed.send(messages.eicar(marker), scanner)
     assert reply.code == 554 and "Virus found: Eicar-Test-Signature" in reply.text, reply
@@ -122,16 +123,16 @@ def test_spam_via_spamd_is_tagged_quarantined_or_refused(qmail_bed, bed_scanner,
     assert_not_delivered(marker)
 
 
-def test_policy_reject_is_a_5xx_with_the_reason(qmail_bed, bed_scanner, spamd_server):
-    scanner = bed_scanner("--scanners", "spamd", "--spamd-servers", spamd_server.socket_path, "--sa-reject", "yes")
+def test_policy_reject_is_a_5xx_with_the_reason(qmail_bed, bed_route, spamd_server):
+    scanner = bed_route("--scanners", "spamd", "--spamd-servers", spamd_server.socket_path, "--sa-reject", "yes")
     marker = unique_marker()
     reply = qmail_bed.send(messages.gtube(marker), scanner)
     assert reply.code == 554 and "message refused as spam" in reply.text, reply
     assert_not_delivered(marker)
 
 
-def test_dead_clamd_temp_fails_and_nothing_is_queued(qmail_bed, bed_scanner, clamd_disposable):
-    scanner = bed_scanner("--scanners", "clamd", "--clamd-servers", clamd_disposable.socket_path)
+def test_dead_clamd_temp_fails_and_nothing_is_queued(qmail_bed, bed_route, clamd_disposable):
+    scanner = bed_route("--scanners", "clamd", "--clamd-servers", clamd_disposable.socket_path)
     alive = unique_marker()
     assert qmail_bed.send(messages.random_attachment(alive, 4096), scanner).accepted
     wait_for_delivery(alive)
@@ -139,6 +140,7 @@ def test_dead_clamd_temp_fails_and_nothing_is_queued(qmail_bed, bed_scanner, cla
     marker = unique_marker()
     reply = qmail_bed.send(messages.random_attachment(marker, 4096), scanner)
     assert reply.code == 451 and "scanner unavailable" in reply.text, reply
+    assert "/" not in reply.text  # the sender learns the kind of problem, never a path
     assert_not_delivered(marker)
     assert scanner.work_files() == []
 

@@ -62,3 +62,43 @@ def bed_scanner(qmail_bed):
     yield factory
     for installed in cache.values():
         installed.remove()
+
+
+@pytest.fixture(scope="session")
+def bed_engine(qmail_bed):
+    """Factory: bed_engine(*configure_args) -> the resident engine of an install of its own, running."""
+    from engine_fixtures import Engine
+
+    running: dict[tuple[str, ...], Engine] = {}
+
+    def factory(*configure_args: str) -> Engine:
+        if configure_args not in running:
+            running[configure_args] = Engine(install_scanner(*configure_args)).start()
+        return running[configure_args]
+
+    yield factory
+    for engine in running.values():
+        engine.stop()
+        engine.installation.remove()
+
+
+@pytest.fixture(params=("standalone", "engine"))
+def bed_route(request, bed_scanner):
+    """Like bed_scanner, once per way this project runs: a process per message, and the resident engine.
+
+    With the engine the test fails unless the engine served its messages: no silent fallback.
+    """
+    if request.param == "standalone":
+        yield bed_scanner
+        return
+    engines = request.getfixturevalue("bed_engine")
+    used = []
+
+    def factory(*configure_args: str) -> ScannerInstall:
+        engine = engines(*configure_args, "--engine-workers", "2")
+        used.append((engine, engine.status().get("served", 0)))
+        return engine.installation
+
+    yield factory
+    for engine, before in used:
+        engine.wait_until(lambda engine=engine, before=before: engine.status().get("served", 0) > before, 10)
