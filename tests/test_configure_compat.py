@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from daemons import GTUBE, clamd_server_fixture, spamd_server_fixture  # noqa: F401 - fixtures
-from harness import CONFIGURE, ROOT, Installation, envelope
+from harness import CONFIGURE, ROOT, Installation, envelope, install
 from qsconfigure import legacy
 from qsconfigure.cli import resolve_lang
 from scanner_fixtures import plain_message, with_attachment
@@ -140,6 +140,8 @@ MEANT = {
     },
     "fbsd-2.10": {
         "spooldir": "/var/spool/qscand",
+        "etcdir": "",
+        "logdir": "",
         "mime_unpacker": "reformime",
         "fix_mime": 0,
         "normalize": False,
@@ -502,3 +504,26 @@ def test_an_unreadable_file_where_the_old_script_would_be_does_not_stop_configur
     (bindir / "qmail-scanner-queue.pl").write_text("#!/bin/sh\necho something else\n")
     _result, settings = configure_here(tmp_path, standin, "--bindir", str(bindir))
     assert settings["spooldir"] in (legacy.SPOOL_1X, legacy.SPOOL_2X)
+
+
+def test_etcdir_and_logdir_hold_the_policy_and_the_logs(tmp_path, standin):
+    etc, logs = tmp_path / "etc", tmp_path / "log"
+    site = install(
+        tmp_path / "qs",
+        standin,
+        "--etcdir",
+        str(etc),
+        "--logdir",
+        str(logs),
+        "--log-details",
+        "mailstats",
+        "--debug",
+        "1",
+    )
+    assert (etc / "quarantine-events.txt").is_file() and not (site.spool / "quarantine-events.txt").exists()
+    (etc / "quarantine-events.txt").write_text(".xyz\tSIZE=-1\tno xyz files here\n")
+    blocked = site.run(with_attachment("plans.xyz", b"data"))
+    assert blocked.exit_code == 0 and blocked.queued == []
+    assert "no xyz files here" in (logs / "quarantine.log").read_text()
+    assert (logs / "mailstats.csv").read_text() and (logs / "qmail-queue.log").read_text()
+    assert not (site.spool / "quarantine.log").exists() and not (site.spool / "mailstats.csv").exists()

@@ -99,6 +99,8 @@ class Settings:
     settings_per_domain_file: str = ""  # default: <spooldir>/settings_per_domain.txt
     failed_action: str = "tempfail"  # tempfail | store: keep unprocessable mail in failed/ and accept it
     spam_maildir: str = ""  # spam quarantine maildir; "" = <spooldir>/quarantine/spam
+    etcdir: str = ""  # policy and per-domain settings files (st patch's --etcdir); "" = spooldir
+    logdir: str = ""  # quarantine.log, mailstats.csv, qmail-queue.log (st patch's --logdir); "" = spooldir
     spam_redirect: str = ""  # delivered spam goes to this address instead (FreeBSD port's --spams-redirect)
     spam_recipient_suffix: str = ""  # delivered spam goes to user-SUFFIX@domain (--spams-tosuffix)
     alert_texts: dict = field(default_factory=dict)  # field -> text in --lang, rendered at configure time

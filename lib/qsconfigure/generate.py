@@ -48,6 +48,13 @@ def _check_regex(option: str, pattern: str) -> None:
         raise ConfigureError(f"{option}: not a valid regular expression: {error}") from None
 
 
+def _site_dir(value: str | None, spooldir: str) -> str:
+    """--etcdir / --logdir as frozen: "" when not given or the spooldir itself."""
+    if not value or os.path.abspath(value) == os.path.abspath(spooldir):
+        return ""
+    return os.path.abspath(value)
+
+
 def archive_setting(value: str) -> str:
     """--archive: the original's yes/no and 1/0, else a regex on sender/recipients."""
     lowered = value.strip().lower()
@@ -169,6 +176,8 @@ def build_settings(args, facts: dict, version: str, command: str) -> dict:
         "failed_action": args.failed_action,
         "settings_per_domain_file": args.settings_per_domain_file,
         "spam_maildir": args.sa_maildir,
+        "etcdir": _site_dir(args.etcdir, args.spooldir),
+        "logdir": _site_dir(args.logdir, args.spooldir),
         "spam_redirect": args.spams_redirect or "",
         "spam_recipient_suffix": args.spams_tosuffix or "",
         "engine_workers": args.engine_workers,

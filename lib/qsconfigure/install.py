@@ -132,9 +132,14 @@ def install_program(installer: Installer, bindir: str, rendered: str) -> str:
     return destination
 
 
-def install_spool(installer: Installer, spooldir: str) -> None:
-    """The 2.x spool layout: work dirs 0700, maildirs, log files, the default policy file."""
-    installer.directory(spooldir, 0o750)
+def install_spool(installer: Installer, spooldir: str, etcdir: str = "", logdir: str = "") -> None:
+    """The 2.x spool layout: work dirs 0700, maildirs, log files, the default policy file.
+
+    The log files go to logdir and the policy file to etcdir when the site named them (st patch).
+    """
+    etcdir, logdir = etcdir or spooldir, logdir or spooldir
+    for directory in dict.fromkeys((spooldir, etcdir, logdir)):
+        installer.directory(directory, 0o750)
     for relative in SPOOL_DIRS:
         for part in _prefixes(relative):
             installer.directory(os.path.join(spooldir, part), 0o700)
@@ -144,12 +149,12 @@ def install_spool(installer: Installer, spooldir: str) -> None:
         for sub in ("tmp", "new", "cur"):
             installer.directory(os.path.join(spooldir, relative, sub), 0o700)
     for name in LOG_FILES:
-        path = installer.path(os.path.join(spooldir, name))
+        path = installer.path(os.path.join(logdir, name))
         if not os.path.exists(path):
             with open(path, "a", encoding="utf-8"):
                 pass
         installer.own(path, 0o640)
-    policy = installer.path(os.path.join(spooldir, "quarantine-events.txt"))
+    policy = installer.path(os.path.join(etcdir, "quarantine-events.txt"))
     shipped = os.path.join(TEMPLATES, "quarantine-events.txt")
     if not os.path.exists(policy) and os.path.exists(shipped):
         shutil.copyfile(shipped, policy)
@@ -173,11 +178,11 @@ def install(args, settings: dict, rendered: str) -> None:
     installer = Installer(args.destdir, args.qs_user, args.qs_group, may_chown=os.geteuid() == 0)
     install_engine(installer, settings["engine_dir"])
     program = install_program(installer, args.bindir, rendered)
-    install_spool(installer, settings["spooldir"])
+    install_spool(installer, settings["spooldir"], settings.get("etcdir", ""), settings.get("logdir", ""))
     wrapper = _install_wrapper(args, installer, program)
     if not args.destdir:
         _compile_policy(program)
-        compiled = installer.path(os.path.join(settings["spooldir"], COMPILED_POLICY))
+        compiled = installer.path(os.path.join(settings.get("etcdir") or settings["spooldir"], COMPILED_POLICY))
         if os.path.exists(compiled):
             installer.own(compiled, 0o640)  # compiled as root here; the scanner rewrites it later
     # The advice names the final paths, also when staged under --destdir.

@@ -90,10 +90,7 @@ def apply_spool_forms(args, notes: list[str]) -> None:
         if value is None:
             continue
         if os.path.abspath(value) == spool:
-            note(notes, f"--{option} {value} is the spooldir, as here always: no effect")
-        else:
-            what = "quarantine-events.txt and settings_per_domain.txt" if option == "etcdir" else "the log files"
-            note(notes, f"--{option} {value}: {what} live in the spooldir {spool} here; move or symlink them")
+            note(notes, f"--{option} {value} is the spooldir, the default here: no effect")
     if args.virusdir is not None:
         if args.virusdir.strip("/") == "viruses":
             note(notes, "--virusdir viruses is where viruses go here too (quarantine/viruses): no effect")
