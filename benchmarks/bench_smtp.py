@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import random
 import shutil
 import socket
@@ -71,6 +72,8 @@ class Filter:
     key: str = ""  # none, simscan, standalone, engine, spamd: what the targets compare
     available: str = ""  # why not, when it cannot run here
     direct: Callable[[bytes], float] | None = None  # a measurement without SMTP (spamd's own time)
+    engine_spool: Path | None = None  # where the engine this filter talks to keeps its counters
+    sessions: int = 0  # SMTP sessions through this filter, checks and warm-ups included
     latencies: dict[str, list[float]] = field(default_factory=dict)  # workload -> seconds per session
     rates: dict[str, list[float]] = field(default_factory=dict)  # workload -> msgs/s per burst
 
@@ -98,6 +101,7 @@ class Bench:
             raise SystemExit(f"bench-smtp: {flt.label} refused a clean message: {reply.code} {reply.text}")
         with self.lock:
             self.accepted += 1
+            flt.sessions += 1
         return seconds
 
     def marker(self) -> str:
@@ -117,6 +121,7 @@ class Bench:
                 raise SystemExit(f"bench-smtp: {flt.label} answered {reply.code} {reply.text!r} to {name}")
             if reply.accepted:
                 self.accepted += 1
+            flt.sessions += 1
             seen.append(f"{name} {reply.code}")
         return ", ".join(seen)
 
@@ -197,6 +202,19 @@ class Bench:
         return delivered
 
 
+def print_engine_counts(filters: list[Filter]) -> None:
+    """Every session through an engine row was served by the engine, not by the standalone fallback."""
+    for flt in filters:
+        if flt.engine_spool is None:
+            continue
+        time.sleep(2)  # the master rewrites its counters about once a second
+        try:
+            served = json.loads((flt.engine_spool / "engine.status").read_text()).get("served", 0)
+        except (OSError, ValueError):
+            served = "no status"
+        print(f"{flt.label}: the engine served {served} of {flt.sessions} sessions")
+
+
 def quarantine_reason(path: Path) -> str:
     for line in path.read_bytes().split(b"\n\n", 1)[0].split(b"\n"):
         if line.lower().startswith((b"x-qs-envelope-reason:", b"x-qmail-scanner-diagnostics:")):
@@ -247,7 +265,7 @@ def project_filters(
     stack.callback(served.remove)
     installs.append(served)
     stack.enter_context(running_engine(served))
-    filters.append(Filter(f"this project, engine ({kind})", served.wrapper, "engine"))
+    filters.append(Filter(f"this project, engine ({kind})", served.wrapper, "engine", engine_spool=served.spool))
     return filters
 
 
@@ -395,6 +413,7 @@ def main() -> int:
         for workload, summary in zip(workloads, summaries):
             print_table(workload, summary)
         print_targets(*summaries)
+        print_engine_counts([*clam_filters, *spam_filters])
         print(f"\n{args.rounds} sequential sessions and {args.bursts} bursts of {args.burst} messages"
               f" ({args.clients} clients) per filter and workload, {time.monotonic() - started:.0f} s.")  # fmt: skip
         quarantined = [path for installed in installs for kind in ("viruses", "policy", "spam")
