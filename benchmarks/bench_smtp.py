@@ -204,6 +204,7 @@ class Bench:
 
 def print_engine_counts(filters: list[Filter]) -> None:
     """Every session through an engine row was served by the engine, not by the standalone fallback."""
+    print()
     for flt in filters:
         if flt.engine_spool is None:
             continue
