@@ -165,3 +165,16 @@ def test_generated_mime_ends_in_a_defined_outcome(tmp_path_factory: pytest.TempP
 @given(strategies.binary(max_size=2000))
 def test_arbitrary_bytes_end_in_a_defined_outcome(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
     _run_all_checks(data, tmp_path_factory)
+
+
+def test_prefix_boundary_reason_names_both_boundaries_apart(spool: Path, work: Path) -> None:
+    outer, middle, inner = "A" * 50, "A" * 50 + "-mid", "A" * 50 + "-mid-in"
+    data = (
+        f'From: a@example.org\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="{outer}"\n\n'
+        f'--{outer}\nContent-Type: multipart/alternative; boundary="{middle}"\n\n'
+        f'--{middle}\nContent-Type: multipart/related; boundary="{inner}"\n\n'
+        f"--{inner}\nContent-Type: text/plain\n\nhi\n--{inner}--\n--{middle}--\n--{outer}--\n"
+    ).encode()
+    strict = make_settings(spool, fix_mime=2)
+    (finding,) = [f for f in formatcheck.check(unpack_bytes(data, work, strict), strict) if f.rule == "prefix-boundary"]
+    assert finding.reason.endswith(f'("{outer}" is a prefix of "{outer}" + "-mid")')

@@ -258,3 +258,12 @@ def test_ambiguities_in_separate_parts_take_two_readings_not_every_combination(m
     assert stored == b"" and result.queued[0].body_after_trace == message
     log = (installation.spool / "qmail-queue.log").read_text()
     assert "ambiguous MIME, read 2 way(s): header block without an empty line before the body" in log
+
+
+@pytest.mark.parametrize(
+    "case", ["boundary doubled, quoted", "boundary plain and RFC 2231", "name given twice", "two transfer encodings"]
+)
+def test_with_reformime_what_one_reading_cannot_settle_is_quarantined(make_installation, case: str) -> None:
+    installation = make_installation("--mime-unpacker", "reformime", "--fix-mime", "1")
+    result, stored = run(installation, EVASIONS[case][0])
+    assert result.queued == [] and reason_of(stored), case

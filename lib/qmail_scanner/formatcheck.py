@@ -6,7 +6,7 @@ raw header blocks the unpacker kept, so they see what a forgiving parser would h
 
 from __future__ import annotations
 
-from .mime_headers import is_header_line, parse_headers, split_content_header, strip_comments
+from .mime_headers import boundary_candidates, is_header_line, parse_headers, split_content_header, strip_comments
 from .records import Finding, Part
 
 TYPE_CHECKING = False  # importing typing costs every message milliseconds
@@ -197,7 +197,7 @@ def _boundaries(part: Part) -> list[str]:
         if name == "content-type":
             declared, params = split_content_header(value)
             if declared.startswith("multipart/"):
-                found += [v for n, v in params if n == "boundary"]
+                found += boundary_candidates(params)
     return found
 
 
@@ -216,6 +216,8 @@ def check(unpacked: Unpacked, settings: Settings) -> list[Finding]:
             for rule, detail in _check_header_block(part, settings):
                 hit(rule, name, detail)
             if part.declared_type.startswith("multipart/"):
+                if len(set(_boundaries(part))) > 1:
+                    hit("duplicate-boundary", name, "duplicate boundary parameter")
                 for boundary in _boundaries(part):
                     if len(boundary) > MAX_BOUNDARY:
                         hit("long-boundary", name, f"{len(boundary)} characters")
@@ -247,7 +249,8 @@ def check(unpacked: Unpacked, settings: Settings) -> list[Finding]:
         if longer:
             hit("prefix-boundary", "", _prefix_detail(boundary, longer))
             break
-    if settings.fix_mime >= 2:
+    # reformime takes one reading: what it cannot read every way is blocked, as at level 2.
+    if settings.fix_mime >= 2 or unpacked.unpacker != "internal":
         for ambiguity in unpacked.ambiguities:
             hit(ambiguity.rule, ambiguity.part_name, ambiguity.text)
         return list(findings.values())

@@ -57,6 +57,7 @@ def unpack_with_reformime(
 ) -> Unpacked:
     """The same Unpacked as mime.unpack gives, with reformime doing the MIME walk."""
     walker = Walker(message_path, unpack_dir, settings, remaining)
+    walker.result.unpacker = "reformime"
     timeout = max(1.0, min(remaining(), settings.max_unpack_seconds))
     sections = list_sections(settings, message_path, timeout)
     names = [s["section"] for s in sections]
