@@ -19,22 +19,37 @@ def inspect(message: Message) -> Verdict:
     message.unpacked = unpacked
     findings: list[Finding] = list(unpacked.findings)
     results: list[ScanResult] = []
-    if any(s.kind == "virus" for s in settings.scanners):
-        from .scanners import run_virus_scanners
+    wants_spam = any(s.kind == "spam" for s in settings.scanners)
+    early_spam = None
+    try:
+        if any(s.kind == "virus" for s in settings.scanners):
+            from .scanners import run_virus_scanners
 
-        results += run_virus_scanners(message)
-    if settings.fix_mime:
-        findings += formatcheck.check(unpacked, settings)
-    findings += policy.check(message)
-    if unpacked.ambiguities:
-        findings = _name_the_readings(message, findings)
-    blocked = any(f.kind in ("virus", "policy") and not f.monitor_only for f in findings) or any(
-        r.findings for r in results
-    )
-    if not blocked and any(s.kind == "spam" for s in settings.scanners):
-        from .scanners import run_spam_scanners
+            if wants_spam:  # spamd works while clamd does: the message costs the slower one, not both
+                from .concurrent_scan import BackgroundScan
 
-        results += run_spam_scanners(message)
+                early_spam = BackgroundScan(message)
+            results += run_virus_scanners(message)
+        if settings.fix_mime:
+            findings += formatcheck.check(unpacked, settings)
+        findings += policy.check(message)
+        if unpacked.ambiguities:
+            findings = _name_the_readings(message, findings)
+        blocked = any(f.kind in ("virus", "policy") and not f.monitor_only for f in findings) or any(
+            r.findings for r in results
+        )
+        if early_spam is not None:
+            # Waited for even when blocked (no scan outlives its message), but then its answer does not count.
+            spam_results = early_spam.results()
+            if not blocked:
+                results += early_spam.raise_failure() or spam_results
+        elif not blocked and wants_spam:
+            from .scanners import run_spam_scanners
+
+            results += run_spam_scanners(message)
+    finally:
+        if early_spam is not None:
+            early_spam.finish()  # after a failure too: no scan outlives its message
     verdict = decide(settings, findings, results)
     if settings.fix_mime == 1:
         verdict.ambiguities = [a.text for a in unpacked.ambiguities]
