@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from daemons import EICAR, clamd_disposable_fixture  # noqa: F401 - fixture
 from engine_fixtures import Engine, wait_for_socket_gone
 from harness import smtp_reply
+from scanner_fixtures import with_attachment
 from security_fixtures import CALLER_USER, caller_ids, install_wrapped
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -362,7 +364,7 @@ def test_sigterm_finishes_the_message_in_flight_then_stops(engine):
     assert box[0].exit_code == 0, box[0].stderr
     # (the sink saw both messages while the slow one ran)
     assert [q.body_after_trace for q in box[0].queued if q.body_after_trace == message] == [message]
-    assert engine.stop() == 0
+    assert engine.process.wait(60) == 0  # it exits by itself once the message is answered
     assert "engine: stopped" in engine.log()
 
 
@@ -425,3 +427,49 @@ def test_engine_status_prints_the_counters(engine):
     assert "not running" in stopped.stdout
     subprocess.run([*report, "--prometheus", str(textfile)], check=True)
     assert "qmail_scanner_engine_up 0\n" in textfile.read_text()
+
+
+def test_a_worker_keeps_its_clamd_session_and_replaces_it_after_a_clamd_restart(clamd_disposable):
+    """IDSESSION: one connection across messages; a restarted clamd costs no message a failure."""
+    installation = install_wrapped(
+        "--scanners", "clamd", "--clamd-servers", clamd_disposable.socket_path, "--skip-text-msgs", "no",
+        "--engine-workers", "1",
+    )
+    engine = Engine(installation).start()
+    virus = with_attachment("eicar.com", EICAR)
+    try:
+        for round_number in range(2):
+            for _ in range(3):
+                clean = installation.run(CLEAN)
+                assert clean.exit_code == 0 and len(clean.queued) == 1, clean.stderr
+                assert b"clamd:" in clean.queued[0].message.split(b"\nReceived:")[0]
+            caught = installation.run(virus)
+            assert caught.exit_code == 0 and caught.queued == [], caught.stderr
+            (worker,) = engine.workers()
+            fds = idle_fds(engine)[worker]
+            # the listening socket and the one kept clamd session (not one per message)
+            assert sum(fd.startswith("socket:") for fd in fds) == 2
+            assert len(clamd_connections(worker, clamd_disposable.socket_path)) == 1
+            if round_number == 0:
+                clamd_disposable.stop()
+                clamd_disposable.start()
+        assert len(list(installation.spool.joinpath("quarantine/viruses/new").iterdir())) == 2
+    finally:
+        engine.stop()
+        installation.remove()
+
+
+def clamd_connections(pid: int, socket_path: str) -> list[str]:
+    """The worker's connections to clamd: clamd's ends (local address its socket) whose peer is a worker fd."""
+    ours = set()
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        target = os.readlink(f"/proc/{pid}/fd/{name}")
+        if target.startswith("socket:["):
+            ours.add(target[len("socket:[") : -1])
+    listing = subprocess.run(["ss", "-xn"], capture_output=True, text=True, check=True).stdout
+    found = []
+    for line in listing.splitlines():
+        words = line.split()  # netid state recv-q send-q local-address local-inode peer-address peer-inode
+        if len(words) >= 8 and words[4] == socket_path and words[7] in ours:
+            found.append(line)
+    return found

@@ -56,8 +56,12 @@ def act(message: Message, verdict: Verdict) -> int:
     return carry_out(message, verdict)
 
 
-def process_message(settings: Settings, environ: dict[str, str]) -> int:
-    """Receive one message on fds 0/1, decide, act; return the exit code."""
+def process_message(settings: Settings, environ: dict[str, str], after_answer: list | None = None) -> int:
+    """Receive one message on fds 0/1, decide, act; return the exit code.
+
+    With `after_answer` (the engine), removing the work files is left to the caller, who does
+    it after the client has its answer: the verdict is final by then.
+    """
     started = time.monotonic()
     area: WorkArea | None = None
     message: Message | None = None
@@ -92,7 +96,10 @@ def process_message(settings: Settings, environ: dict[str, str]) -> int:
         if message_fd >= 0:
             os.close(message_fd)
         if area is not None and settings.debug < 100:
-            area.remove()
+            if after_answer is None:
+                area.remove()
+            else:
+                after_answer.append(area.remove)
     return code
 
 

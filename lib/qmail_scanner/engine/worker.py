@@ -40,6 +40,10 @@ class Worker:
     def run(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)  # the master stops us through the control pipe
+        if any(config.name == "clamd" for config in self.settings.scanners):
+            from ..scanners import clamd
+
+            clamd.keep_sessions()  # one IDSESSION connection per clamd, kept across messages
         poller = select.epoll()
         # EXCLUSIVE: a connection wakes one idle worker, not all of them.
         poller.register(self.listener.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
@@ -77,11 +81,16 @@ class Worker:
             _caller_uid, mask, environ = wire.read_hello(conn)
             conn.sendall(wire.READY)
             fds = wire.receive_fds(conn, mask)
-            code = self.run_message(fds, mask, environ)
-            self.served += 1
-            outcome = DONE
-            conn.settimeout(ANSWER_SECONDS)
-            wire.answer(conn, code)
+            cleanup: list = []
+            try:
+                code = self.run_message(fds, mask, environ, cleanup)
+                self.served += 1
+                outcome = DONE
+                conn.settimeout(ANSWER_SECONDS)
+                wire.answer(conn, code)
+            finally:
+                for step in cleanup:  # the work files go once the client has its answer
+                    step()
         except wire.ClientGone:
             pass  # the client gave up waiting and ran the standalone program
         except (wire.BadClient, OSError) as problem:
@@ -90,7 +99,7 @@ class Worker:
             conn.close()
             self.tell_master(outcome)
 
-    def run_message(self, fds: list[int], mask: int, environ: dict[str, str]) -> int:
+    def run_message(self, fds: list[int], mask: int, environ: dict[str, str], cleanup: list) -> int:
         """Put the caller's fds and environment in place, run the per-message function, take them away."""
         from ..pipeline import process_message
 
@@ -106,7 +115,7 @@ class Worker:
                     os.dup2(fd, target)
             os.environ.clear()
             os.environ.update(environ)
-            return process_message(settings, environ)
+            return process_message(settings, environ, cleanup)
         finally:
             for fd in fds:
                 os.close(fd)

@@ -79,27 +79,88 @@ def scan_fd_with_failover(config: ScannerConfig, fd: int, deadline: Deadline) ->
 
 def instream(address: str, fd: int, connect_timeout: float, deadline: Deadline) -> str:
     """One INSTREAM exchange: the virus name, "" when clean, ScannerFailure otherwise."""
+    if _sessions is not None:
+        return _instream_in_session(address, fd, connect_timeout, deadline)
     sock = connect(address, connect_timeout, deadline)
     try:
-        hung_up = False
-        try:
-            sock.settimeout(deadline.left())
-            sock.sendall(b"zINSTREAM\0")
-            for chunk in file_chunks(fd, STREAM_CHUNK_BYTES):
-                sock.settimeout(deadline.left())
-                sock.sendall(struct.pack(">I", len(chunk)) + chunk)
-            sock.settimeout(deadline.left())
-            sock.sendall(END_OF_STREAM)
-        except socket.timeout:
-            raise ScannerFailure("timed out streaming the message") from None
-        except OSError as error:
-            if error.errno not in HANGUP_ERRNOS:
-                raise ScannerFailure(f"stream failed: {error.strerror or error}") from None
-            hung_up = True  # over StreamMaxLength, most likely: the reply may still be readable
-        reply = _read_reply(sock, deadline, hung_up)
+        reply, hung_up = _stream(sock, fd, deadline)
     finally:
         sock.close()
     return parse_reply(reply, hung_up)
+
+
+def _stream(sock: socket.socket, fd: int, deadline: Deadline) -> tuple[bytes, bool]:
+    """Send INSTREAM with the file behind fd; return the raw reply and whether clamd hung up mid-stream."""
+    hung_up = False
+    try:
+        sock.settimeout(deadline.left())
+        sock.sendall(b"zINSTREAM\0")
+        for chunk in file_chunks(fd, STREAM_CHUNK_BYTES):
+            sock.settimeout(deadline.left())
+            sock.sendall(struct.pack(">I", len(chunk)) + chunk)
+        sock.settimeout(deadline.left())
+        sock.sendall(END_OF_STREAM)
+    except socket.timeout:
+        raise ScannerFailure("timed out streaming the message") from None
+    except OSError as error:
+        if error.errno not in HANGUP_ERRNOS:
+            raise ScannerFailure(f"stream failed: {error.strerror or error}") from None
+        hung_up = True  # over StreamMaxLength, most likely: the reply may still be readable
+    return _read_reply(sock, deadline, hung_up), hung_up
+
+
+# ---------------------------------------------------------------- sessions (the resident engine)
+
+# address -> an open IDSESSION connection; None: no sessions (the standalone program, one message).
+_sessions: dict[str, socket.socket] | None = None
+
+
+def keep_sessions() -> None:
+    """From now on this process keeps one IDSESSION connection per clamd address across messages."""
+    global _sessions
+    if _sessions is None:
+        _sessions = {}
+
+
+def _instream_in_session(address: str, fd: int, connect_timeout: float, deadline: Deadline) -> str:
+    """INSTREAM on the kept connection; one that clamd closed meanwhile (IdleTimeout) is replaced once."""
+    assert _sessions is not None
+    sock = _sessions.pop(address, None)  # pop: a connection serves one scan at a time
+    if sock is not None:
+        try:
+            reply, hung_up = _stream(sock, fd, deadline)
+        except ScannerFailure:
+            reply, hung_up = b"", True
+        if reply:
+            return _finish_session_scan(address, sock, reply, hung_up)
+        sock.close()  # nothing came back: clamd had closed it; a fresh one decides
+    sock = connect(address, connect_timeout, deadline)
+    try:
+        sock.settimeout(deadline.left())
+        sock.sendall(b"zIDSESSION\0")
+        reply, hung_up = _stream(sock, fd, deadline)
+    except BaseException:
+        sock.close()
+        raise
+    return _finish_session_scan(address, sock, reply, hung_up)
+
+
+def _finish_session_scan(address: str, sock: socket.socket, reply: bytes, hung_up: bool) -> str:
+    """Strip the session's `<n>: ` from the reply; keep the connection only after a clean exchange."""
+    number, colon, rest = reply.partition(b": ")
+    if colon and number.isdigit():
+        reply = rest
+    try:
+        found = parse_reply(reply, hung_up)
+    except BaseException:
+        sock.close()
+        raise
+    assert _sessions is not None
+    previous = _sessions.pop(address, None)
+    if previous is not None:
+        previous.close()
+    _sessions[address] = sock
+    return found
 
 
 def _read_reply(sock: socket.socket, deadline: Deadline, hung_up: bool) -> bytes:
