@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: all demo test deps venv lint bench corpus load soak clean help
+.PHONY: all demo test deps venv lint bench bench-engine corpus load load-engine soak clean help
 
 all: help
 
@@ -14,7 +14,9 @@ help:
 	@echo "make bench-smtp  SMTP sessions through the real qmail-smtpd: no filter, simscan, this project (root)"
 	@echo "make corpus  real-world mail from other projects through the program: outcomes per kind"
 	@echo "make lint    ruff"
+	@echo "make bench-engine  the resident engine's workers over 10,000 messages: RSS and fds (root)"
 	@echo "make load    concurrent senders through the program with faults, then an accounting"
+	@echo "make load-engine  the same through the resident engine and the setuid wrapper (root)"
 	@echo "make soak    a long fuzzing run with a summary"
 
 deps:
@@ -36,6 +38,10 @@ lint: venv
 
 bench: deps
 	$(PY) benchmarks/run.py
+	if [ "$$(id -u)" = 0 ]; then $(PY) benchmarks/engine.py latency; else echo "engine vs standalone: needs root"; fi
+
+bench-engine: deps
+	$(PY) benchmarks/engine.py soak
 
 corpus: venv
 	$(PY) benchmarks/corpus.py
@@ -45,6 +51,9 @@ bench-smtp: deps
 
 load: deps
 	$(PY) benchmarks/load.py
+
+load-engine: deps
+	$(PY) benchmarks/load.py --engine
 
 soak: deps
 	$(PY) tests/soak.py

@@ -67,11 +67,12 @@ def run_once(installation, message: bytes, env: dict[str, str], caller_vanishes:
     raw_envelope = b"" if caller_vanishes else envelope("sender@example.org", "rcpt@example.com")
     with caller_files(message, raw_envelope) as (message_file, envelope_file):
         error_read, error_write = os.pipe()
+        child_env = {"PATH": "/usr/bin:/bin", "QQ_STANDIN_DIR": str(installation.sink), **caller_env(installation, env)}
         try:
             process = subprocess.Popen(
-                [str(installation.program)], stdin=message_file, stdout=envelope_file, stderr=subprocess.DEVNULL,
-                env={"PATH": "/usr/bin:/bin", "QQ_STANDIN_DIR": str(installation.sink), **env},
-                close_fds=False, preexec_fn=lambda: os.dup2(error_write, 6),
+                caller_command(installation), stdin=message_file, stdout=envelope_file, stderr=subprocess.DEVNULL,
+                env=child_env,
+                close_fds=False, preexec_fn=lambda: become_caller(installation, error_write),
             )
         finally:
             os.close(error_write)
@@ -83,6 +84,31 @@ def run_once(installation, message: bytes, env: dict[str, str], caller_vanishes:
             os.close(error_read)
         code = process.wait(300)
     return code, smtp_reply(code, custom_error)
+
+
+def caller_command(installation) -> list[str]:
+    """The program itself, or with --engine the setuid wrapper (the engine's client)."""
+    wrapper = getattr(installation, "wrapper", None)
+    return [str(wrapper or installation.program)]
+
+
+def caller_env(installation, env: dict[str, str]) -> dict[str, str]:
+    """The wrapper passes only QS_* on: the test next hop turns QS_TEST_STANDIN_* back into the stand-in's."""
+    if getattr(installation, "wrapper", None) is None:
+        return env
+    return {name.replace("QQ_STANDIN_", "QS_TEST_STANDIN_"): value for name, value in env.items()}
+
+
+def become_caller(installation, error_write: int) -> None:
+    """fd 6 as qmail-smtpd offers it; with --engine also qmail-smtpd's unprivileged account."""
+    os.dup2(error_write, 6)
+    if getattr(installation, "wrapper", None) is not None:
+        from security_fixtures import caller_ids
+
+        uid, gid = caller_ids()
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
 
 
 class Sender(threading.Thread):
@@ -138,7 +164,7 @@ class Sender(threading.Thread):
         message_read, message_write = os.pipe()
         envelope_read, envelope_write = os.pipe()
         process = subprocess.Popen(
-            [str(self.installation.program)], stdin=message_read, stdout=envelope_read, stderr=subprocess.DEVNULL,
+            caller_command(self.installation), stdin=message_read, stdout=envelope_read, stderr=subprocess.DEVNULL,
             env={"PATH": "/usr/bin:/bin", "QQ_STANDIN_DIR": str(self.installation.sink)},
         )
         os.close(message_read)
@@ -212,10 +238,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retries", type=int, default=5)
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--no-clamd", action="store_true", help="internal checks only")
+    parser.add_argument(
+        "--engine", action="store_true",
+        help="through the resident engine: the setuid wrapper as its client, run as nobody (root only)",
+    )
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="qs-load-"))
     clamd = None
+    engine = None
+    engine_counts: dict = {}
     try:
         standin = build_standin(workdir)
         options: list[str] = []
@@ -224,7 +256,14 @@ def main(argv: list[str] | None = None) -> int:
 
             clamd = ClamdServer("clamd-load").start()
             options = ["--scanners", "clamd", "--clamd-servers", clamd.socket_path, "--skip-text-msgs", "no"]
-        installation = install(workdir / "qs", standin, *options)
+        if args.engine:
+            from engine_fixtures import Engine
+            from security_fixtures import install_wrapped
+
+            installation = install_wrapped(*options)
+            engine = Engine(installation).start()
+        else:
+            installation = install(workdir / "qs", standin, *options)
         results: dict = {}
         lock = threading.Lock()
         senders = [Sender(n, installation, args, clamd is not None, results, lock) for n in range(args.senders)]
@@ -234,18 +273,24 @@ def main(argv: list[str] | None = None) -> int:
         for sender in senders:
             sender.join()
         elapsed = time.monotonic() - started
+        if engine is not None:
+            engine_counts = engine.status()
+            engine.stop()
         accounting = account(installation, results)
         import subprocess
 
         subprocess.run([str(installation.program), "-z"], capture_output=True, check=False)  # the daily cleanup
         leftovers = installation.work_files()
     finally:
+        if engine is not None:
+            engine.stop()
         if clamd:
             clamd.remove()
     latencies = [value for record in results.values() for value in record["latency"]]
     attempts = sum(record["attempts"] for record in results.values())
     faults = collections.Counter(fault for record in results.values() for fault in record["faults"])
     print(f"load: {args.senders} senders x {args.messages} messages, clamd {'yes' if clamd else 'no'}, "
+          f"{'through the engine' if args.engine else 'standalone'}, "
           f"fault rate {args.fault_rate}, seed {args.seed}")
     print(f"messages {len(results)}, attempts {attempts} in {elapsed:.1f} s: "
           f"{len(results) / elapsed:.1f} messages/s, {attempts / elapsed:.1f} runs/s")
@@ -253,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
           f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms, mean {statistics.fmean(latencies) * 1000:.0f} ms")
     print("faults injected: " + (", ".join(f"{name} {count}" for name, count in faults.items()) or "none"))
     print("where every message is: " + ", ".join(f"{name} {count}" for name, count in accounting["tally"].items()))
+    if args.engine:
+        print(f"engine: served {engine_counts.get('served')}, restarts {engine_counts.get('restarts')}")
     print(f"work files left: {len(leftovers)}")
     for problem in accounting["problems"][:20]:
         print(f"PROBLEM {problem}")

@@ -53,6 +53,9 @@ int main(void) {
   fprintf(record, "ids=%d:%d:%d:%d\n", (int)getuid(), (int)geteuid(), (int)getgid(), (int)getegid());
   fclose(record);
   if (getenv("QS_TEST_HOP_PAUSE_MS")) usleep(1000 * atoi(getenv("QS_TEST_HOP_PAUSE_MS"))); /* a slow disk */
+  /* The wrapper passes QS_* only: the load test's faults for the stand-in come as QS_TEST_STANDIN_*. */
+  if (getenv("QS_TEST_STANDIN_EXIT")) setenv("QQ_STANDIN_EXIT", getenv("QS_TEST_STANDIN_EXIT"), 1);
+  if (getenv("QS_TEST_STANDIN_DIE")) setenv("QQ_STANDIN_DIE", getenv("QS_TEST_STANDIN_DIE"), 1);
   setenv("QQ_STANDIN_DIR", SINK, 1);
   execl(STANDIN, STANDIN, (char *)0);
   return 81;
