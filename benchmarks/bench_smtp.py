@@ -28,7 +28,6 @@ import contextlib
 import json
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "lib")]
 
-from daemons import ClamdServer, SpamdServer  # noqa: E402
+from daemons import ClamdServer, SpamdServer, unix_exchange  # noqa: E402
 from testbed import messages  # noqa: E402
 from testbed.build import QMAIL, SIMSCAN_VARIANTS, TESTBED, BuildError, build  # noqa: E402
 from testbed.qmail import (  # noqa: E402
@@ -334,14 +333,7 @@ def spamd_alone(socket_path: str) -> Callable[[bytes], float]:
     def measure(message: bytes) -> float:
         request = b"CHECK SPAMC/1.5\r\nContent-length: %d\r\n\r\n" % len(message) + message
         started = time.perf_counter()
-        with socket.socket(socket.AF_UNIX) as connection:
-            connection.settimeout(60)
-            connection.connect(socket_path)
-            connection.sendall(request)
-            connection.shutdown(socket.SHUT_WR)
-            reply = b""
-            while chunk := connection.recv(4096):
-                reply += chunk
+        reply = unix_exchange(socket_path, request, timeout=60)
         if b"EX_OK" not in reply:
             raise SystemExit(f"bench-smtp: spamd answered {reply[:200]!r}")
         return time.perf_counter() - started
