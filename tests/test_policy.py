@@ -365,3 +365,30 @@ def test_convert_attachments_file_gives_the_2x_equivalent() -> None:
     assert "# comment kept" in converted
     rules, errors = policy.parse_rules("\n".join(converted))
     assert errors == [] and len(rules) == 7
+
+
+# ---------------------------------------------------------------- real types from libmagic
+
+
+def random_bytes_libmagic_calls_a_dos_program() -> bytes:
+    """Random data (as in an encrypted attachment) that libmagic's header-less .COM guess fires on."""
+    import random
+
+    import magic
+
+    generator = random.Random(20261128)
+    for _ in range(5000):
+        blob = bytes(generator.getrandbits(8) for _ in range(2048))
+        if magic.Magic(mime=True).from_buffer(blob) == "application/x-dosexec" and not blob.startswith(b"MZ"):
+            return blob
+    raise AssertionError("libmagic never guessed a DOS program in 5000 random blobs")
+
+
+def test_libmagic_com_guess_on_random_data_is_not_a_program(spool: Path) -> None:
+    blob = random_bytes_libmagic_calls_a_dos_program()
+    with_libmagic = {"settings": {"have_python_magic": True}}
+    shipped = install_rules(spool).read_text()
+    assert not blocking_rules(evaluate(spool, shipped, message_with(("backup.gpg", blob)), **with_libmagic))
+    # A real program under a harmless name is still found by its content.
+    found = evaluate(spool, shipped, message_with(("backup.gpg", EXE)), **with_libmagic)
+    assert blocking_rules(found) == {"application/x-dosexec"}

@@ -26,6 +26,8 @@ SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
     (0, b"\xca\xfe\xba\xbe", "application/x-java-applet"),
     (0, b"\xcf\xfa\xed\xfe", "application/x-mach-binary"),
     (0, b"\xce\xfa\xed\xfe", "application/x-mach-binary"),
+    (0, b"\xfe\xed\xfa\xcf", "application/x-mach-binary"),
+    (0, b"\xfe\xed\xfa\xce", "application/x-mach-binary"),
     (0, b"{\\rtf", "text/rtf"),
     (0, b"#!", "text/x-shellscript"),
     (0, b"GIF87a", "image/gif"),
@@ -95,9 +97,14 @@ def detect(head: bytes, settings: Settings, want_detail: bool = True) -> str:
     if known:
         return known
     if want_detail and settings.have_python_magic and b"\x00" in head:
-        found = _ask_libmagic(head, settings)
+        found = canonical(_ask_libmagic(head, settings))
+        if found in EXECUTABLE_TYPES:
+            # Every program format the checks block starts with a signature in the table. What
+            # libmagic calls a program without one is its guess at a header-less DOS .COM file,
+            # which it makes for about 1 % of random bytes (encrypted or compressed data).
+            return "application/octet-stream"
         if found:
-            return canonical(found)
+            return found
     return guess_plain(head)
 
 
