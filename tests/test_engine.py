@@ -52,7 +52,7 @@ def observed(installation, message: bytes) -> tuple:
         (str(path.parent.relative_to(installation.spool)), normalized(path.read_bytes()))
         for path in stored(installation) - before
     )
-    queued = [(normalized(q.message), q.envelope) for q in result.queued]
+    queued = [(normalized(q.message), q.envelope, q.inherited_fds) for q in result.queued]
     return result.exit_code, smtp_reply(result.exit_code, result.custom_error), queued, new
 
 
