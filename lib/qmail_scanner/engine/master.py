@@ -271,17 +271,7 @@ class Master:
                 except BlockingIOError:
                     pass
                 continue
-            slot = by_fd[fd]
-            try:
-                events = os.read(fd, 512)
-            except OSError:
-                events = b""
-            for event in events:
-                if event == BUSY[0]:
-                    slot.busy_since = time.monotonic()
-                elif event in (DONE[0], IDLE[0]):
-                    slot.busy_since = None
-                    self.counters["served"] += event == DONE[0]
+            self._take_events(by_fd[fd])
 
     # ------------------------------------------------------------ the pool
 
@@ -332,7 +322,7 @@ class Master:
             slot = self.slots.pop(pid, None)
             if slot is None:
                 continue  # a worker of a generation before a reload that we never knew as busy
-            self._drain(slot)
+            self._take_events(slot)  # a DONE written just before the worker exited
             os.close(slot.control_fd)
             os.close(slot.events_fd)
             code = os.waitstatus_to_exitcode(wait_status)
@@ -345,8 +335,8 @@ class Master:
             during = " during a message (the client temp-failed)" if slot.busy_since is not None else ""
             say(f"engine: worker {pid} {how}{during}")
 
-    def _drain(self, slot: Slot) -> None:
-        """Count the last DONE of a worker that exited right after it."""
+    def _take_events(self, slot: Slot) -> None:
+        """Read what a worker reported (BUSY, DONE, IDLE bytes) and update its state and the counters."""
         try:
             events = os.read(slot.events_fd, 512)
         except OSError:
