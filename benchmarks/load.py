@@ -304,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     for problem in accounting["problems"][:20]:
         print(f"PROBLEM {problem}")
     shutil.rmtree(workdir, ignore_errors=True)
+    if args.engine:
+        installation.remove()  # its own public dir under /tmp (the wrapper's callers must reach it)
     ok = not accounting["problems"] and not leftovers and len(results) == args.senders * args.messages
     print("accounting: every message in exactly one place, bytes identical" if ok else "accounting: FAILED")
     return 0 if ok else 1
