@@ -117,6 +117,10 @@ def soak(messages: int, clients: int) -> int:
                 for path in installation.sink.iterdir():  # the next hop's copies: only the count matters here
                     path.unlink(missing_ok=True)
         samples.append((sent, worker_sample(engine.workers())))
+        try:  # the master writes its counters at most once a second
+            engine.wait_until(lambda: engine.status().get("served", 0) >= messages, 5)
+        except AssertionError:
+            pass  # reported below: some messages did not go through the engine
         status = engine.status()
     finally:
         engine.stop()
@@ -134,6 +138,8 @@ def soak(messages: int, clients: int) -> int:
         )
     first, last = samples[0][1], samples[-1][1]
     problems = list(failures[:5])
+    if status.get("served", 0) < messages:
+        problems.append(f"the engine served {status.get('served')} of {messages} messages (the rest ran standalone)")
     if set(first) != set(last):
         problems.append(f"workers changed: {sorted(first)} -> {sorted(last)}")
     for pid in set(first) & set(last):
