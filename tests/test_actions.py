@@ -156,7 +156,8 @@ def test_quarantine_keeps_message_and_envelope(tmp_path, standin_binary, queue_d
     assert "X-QS-Envelope-To: <bob@example.org>\nX-QS-Envelope-To: <carol@example.org>\n" in headers
     assert "X-QS-Envelope-Client-IP: 203.0.113.9\n" in headers
     assert "X-QS-Envelope-Reason: Eicar-Test-Signature\n" in headers
-    encoded = headers.split("\n", 1)[0].removeprefix("X-QS-Envelope: ")
+    assert headers.startswith("X-QS-Envelope-Client: [203.0.113.9] from unknown (HELO unknown)\n")
+    encoded = headers.split("\nX-QS-Envelope: ", 1)[1].split("\n", 1)[0]
     assert base64.b64decode(encoded) == envelope_bytes("alice@example.net", list(recipients))
     assert not list((tmp_path / "spool" / "quarantine" / "viruses" / "tmp").iterdir())
 

@@ -51,7 +51,7 @@ def test_list_shows_id_date_reason_sender_recipients_subject(tmp_path):
 def test_show_prints_the_stored_message(tmp_path):
     message_id = quarantine_one(tmp_path)
     result = tool(tmp_path / "spool", "show", message_id)
-    assert result.stdout.startswith("X-QS-Envelope: ")
+    assert result.stdout.startswith("X-QS-Envelope-Client: ")
     assert result.stdout.endswith(ORIGINAL.decode())
     assert "please find" not in tool(tmp_path / "spool", "show", message_id, "--headers").stdout
 

@@ -1,10 +1,13 @@
 """Carry out a verdict: headers, delivery, quarantine, drop, archive; then log and alert.
 
 Quarantined and archived copies keep their envelope as a block of `X-QS-Envelope*` headers
-written at the very top of the stored file (see `envelope_block`). The first of them,
-`X-QS-Envelope:`, holds the exact envelope bytes (base64), so a release re-injects with the
-envelope unchanged; the others are for people reading the maildir with mutt. Release removes
-the leading run of `X-QS-Envelope*` headers and gets the message back as it was received.
+written at the very top of the stored file (see `envelope_block`). `X-QS-Envelope:`, last in
+the block, holds the exact envelope bytes (base64), so a release re-injects with the envelope
+unchanged; the others are for people reading the maildir with mutt. The first line names the
+SMTP client as qmail-smtpd did (`[IP] from HOST (HELO name)`), so scripts that read the head
+of a quarantined file for the client (the original kept qmail-smtpd's `Received:` line there)
+find it whatever the envelope's size. Release removes the leading run of `X-QS-Envelope*`
+headers and gets the message back as it was received.
 """
 
 from __future__ import annotations
@@ -208,25 +211,84 @@ def _open_replacement(message: Message, path: str) -> int:
 # ---------------------------------------------------------------- stored copies
 
 
+# qmail-smtpd's own line: `Received: from HOST (HELO name) (info@IP)` then `  by LOCAL ...`;
+# the HELO part is absent when the name equals HOST.
+QMAIL_SMTPD_RECEIVED = None
+# Words that make the head-of-file readers see an IP in a value from outside (see `block_safe`).
+READER_WORDS = ("HELO", "Received")
+
+
+def block_safe(value: str, limit: int) -> str:
+    """A value from outside for the envelope block: header-safe, and never `HELO` or `Received`.
+
+    Readers of the original's quarantine grep the file's first lines for `HELO` and split them on
+    `Received` to collect client IPs; a sender, a file name or a HELO name carrying those words
+    (and a dotted quad) would make them report an IP of the attacker's choosing.
+    """
+    safe = header_safe(value, limit)
+    for word in READER_WORDS:
+        safe = safe.replace(word, f"{word[:3]}_{word[3:]}")
+    return safe
+
+
+def smtp_client(message: Message) -> tuple[str, str, str]:
+    """(IP, host, HELO name) of the SMTP client: qmail-smtpd's top Received line, else tcpserver's variables."""
+    global QMAIL_SMTPD_RECEIVED
+    import re
+
+    if QMAIL_SMTPD_RECEIVED is None:
+        QMAIL_SMTPD_RECEIVED = re.compile(
+            rb"Received: from (?P<host>\S*) (?:\(HELO (?P<helo>[^\n]*)\) )?"
+            rb"\((?:[^()\n]*@)?(?P<ip>[0-9A-Fa-f.:]+)\)\r?\n[ \t]+by "
+        )
+    environ = message.environ
+    ip = environ.get("TCPREMOTEIP", "")
+    host = environ.get("TCPREMOTEHOST", "") or "unknown"
+    helo = ""
+    head = os.pread(message.message_fd, 4096, 0)
+    found = QMAIL_SMTPD_RECEIVED.match(head)
+    if found and (not ip or found["ip"].decode("ascii") == ip):
+        ip = found["ip"].decode("ascii")
+        host = found["host"].decode("utf-8", "surrogateescape") or host
+        helo = (found["helo"] or found["host"]).decode("utf-8", "surrogateescape")
+    return ip, host, helo or host
+
+
+def client_line(message: Message) -> str:
+    """`X-QS-Envelope-Client: [IP] from HOST (HELO name)`: the client's IP is the line's first dotted quad."""
+    ip, host, helo = smtp_client(message)
+    if not ip:
+        return "X-QS-Envelope-Client: none (not received over SMTP)\n"
+    # Only an IPv4 client gets the word HELO: for any other the first dotted quad could be the HELO's.
+    helo_word = "HELO" if ip.count(".") == 3 and ip.replace(".", "").isdigit() else "helo"
+    named = f"from {block_safe(host, 255)} ({helo_word} {block_safe(helo, 255)})"
+    return f"X-QS-Envelope-Client: [{header_safe(ip, 64)}] {named}\n"
+
+
 def envelope_block(message: Message, verdict: Verdict, kind: str) -> bytes:
-    """The X-QS-Envelope* headers put on top of a quarantined or archived copy."""
+    """The X-QS-Envelope* headers put on top of a quarantined or archived copy.
+
+    The lines of fixed size come first and the ones growing with the envelope (recipients, the
+    base64 envelope) last, so the client line and the reason stay in the first ten lines.
+    """
     import binascii
 
     envelope = message.envelope
     encoded = binascii.b2a_base64(envelope.raw, newline=False).decode("ascii")
     folded = "\n\t".join(encoded[i : i + 76] for i in range(0, len(encoded), 76)) or '""'
     lines = [
-        f"X-QS-Envelope: {folded}\n",
+        client_line(message),
         f"X-QS-Envelope-Id: {message.area.message_id}\n",
         f"X-QS-Envelope-Kind: {kind}\n",
         f"X-QS-Envelope-Date: {rfc2822_date()}\n",
-        f"X-QS-Envelope-From: <{header_safe(envelope.sender, 1003)}>\n",
+        f"X-QS-Envelope-Client-IP: {header_safe(message.environ.get('TCPREMOTEIP', ''), 64)}\n",
+        f"X-QS-Envelope-Relay-Client: {'1' if 'RELAYCLIENT' in message.environ else '0'}\n",
     ]
-    lines += [f"X-QS-Envelope-To: <{header_safe(r, 1003)}>\n" for r in envelope.recipients]
-    lines.append(f"X-QS-Envelope-Client-IP: {header_safe(message.environ.get('TCPREMOTEIP', ''), 64)}\n")
-    lines.append(f"X-QS-Envelope-Relay-Client: {'1' if 'RELAYCLIENT' in message.environ else '0'}\n")
     if verdict.reason:
-        lines.append(f"X-QS-Envelope-Reason: {header_safe(verdict.reason, 900)}\n")
+        lines.append(f"X-QS-Envelope-Reason: {block_safe(verdict.reason, 900)}\n")
+    lines.append(f"X-QS-Envelope-From: <{block_safe(envelope.sender, 1003)}>\n")
+    lines += [f"X-QS-Envelope-To: <{block_safe(r, 1003)}>\n" for r in envelope.recipients]
+    lines.append(f"X-QS-Envelope: {folded}\n")
     return "".join(lines).encode("utf-8", "surrogateescape")
 
 
