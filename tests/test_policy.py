@@ -12,6 +12,7 @@ import pytest
 
 from mime_fixtures import FakeMessage, blocking_rules, install_rules, make_settings, unpack_bytes
 from qmail_scanner import policy
+from qmail_scanner.policy_legacy import convert_attachments_file
 from qmail_scanner.records import Envelope
 
 EXE = b"MZ\x90\x00" + b"\x00" * 100
@@ -324,6 +325,26 @@ def test_print_rules_names_where_each_rule_comes_from(spool: Path, capsys: pytes
     policy.print_rules(settings)
     lines = capsys.readouterr().out.splitlines()
     assert lines == ["1\t.exe\tSIZE=-1\tprograms", "quarantine-attachments.txt:2\t.vbs\tSIZE=-1\tscripts"]
+
+
+def test_print_rules_lists_a_migrated_rule_once_and_says_where_it_is(
+    spool: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # After a 1.x migration the converted quarantine-events.txt and the kept 1.2x file hold the same rules.
+    legacy_text = ".vbs\t0\tscripts\n*.pif\t0\tpif files\nsetup.exe\t1234\tthat installer\n"
+    install_rules(spool, convert_attachments_file(legacy_text.replace("setup.exe\t1234\tthat installer\n", "")))
+    legacy_spool(spool, legacy_text)
+    settings = make_settings(spool)
+    assert policy.compile_rules(settings) == 0
+    capsys.readouterr()
+    policy.print_rules(settings)
+    captured = capsys.readouterr()
+    values = [line.split("\t")[1] for line in captured.out.splitlines()]
+    assert values == [".vbs", ".pif", "setup.exe"]
+    assert captured.out.splitlines()[2].startswith("quarantine-attachments.txt:3\t")
+    assert "# quarantine-events.txt: 2 rule(s) listed as N\n" in captured.err
+    legacy_note = "# quarantine-attachments.txt: 1 rule(s) listed as `quarantine-attachments.txt:N`, 2 the same"
+    assert legacy_note in captured.err
 
 
 def test_a_changed_legacy_file_is_recompiled_and_a_removed_one_drops_its_rules(spool: Path) -> None:

@@ -17,7 +17,7 @@ on fd 1, exit codes as qmail-queue(8). Set QMAILQUEUE to the setuid wrapper in t
   -z  remove work files older than 30 hours; refresh the scanner version cache (daily cron)
   -g  compile quarantine-events.txt (and a 1.2x quarantine-attachments.txt beside it),
       reporting every bad line by file and number
-  -r  print the policy rules as loaded
+  -r  print the policy rules as loaded, each once, with the file (and line) it comes from
   --serve          run the resident engine in the foreground (for daemontools, runit,
                    systemd); SIGHUP reloads, SIGTERM finishes the messages in flight and stops
   --engine-status  workers, busy, messages served, restarts; exit 1 when it does not run

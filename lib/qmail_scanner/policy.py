@@ -471,4 +471,24 @@ def print_rules(settings: Settings) -> int:
             shown_type = parameter if parameter.isupper() else f"{parameter.title()}:"
         print(f"{number}\t{value}\t{shown_type}\t{description}")
     print(f"# {len(rules)} rules in force", file=sys.stderr)
+    for line in _origin_notes(settings, rules):
+        print(f"# {line}", file=sys.stderr)
     return 0
+
+
+def _origin_notes(settings: Settings, rules: list[Rule]) -> list[str]:
+    """Per rules file: how many of its rules are listed, and how many are another file's, listed once."""
+    shown = {(rule[1], rule[2], rule[3]): rule[0] for rule in rules}
+    notes = []
+    for path, legacy in rule_sources(settings):
+        try:
+            own, _bad = parse_rules(_read_source(path)[0], legacy)
+        except OSError:
+            continue
+        label = os.path.basename(path)
+        elsewhere = [rule for rule in own if shown.get((rule[1], rule[2], rule[3]), rule[0]) != rule[0]]
+        note = f"{label}: {len(own) - len(elsewhere)} rule(s) listed" + (f" as `{label}:N`" if legacy else " as N")
+        if elsewhere:
+            note += f", {len(elsewhere)} the same as a rule listed from the other file (listed and applied once)"
+        notes.append(note)
+    return notes
