@@ -31,7 +31,7 @@ KNOWN = frozenset((*NUMBERS, "scanners", "sa_reject", "sa_subject", "spam_maildi
 
 def settings_file(settings: Settings) -> str:
     """Where the per-domain file lives."""
-    return settings.settings_per_domain_file or os.path.join(settings.etcdir or settings.spooldir, FILE_NAME)
+    return settings.settings_per_domain_file or os.path.join(settings.effective_etcdir, FILE_NAME)
 
 
 def parse(text: str, scanner_names: tuple[str, ...]) -> tuple[dict[str, dict], list[str]]:

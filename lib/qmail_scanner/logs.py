@@ -63,10 +63,10 @@ def log_message(message: Message, verdict: Verdict, code: int, stored_path: str 
     elif settings.log_details == "mailstats":
         date = rfc2822_date()
         rows = "".join("\t".join([date, *row]).replace("\n", " ") + "\n" for row in log_rows(message, verdict, code))
-        append_text(os.path.join(settings.logdir or settings.spooldir, "mailstats.csv"), rows)
+        append_text(os.path.join(settings.effective_logdir, "mailstats.csv"), rows)
     if verdict.action in ("quarantine", "drop", "failed"):
         row = quarantine_row(message, verdict, stored_path)
-        append_line(os.path.join(settings.logdir or settings.spooldir, "quarantine.log"), row)
+        append_line(os.path.join(settings.effective_logdir, "quarantine.log"), row)
     note(message, f"finished: {verdict.action} ({verdict.reason or 'clean'}), exit {code}")
     write_debug_trace(message)
 
@@ -262,4 +262,4 @@ def write_debug_trace(message: Message) -> None:
     prefix = f"{stamp}:{os.getpid()}: {message.area.message_id} "
     text = "".join(prefix + header_safe(line, 2000) + "\n" for line in message.notes)
     message.notes.clear()
-    append_text(os.path.join(message.settings.logdir or message.settings.spooldir, "qmail-queue.log"), text)
+    append_text(os.path.join(message.settings.effective_logdir, "qmail-queue.log"), text)

@@ -60,11 +60,11 @@ class RuleError(ValueError):
 
 
 def rules_path(settings: Settings) -> str:
-    return os.path.join(settings.etcdir or settings.spooldir, RULES_FILE)
+    return os.path.join(settings.effective_etcdir, RULES_FILE)
 
 
 def legacy_rules_path(settings: Settings) -> str:
-    return os.path.join(settings.etcdir or settings.spooldir, LEGACY_RULES_FILE)
+    return os.path.join(settings.effective_etcdir, LEGACY_RULES_FILE)
 
 
 def rule_sources(settings: Settings) -> list[tuple[str, bool]]:
@@ -73,7 +73,7 @@ def rule_sources(settings: Settings) -> list[tuple[str, bool]]:
 
 
 def compiled_path(settings: Settings) -> str:
-    return os.path.join(settings.etcdir or settings.spooldir, COMPILED_FILE)
+    return os.path.join(settings.effective_etcdir, COMPILED_FILE)
 
 
 def _is_plain(value: str) -> bool:

@@ -123,6 +123,16 @@ class Settings:
         return cls(**values)
 
     @property
+    def effective_etcdir(self) -> str:
+        """Where the policy and per-domain settings files are: --etcdir, else the spooldir."""
+        return self.etcdir or self.spooldir
+
+    @property
+    def effective_logdir(self) -> str:
+        """Where quarantine.log, mailstats.csv and qmail-queue.log are: --logdir, else the spooldir."""
+        return self.logdir or self.spooldir
+
+    @property
     def admin_address(self) -> str:
         """The address alerts come from and go to: admin@domain."""
         return f"{self.admin}@{self.domain}"
