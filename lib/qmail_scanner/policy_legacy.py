@@ -15,8 +15,6 @@ CONVERTED_HEADER = (
     f"# Converted from the Qmail-Scanner 1.2x {LEGACY_RULES_FILE}: `.ext<TAB>0` became SIZE=-1,\n"
     "# `name<TAB>bytes` SIZE=bytes, `Virus-Header:` rules keep their case-sensitive match as (?-i:...).\n"
 )
-_NAME_CHARACTERS = frozenset("_.~ -")
-_REGEX_SYNTAX = frozenset(".^$*+?{}[]\\|()")
 
 
 def convert_attachments_file(text: str) -> str:
@@ -61,6 +59,8 @@ def _name_rule(value: str, size: int, description: str) -> str:
 
 def _literal_name(name: str) -> str:
     """The name as a 2.x value that matches it literally (2.x reads other characters as a regex)."""
-    if all(char.isalnum() or char in _NAME_CHARACTERS for char in name):
+    from .policy import _REGEX_SYNTAX, _is_plain  # policy imports this module: imported at use
+
+    if _is_plain(name):
         return name
     return "".join("\\" + char if char in _REGEX_SYNTAX else char for char in name)
