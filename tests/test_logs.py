@@ -214,7 +214,10 @@ def test_many_recipients_reach_syslog_one_line_each(tmp_path, standin_binary, qu
     recipients = tuple(f"user{n}@example.org" for n in range(50))
     received: list[str] = []
     # A syslog daemon reads while we send (a unix datagram queue holds only a few packets).
-    reader = threading.Thread(target=lambda: received.extend(listener.recv(8192).decode() for _ in recipients))
+    listener.settimeout(10)  # a missing line fails the test instead of leaving the reader blocked
+    reader = threading.Thread(
+        target=lambda: received.extend(listener.recv(8192).decode() for _ in recipients), daemon=True
+    )
     reader.start()
     assert carry_out(make_message(settings, MESSAGE, recipients=recipients), Verdict()) == 0
     reader.join(10)
