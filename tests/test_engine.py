@@ -368,6 +368,16 @@ def test_sigterm_finishes_the_message_in_flight_then_stops(engine):
     assert "engine: stopped" in engine.log()
 
 
+def test_sigterm_while_the_engine_re_executes_itself_still_stops_it_cleanly(engine):
+    """The new program has no handlers until it has started: the stop must wait for them, not kill it."""
+    engine.signal(signal.SIGHUP)
+    engine.wait_until(lambda: "engine: reloading" in engine.log())
+    engine.signal(signal.SIGTERM)
+    assert engine.process.wait(60) == 0, engine.log()
+    assert "engine: stopped" in engine.log()
+    assert not engine.socket.exists()
+
+
 def test_sighup_and_configure_install_reload_without_dropping_a_message(engine):
     """The message in flight finishes with the old settings; the next ones see the new program."""
     installation = engine.installation

@@ -39,6 +39,9 @@ RESPAWN_BURST = 10
 RESPAWN_WINDOW = 10.0
 # Re-executing passes the socket, the lock, the retiring workers and the counters in this variable.
 INHERIT_VARIABLE = "QS_ENGINE_INHERITED"
+# Held blocked until run() has its handlers: a stop or reload sent while the engine starts (or
+# re-executes itself, which resets handlers but keeps the mask) waits instead of killing it.
+CONTROL_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 
 @dataclass
@@ -60,6 +63,7 @@ def default_workers() -> int:
 
 def serve(settings: Settings, program: str) -> int:
     """Run the engine until SIGTERM; return the exit code for the supervisor."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, CONTROL_SIGNALS)
     inherited = _inherited()
     if inherited is None:
         problem = _become_scanner_account(settings)
@@ -232,6 +236,7 @@ class Master:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes the poll through the wakeup fd
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, CONTROL_SIGNALS)  # what came while starting runs now
         say(f"engine: serving {status.socket_path(self.settings.spooldir)} with {self.size} workers")
         while True:
             if not self.stopping:
@@ -393,6 +398,10 @@ class Master:
             problem = check.stderr.decode(errors="replace").strip()[:500]
             say(f"engine: reload refused, {self.program} -v failed: {problem}")
             return
+        signal.pthread_sigmask(signal.SIG_BLOCK, CONTROL_SIGNALS)  # from here the new program takes them, in run()
+        if self._stop_delivered():
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, CONTROL_SIGNALS)
+            return  # a stop that came during the check wins: re-executing would forget it
         say("engine: reloading: running workers finish their message, new ones start with the new settings")
         self._retire_all()
         now = time.monotonic()
@@ -415,9 +424,19 @@ class Master:
         try:
             os.execve(self.program, [self.program, "--serve"], environment)
         except OSError as error:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, CONTROL_SIGNALS)
             say(f"engine: reload failed, cannot run {self.program}: {error.strerror}; keeping the old settings")
             os.set_inheritable(self.listener.fileno(), False)
             os.set_inheritable(self.lock_fd, False)
+
+    def _stop_delivered(self) -> bool:
+        """SIGTERM or SIGINT came, even if its Python handler has not run yet (the wakeup fd has its number)."""
+        try:
+            woken = os.read(self.wake_read, 512)
+        except BlockingIOError:
+            woken = b""
+        self.stopping = self.stopping or signal.SIGTERM in woken or signal.SIGINT in woken
+        return self.stopping
 
     def _stop_accepting(self) -> None:
         """Remove the socket (new clients run standalone) and let every worker finish."""
