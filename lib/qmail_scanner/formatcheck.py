@@ -216,9 +216,10 @@ def check(unpacked: Unpacked, settings: Settings) -> list[Finding]:
             for rule, detail in _check_header_block(part, settings):
                 hit(rule, name, detail)
             if part.declared_type.startswith("multipart/"):
-                if len(set(_boundaries(part))) > 1:
+                boundaries = _boundaries(part)
+                if len(set(boundaries)) > 1:
                     hit("duplicate-boundary", name, "duplicate boundary parameter")
-                for boundary in _boundaries(part):
+                for boundary in boundaries:
                     if len(boundary) > MAX_BOUNDARY:
                         hit("long-boundary", name, f"{len(boundary)} characters")
                     if boundary in defined_boundaries:
