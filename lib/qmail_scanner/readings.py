@@ -90,10 +90,6 @@ class Plan:
                 return reading
         return None
 
-    def exhausted(self) -> bool:
-        """Whether the bound stops the plan with readings still to make."""
-        return self.passes >= self.limit and self.next_reading() is not None
-
 
 def _nested(point: tuple, other: tuple, ends: dict[int, int]) -> bool:
     """Whether one choice lies inside the other's entity (a choice not tied to one entity is inside all)."""
