@@ -26,7 +26,7 @@ AMBIGUOUS_RATIO_TARGET = 2.0
 CHILD = r"""
 import os, resource, sys, time
 sys.path.insert(0, sys.argv[1])
-from qmail_scanner import mime
+from qmail_scanner import unpack as mime
 from qmail_scanner.settings import Settings
 settings = Settings(max_decoded_bytes=10**10)
 started = time.perf_counter()

@@ -12,7 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "lib"))
 
-from qmail_scanner import formatcheck, mime, policy  # noqa: E402
+from qmail_scanner import formatcheck, policy  # noqa: E402
+from qmail_scanner import unpack as mime  # noqa: E402
 from qmail_scanner.records import Envelope, Finding  # noqa: E402
 from qmail_scanner.settings import Settings  # noqa: E402
 

@@ -25,7 +25,7 @@ from mime_fixtures import (
     unpack_bytes,
     unpack_file,
 )
-from qmail_scanner import mime
+from qmail_scanner import unpack as mime
 from qmail_scanner.outcomes import TEMP_TIMEOUT, TemporaryFailure
 
 FAKE_EXE = b"MZ\x90\x00" + b"\x00" * 60 + b"PE\x00\x00" + b"x" * 100
@@ -303,7 +303,7 @@ def test_out_of_time_is_a_temporary_failure(spool: Path, work: Path) -> None:
 CHILD = r"""
 import resource, sys
 sys.path.insert(0, sys.argv[1])
-from qmail_scanner import mime
+from qmail_scanner import unpack as mime
 from qmail_scanner.settings import Settings
 unpacked = mime.unpack(sys.argv[2], sys.argv[3], Settings(max_decoded_bytes=10**9), lambda: 1000.0)
 peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -360,7 +360,7 @@ def test_clean_small_message_is_cheap(spool: Path, work: Path) -> None:
 
 
 def test_unpack_imports_only_cheap_modules() -> None:
-    code = "import qmail_scanner.mime, qmail_scanner.formatcheck, qmail_scanner.policy"
+    code = "import qmail_scanner.unpack, qmail_scanner.formatcheck, qmail_scanner.policy"
     done = subprocess.run(
         [
             sys.executable,

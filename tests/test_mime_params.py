@@ -1,6 +1,6 @@
-"""The hand-written header parsers of mime_headers.py give exactly what the regular expressions they replaced gave.
+"""The hand-written header parsers of unpack/headers.py give exactly what the regular expressions they replaced gave.
 
-mime_headers.py parses Content-Type/Content-Disposition parameters, comments, RFC 2047 encoded words
+unpack/headers.py parses Content-Type/Content-Disposition parameters, comments, RFC 2047 encoded words
 and RFC 2231 %-escapes without `re`, because importing re costs every message about 5 ms of
 start-up. The reference implementations below are the regex versions the unpacker used
 before; hypothesis feeds both the same generated header values.
@@ -13,7 +13,9 @@ import re
 
 from hypothesis import given, settings, strategies
 
-from qmail_scanner import decoding, formatcheck, mime_headers, policy
+from qmail_scanner import formatcheck, policy
+from qmail_scanner.unpack import decoding
+from qmail_scanner.unpack import headers as mime_headers
 
 # ---------------------------------------------------------------- the regex versions
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qmail_scanner.ziplisting import ZipFormatError, open_member, read_listing
+from qmail_scanner.unpack.ziplisting import ZipFormatError, open_member, read_listing
 
 CP437_PLACEHOLDER = "CP437NAME"  # written by zipfile as ASCII, then patched to cp437 bytes without the UTF-8 flag
 

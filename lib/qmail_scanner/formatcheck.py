@@ -6,13 +6,13 @@ raw header blocks the unpacker kept, so they see what a forgiving parser would h
 
 from __future__ import annotations
 
-from .mime_headers import boundary_candidates, is_header_line, parse_headers, split_content_header, strip_comments
 from .records import Finding, Part
+from .unpack.headers import boundary_candidates, is_header_line, parse_headers, split_content_header, strip_comments
 
 TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
-    from .mime import Unpacked
     from .settings import Settings
+    from .unpack import Unpacked
 
 # Extensions Windows runs (or opens in something that runs code) on a double click.
 EXECUTABLE_EXTENSIONS = frozenset(

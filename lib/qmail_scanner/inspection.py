@@ -12,10 +12,10 @@ if TYPE_CHECKING:
 
 def inspect(message: Message) -> Verdict:
     """Run every configured check on the spooled message and decide."""
-    from . import formatcheck, mime, policy
+    from . import formatcheck, policy, unpack
 
     settings = message.settings
-    unpacked = mime.unpack(message.area.message_path, message.area.unpack_dir, settings, message.remaining)
+    unpacked = unpack.unpack(message.area.message_path, message.area.unpack_dir, settings, message.remaining)
     message.unpacked = unpacked
     findings: list[Finding] = list(unpacked.findings)
     results: list[ScanResult] = []
@@ -68,7 +68,7 @@ def _name_the_readings(message: Message, findings: list[Finding]) -> list[Findin
     import copy
 
     from . import formatcheck, policy
-    from .readings import note_readings
+    from .unpack.readings import note_readings
 
     first = copy.copy(unpacked)
     first.parts = unpacked.parts[: unpacked.first_reading_parts]

@@ -20,7 +20,7 @@ class Message:
     envelope: Envelope
     environ: dict[str, str]
     started: float
-    unpacked: object = None  # mime.Unpacked once the unpacker ran
+    unpacked: object = None  # unpack.Unpacked once the unpacker ran
     notes: list[str] = field(default_factory=list)  # debug trace lines
 
     def seconds(self) -> float:

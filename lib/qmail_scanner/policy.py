@@ -353,7 +353,7 @@ def _header_values(message: Message, header: str, cache: dict[str, list[str]]) -
     elif unpacked is None:
         values = []
     else:
-        from .mime_headers import decode_words, header_text, parse_headers
+        from .unpack.headers import decode_words, header_text, parse_headers
 
         values = unpacked.header_values(header)
         for part in unpacked.parts[1:]:

@@ -174,23 +174,19 @@ def _preload(settings: Settings) -> None:
     """Import everything a message may need once, before forking: workers start warm and share the pages."""
     from .. import (  # noqa: F401
         actions,
-        archives,
         domain_settings,
         formatcheck,
         inspection,
         logs,
-        magictype,
-        mime,
         notify,
         pipeline,
         policy,
-        reformime,
         spam_policy,
         trace,
         verdict,
-        ziplisting,
     )
     from ..scanners import scanner_module
+    from ..unpack import archives, content, magictype, reformime, walker, ziplisting  # noqa: F401
 
     for config in settings.scanners:
         try:

@@ -3,22 +3,21 @@
 The walker reads the spooled file in bounded chunks, keeps every part's header block exactly
 as written (the format checks look at what a forgiving parser would hide), and decodes
 bodies straight to files (decoding.py): memory stays bounded whatever the size of an
-attachment. Header blocks are read by mime_headers.py; archives found on the way are handed
-to archives.py.
+attachment. Header blocks are read by headers.py; what is inside a decoded body is content.py's
+business. Limits, work files and findings belong to the sink.
 """
 
 from __future__ import annotations
 
 import os
-import time
 
 from . import magictype
-from .decoding import NEW_FILE_FLAGS, DecodingSink, bounded_lines, decode_uu_line, uu_begin_name
-from .mime_headers import (
+from .content import look_into_file, look_into_text
+from .decoding import DecodingSink
+from .headers import (
     HEADER_SPELLING,
     boundary_candidates,
     claimed_filenames,
-    decode_words,
     filename_ambiguity,
     header_text,
     is_header_line,
@@ -26,16 +25,14 @@ from .mime_headers import (
     parse_headers,
     split_content_header,
 )
-from .outcomes import TEMP_TIMEOUT, TemporaryFailure
-from .records import Finding, Part
-from .recordtype import field, record
-from .settings import Settings
 
 TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .readings import Ambiguity, Reading
+    from ..records import Part
+    from .readings import Reading
+    from .sink import PartSink, Unpacked
 
     Hit = tuple[int, bool]  # (index of the boundary a delimiter line names, closing?); (-1, False) at EOF
     Matcher = Callable[[bytes, list[bytes]], Hit | None]
@@ -46,62 +43,7 @@ MAX_HEADER_BLOCK = 1 << 20  # a header block beyond this ends; the rest counts a
 MAX_BOUNDARY_LINE = 4096  # a line this long cannot be a delimiter we honour
 # A continuation split off these by an empty line hides a name or a boundary from one reading.
 SPLITTABLE_HEADERS = (b"content-type", b"content-disposition")
-__all__ = ["NEW_FILE_FLAGS", "Reader", "Unpacked", "Walker", "may_be_archive", "unpack", "uu_begin_name"]
-
-
-@record
-class Unpacked:
-    """What the unpacker found in one message."""
-
-    parts: list[Part] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
-    top_headers: bytes = b""  # header block of the message as written, without the blank line
-    body_offset: int = 0  # offset of the body in the spooled file (after the blank line)
-    has_attachments: bool = False
-    crypto: list[str] = field(default_factory=list)  # "PGP(signed)", "SMIME(encrypted)", "ZIP(encrypted)"
-    ambiguities: list[Ambiguity] = field(default_factory=list)  # where mail clients may read it differently
-    readings: int = 1  # passes the unpacker made
-    first_reading_parts: int = 0  # parts[:this] are the first reading's; later readings add the rest
-    message_size: int = 0
-    unpacker: str = "internal"
-    normalize: bool = True
-    _top_parsed: list[tuple[str, bytes]] | None = None
-
-    def headers(self) -> list[tuple[str, bytes]]:
-        """The top-level headers as (lower-case name, unfolded raw value)."""
-        if self._top_parsed is None:
-            self._top_parsed = parse_headers(self.top_headers)
-        return self._top_parsed
-
-    def header_values(self, name: str) -> list[str]:
-        """Every value of a top-level header, RFC 2047-decoded when normalize is on."""
-        wanted = name.lower().rstrip(":")
-        values = [header_text(value) for key, value in self.headers() if key == wanted]
-        if self.normalize:
-            values = [decode_words(value) for value in values]
-        return values
-
-    @property
-    def subject(self) -> str:
-        """The first Subject: (decoded per normalize), or ""."""
-        values = self.header_values("subject")
-        return values[0] if values else ""
-
-    @property
-    def message_id(self) -> str:
-        """The first Message-ID:, or ""."""
-        values = self.header_values("message-id")
-        return values[0].strip() if values else ""
-
-    def add_finding(self, rule: str, reason: str, part_name: str = "") -> None:
-        """Record a limit/bomb finding once per rule."""
-        if not any(f.rule == rule for f in self.findings):
-            self.findings.append(Finding("policy", rule, reason, part_name))
-
-    def add_crypto(self, tag: str) -> None:
-        """Record a crypto tag once."""
-        if tag not in self.crypto:
-            self.crypto.append(tag)
+__all__ = ["Reader", "Walker"]
 
 
 # ---------------------------------------------------------------- the reader
@@ -249,15 +191,10 @@ class Reader:
 class Walker:
     """One pass over a message: builds the part list and the findings."""
 
-    def __init__(self, path: str, unpack_dir: str, settings: Settings, remaining: Callable[[], float]) -> None:
-        self.settings = settings
-        self.unpack_dir = unpack_dir
-        self.remaining = remaining
-        self.started = time.monotonic()
-        self.result = Unpacked(normalize=settings.normalize)
-        self.budget = settings.max_decoded_bytes
-        self.max_depth = max(1, min(settings.max_depth, 200))
-        self.stopped = False
+    def __init__(self, path: str, sink: PartSink) -> None:
+        self.sink = sink
+        self.settings = sink.settings
+        self.result = sink.result
         self.message_path = path
         self.reading: Reading | None = None  # None: the first pass, every choice point read the first way
         self.first_met: dict[tuple, str] = {}  # choice points the first pass met
@@ -265,40 +202,6 @@ class Walker:
         self.passes = 0
         self.containers: dict[tuple, Part] = {}  # multiparts and attached messages met, by where and how read
         self.leaves: dict[tuple, set[int]] = {}  # leaves decoded, by where and how read -> where they ended
-
-    def tick(self) -> None:
-        """Give up (temporary failure) when unpacking runs out of time."""
-        if self.remaining() <= 0 or time.monotonic() - self.started > self.settings.max_unpack_seconds:
-            raise TemporaryFailure("unpacking the message took too long, try again later", TEMP_TIMEOUT)
-
-    def take_budget(self, wanted: int) -> int:
-        """How many of `wanted` decoded bytes may still be written."""
-        if wanted <= self.budget:
-            self.budget -= wanted
-            return wanted
-        allowed = max(0, self.budget)
-        self.budget = 0
-        self.result.add_finding(
-            "decoded-size",
-            f"Disallowed MIME: decoded content exceeds {self.settings.max_decoded_bytes} bytes (decompression bomb)",
-        )
-        return allowed
-
-    def new_part(self, depth: int, declared_type: str, raw_headers: bytes, **values: object) -> Part | None:
-        """A new part record, or None once the part limit is reached."""
-        if len(self.result.parts) >= self.settings.max_parts:
-            self.result.add_finding(
-                "mime-parts", f"Disallowed MIME: more than {self.settings.max_parts} parts (MIME bomb)"
-            )
-            self.stopped = True
-            return None
-        part = Part(len(self.result.parts), depth, declared_type, raw_headers=raw_headers, **values)
-        self.result.parts.append(part)
-        return part
-
-    def work_file(self, part: Part, suffix: str = "") -> str:
-        """Path of a new work file for a part (names never come from the mail)."""
-        return os.path.join(self.unpack_dir, f"p{part.index:05d}{suffix}")
 
     def run(self) -> Unpacked:
         """Walk the message once; if it is ambiguous (--fix-mime 1), once more per planned reading."""
@@ -310,7 +213,7 @@ class Walker:
 
         plan = Plan(self.settings.max_readings)
         plan.record(Reading(met=self.first_met), self.entity_ends)
-        while not self.stopped:
+        while not self.sink.stopped:
             reading = plan.next_reading()
             if reading is None:
                 break
@@ -329,9 +232,9 @@ class Walker:
         """One pass over the message, taking each choice point the way `reading` says."""
         self.reading = reading
         self.passes += 1
-        reader = Reader(self.message_path, self.tick)
+        reader = Reader(self.message_path, self.sink.tick)
         try:
-            self.tick()
+            self.sink.tick()
             self.read_entity(reader, 0, [], top=True)
             self.result.message_size = os.fstat(reader.file.fileno()).st_size
         finally:
@@ -505,12 +408,12 @@ class Walker:
                 return hit
         if part is None:
             reading = names_note or (self.reading.description if self.reading else "")
-            part = self.new_part(
+            part = self.sink.new_part(
                 depth, declared, raw_headers, filenames=filenames, transfer_encoding=encoding, reading=reading
             )
             if part is None:
                 return reader.scan_body(boundaries, None, self.match) if early_end is None else early_end
-            self._note_crypto(declared, params)
+            self.sink.note_crypto(declared, params)
             if container:
                 self.containers[key] = part
             elif early_end is not None:
@@ -519,20 +422,20 @@ class Walker:
             return early_end
         if declared.startswith("multipart/"):
             boundary = self.pick_boundary(params, start)
-            if boundary and depth < self.max_depth:
+            if boundary and depth < self.sink.max_depth:
                 return self.read_multipart(
                     reader, depth, boundaries, boundary.encode("utf-8", "surrogateescape"), start
                 )
             if boundary:
-                self.too_deep()
+                self.sink.too_deep()
         elif container:
-            if depth < self.max_depth:
+            if depth < self.sink.max_depth:
                 first_child = len(self.result.parts)
                 hit = self.read_entity(reader, depth + 1, boundaries, embedded=True)
                 if part is not None and self.passes == 1:
                     part.size = sum(p.size for p in self.result.parts[first_child:] if p.depth == depth + 1)
                 return hit
-            self.too_deep()
+            self.sink.too_deep()
         if reused:  # too deep to open, and read as a leaf by an earlier reading
             return reader.scan_body(boundaries, None, self.match)
         hit = self.read_leaf(reader, part, boundaries, encoding)
@@ -557,11 +460,6 @@ class Walker:
         text = "boundary parameter in two encodings" if encodings else "duplicate boundary parameter"
         return candidates[-1] if self.choose(("boundary", start), "duplicate-boundary", text) else candidates[0]
 
-    def too_deep(self) -> None:
-        self.result.add_finding(
-            "mime-depth", f"Disallowed MIME: nested deeper than {self.max_depth} levels (MIME bomb)"
-        )
-
     def read_multipart(self, reader: Reader, depth: int, boundaries: list[bytes], boundary: bytes, start: int) -> Hit:
         """Preamble, the body parts, epilogue; returns the delimiter hit of an enclosing multipart."""
         if boundary in boundaries and self.choose(
@@ -571,9 +469,9 @@ class Walker:
         inner = [*boundaries, boundary]
         own = len(boundaries)
         hit = reader.scan_body(inner, None, self.match)  # the preamble
-        while hit == (own, False) and not self.stopped:
+        while hit == (own, False) and not self.sink.stopped:
             hit = self.read_entity(reader, depth + 1, inner)
-        if self.stopped and hit == (own, False):
+        if self.sink.stopped and hit == (own, False):
             hit = reader.scan_body(inner, None, self.match)
             while hit == (own, False):
                 hit = reader.scan_body(inner, None, self.match)
@@ -591,8 +489,8 @@ class Walker:
             or part.declared_type in ("", "text/plain", "text/html", "text/enriched")
             or (part.declared_type.startswith("text/") and not part.filenames)
         )
-        path = self.work_file(part)
-        sink = DecodingSink(self.take_budget, path, encoding, watch_text=is_text)
+        path = self.sink.work_file(part)
+        sink = DecodingSink(self.sink.take_budget, path, encoding, watch_text=is_text)
         try:
             hit = reader.scan_body(boundaries, sink, self.match)
         finally:
@@ -601,80 +499,9 @@ class Walker:
         part.decoded_path = path
         part.magic_type = magictype.detect(sink.head, self.settings, want_detail=not is_text or bool(part.filenames))
         if sink.text_marks:
-            self.look_into_text(part)
-        self.look_into_file(part, sink.head)
+            look_into_text(self.sink, part)
+        look_into_file(self.sink, part, sink.head)
         return hit
-
-    def look_into_file(self, part: Part, head: bytes) -> None:
-        """Archives, TNEF: list members (and extract them when configured)."""
-        if may_be_archive(part):
-            from .archives import inspect_archive
-
-            self.tick()
-            inspect_archive(self, part, part.filenames[0] if part.filenames else f"part{part.index}", part.depth + 1)
-
-    def look_into_text(self, part: Part) -> None:
-        """Uuencoded blocks become parts of their own; inline PGP is noted."""
-        with open(part.decoded_path or "", "rb") as text:
-            pending: Part | None = None
-            out_fd = -1
-            written = 0
-            for line in bounded_lines(text):
-                if pending is None:
-                    if line.startswith(b"-----BEGIN PGP SIGNED MESSAGE"):
-                        self.result.add_crypto("PGP(signed)")
-                    elif line.startswith(b"-----BEGIN PGP MESSAGE"):
-                        self.result.add_crypto("PGP(encrypted)")
-                    uu_name = uu_begin_name(line)
-                    if uu_name is not None:
-                        name = header_text(uu_name.strip())
-                        pending = self.new_part(
-                            part.depth + 1,
-                            "application/octet-stream",
-                            b"",
-                            filenames=(name,),
-                            transfer_encoding="x-uuencode",
-                        )
-                        if pending is None:
-                            return
-                        pending.decoded_path = self.work_file(pending)
-                        out_fd = os.open(pending.decoded_path, NEW_FILE_FLAGS, 0o600)
-                        written = 0
-                        head = b""
-                    continue
-                stripped = line.rstrip(b"\r\n")
-                if stripped in (b"end", b"`", b" ") or not stripped:
-                    if stripped or written:  # a zero-length line or "end" closes the block
-                        os.close(out_fd)
-                        pending.size = written
-                        pending.magic_type = magictype.detect(head, self.settings)
-                        self.look_into_file(pending, head)
-                        pending = None
-                    continue
-                data = decode_uu_line(stripped)
-                if data is None:
-                    continue
-                data = data[: self.take_budget(len(data))]
-                if len(head) < magictype.HEAD_BYTES:
-                    head += data[: magictype.HEAD_BYTES - len(head)]
-                os.write(out_fd, data)
-                written += len(data)
-            if pending is not None:
-                os.close(out_fd)
-                pending.size = written
-                pending.magic_type = magictype.detect(head, self.settings)
-                self.look_into_file(pending, head)
-
-    def _note_crypto(self, declared: str, params: list[tuple[str, str]]) -> None:
-        if declared == "multipart/signed":
-            protocol = next((v.lower() for n, v in params if n == "protocol"), "")
-            self.result.add_crypto("PGP(signed)" if "pgp" in protocol else "SMIME(signed)")
-        elif declared == "multipart/encrypted":
-            protocol = next((v.lower() for n, v in params if n == "protocol"), "")
-            self.result.add_crypto("PGP(encrypted)" if "pgp" in protocol else "SMIME(encrypted)")
-        elif declared in ("application/pkcs7-mime", "application/x-pkcs7-mime"):
-            smime_type = next((v.lower() for n, v in params if n == "smime-type"), "")
-            self.result.add_crypto("SMIME(signed)" if smime_type == "signed-data" else "SMIME(encrypted)")
 
 
 def _types_differ(first: bytes, last: bytes) -> bool:
@@ -691,40 +518,3 @@ def _words_differ(first: bytes, last: bytes) -> bool:
 def _never(first: bytes, last: bytes) -> bool:
     """Content-Disposition: what differs is only names, and every name is checked in one pass."""
     return False
-
-
-def may_be_archive(part: Part) -> bool:
-    """Cheap test before importing the archive code: content, declared type or name says archive."""
-    if part.magic_type in magictype.ARCHIVE_TYPES or part.declared_type in (
-        "application/ms-tnef",
-        "application/vnd.ms-tnef",
-    ):
-        return True
-    return any(
-        name.lower().endswith((".zip", ".rar", ".7z", ".tnef", "winmail.dat", "win.dat")) for name in part.filenames
-    )
-
-
-# ---------------------------------------------------------------- entry points
-
-
-NON_ATTACHMENT_TYPES = ("", "text/plain", "text/html", "text/enriched", "message/rfc822", "message/delivery-status")
-
-
-def _finish(result: Unpacked) -> Unpacked:
-    result.has_attachments = any(
-        part.filenames
-        or part.container
-        or not (part.declared_type in NON_ATTACHMENT_TYPES or part.declared_type.startswith("multipart/"))
-        for part in result.parts
-    )
-    return result
-
-
-def unpack(message_path: str, unpack_dir: str, settings: Settings, remaining: Callable[[], float]) -> Unpacked:
-    """Walk the spooled message once; decoded parts land in unpack_dir."""
-    if settings.mime_unpacker == "reformime" and settings.reformime_binary:
-        from .reformime import unpack_with_reformime
-
-        return _finish(unpack_with_reformime(message_path, unpack_dir, settings, remaining))
-    return _finish(Walker(message_path, unpack_dir, settings, remaining).run())

@@ -1,4 +1,4 @@
-"""--mime-unpacker reformime: the part list from maildrop's reformime instead of the internal walker.
+"""--mime-unpacker reformime: the part list from maildrop's reformime instead of the internal sink.
 
 reformime -i lists the sections with their byte offsets; each leaf is extracted with
 `reformime -e -s <section>` (Debian 12's reformime crashes on -x). Header blocks are read
@@ -11,16 +11,17 @@ from __future__ import annotations
 import os
 import subprocess
 
+from ..outcomes import TEMP_TIMEOUT, TemporaryFailure
 from . import magictype
-from .mime import MAX_HEADER_BLOCK, NEW_FILE_FLAGS, Unpacked, Walker, may_be_archive
-from .mime_headers import claimed_filenames, first_header, header_text, parse_headers, split_content_header
-from .outcomes import TEMP_TIMEOUT, TemporaryFailure
+from .content import look_into_file, look_into_text, may_be_archive
+from .decoding import NEW_FILE_FLAGS
+from .headers import claimed_filenames, first_header, header_text, parse_headers, split_content_header
+from .walker import MAX_HEADER_BLOCK
 
 TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from .settings import Settings
+    from ..settings import Settings
+    from .sink import PartSink, Unpacked
 
 TEXT_MARKS = (b"begin ", b"begin-base64 ", b"-----BEGIN PGP ")
 
@@ -52,19 +53,16 @@ def _run(argv: list[str], stdin: object, stdout: object, timeout: float) -> subp
     return done
 
 
-def unpack_with_reformime(
-    message_path: str, unpack_dir: str, settings: Settings, remaining: Callable[[], float]
-) -> Unpacked:
+def unpack_with_reformime(message_path: str, sink: PartSink) -> Unpacked:
     """The same Unpacked as mime.unpack gives, with reformime doing the MIME walk."""
-    walker = Walker(message_path, unpack_dir, settings, remaining)
-    walker.result.unpacker = "reformime"
-    timeout = max(1.0, min(remaining(), settings.max_unpack_seconds))
+    settings = sink.settings
+    timeout = max(1.0, min(sink.remaining(), settings.max_unpack_seconds))
     sections = list_sections(settings, message_path, timeout)
     names = [s["section"] for s in sections]
     with open(message_path, "rb") as message:
-        walker.result.message_size = os.fstat(message.fileno()).st_size
+        sink.result.message_size = os.fstat(message.fileno()).st_size
         for fields in sections:
-            walker.tick()
+            sink.tick()
             section = fields["section"]
             start = int(fields.get("starting-pos", 0))
             body_start = int(fields.get("starting-pos-body", start))
@@ -75,14 +73,14 @@ def unpack_with_reformime(
                     raw_headers = raw_headers[: -len(ending)]
                     break
             if section == "1":
-                walker.result.top_headers = raw_headers
-                walker.result.body_offset = body_start
+                sink.result.top_headers = raw_headers
+                sink.result.body_offset = body_start
             headers = parse_headers(raw_headers)
             content_type = first_header(headers, "content-type")
             declared, params = split_content_header(content_type) if content_type is not None else ("", [])
             encoding_value = first_header(headers, "content-transfer-encoding")
             encoding = header_text(encoding_value).strip().lower() if encoding_value is not None else ""
-            part = walker.new_part(
+            part = sink.new_part(
                 section.count("."),
                 declared,
                 raw_headers,
@@ -91,10 +89,10 @@ def unpack_with_reformime(
             )
             if part is None:
                 break
-            walker._note_crypto(declared, params)
+            sink.note_crypto(declared, params)
             if any(other.startswith(section + ".") for other in names):
                 continue  # a container: its children follow
-            part.decoded_path = walker.work_file(part)
+            part.decoded_path = sink.work_file(part)
             fd = os.open(part.decoded_path, NEW_FILE_FLAGS, 0o600)
             try:
                 message.seek(0)
@@ -102,7 +100,7 @@ def unpack_with_reformime(
             finally:
                 os.close(fd)
             part.size = os.path.getsize(part.decoded_path)
-            if walker.take_budget(part.size) < part.size:
+            if sink.take_budget(part.size) < part.size:
                 os.truncate(part.decoded_path, 0)
             with open(part.decoded_path, "rb") as decoded:
                 head = decoded.read(magictype.HEAD_BYTES)
@@ -129,7 +127,7 @@ def unpack_with_reformime(
                             break
                         tail = chunk[-20:]
             if marked:
-                walker.look_into_text(part)
+                look_into_text(sink, part)
             if may_be_archive(part):
-                walker.look_into_file(part, head)
-    return walker.result
+                look_into_file(sink, part, head)
+    return sink.result

@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import sys
 
+from ..records import Part
 from . import magictype
-from .records import Part
 
 TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
-    from .mime import Walker
+    from .sink import PartSink
 
 RATIO_MIN_BYTES = 1 << 20  # a high ratio matters only for members that expand to this much
 TNEF_IN_MEMORY_LIMIT = 32 << 20  # tnefparse reads the whole file; bigger ones go to the tnef program
@@ -34,46 +34,46 @@ def looks_like_archive(part: Part, head: bytes) -> bool:
     return any(name.lower().endswith(ARCHIVE_SUFFIXES + TNEF_NAMES) for name in part.filenames)
 
 
-def inspect_archive(walker: Walker, part: Part, container: str, depth: int) -> None:
+def inspect_archive(sink: PartSink, part: Part, container: str, depth: int) -> None:
     """List (and with --unzip extract) the members of one archive part."""
-    if depth > walker.max_depth:
-        walker.too_deep()
+    if depth > sink.max_depth:
+        sink.too_deep()
         return
     if not part.decoded_path:
         return
     names = [name.lower() for name in part.filenames]
     if part.magic_type == "application/zip":
-        _inspect_zip(walker, part, container, depth)
+        _inspect_zip(sink, part, container, depth)
     elif (
         part.magic_type == "application/vnd.ms-tnef"
         or part.declared_type in TNEF_TYPES
         or any(name.endswith(TNEF_NAMES) for name in names)
     ):
-        _inspect_tnef(walker, part, container, depth)
+        _inspect_tnef(sink, part, container, depth)
     elif part.magic_type == "application/x-rar":
-        _list_rar(walker, part, container, depth)
+        _list_rar(sink, part, container, depth)
     elif part.magic_type == "application/x-7z-compressed":
-        _list_7z(walker, part, container, depth)
+        _list_7z(sink, part, container, depth)
 
 
 def _member_part(
-    walker: Walker, name: str, size: int, container: str, depth: int, encrypted: bool, kind: str = "ZIP"
+    sink: PartSink, name: str, size: int, container: str, depth: int, encrypted: bool, kind: str = "ZIP"
 ) -> Part | None:
-    part = walker.new_part(depth, "", b"", filenames=(name,) if name else (), size=size, container=container)
+    part = sink.new_part(depth, "", b"", filenames=(name,) if name else (), size=size, container=container)
     if part is not None and encrypted:
         part.encrypted = True
-        walker.result.add_crypto(f"{kind}(encrypted)")
+        sink.result.add_crypto(f"{kind}(encrypted)")
     return part
 
 
-def _bomb(walker: Walker, reason: str, name: str = "") -> None:
-    walker.result.add_finding("zip-bomb", f"Disallowed archive: {reason} (decompression bomb)", name)
+def _bomb(sink: PartSink, reason: str, name: str = "") -> None:
+    sink.result.add_finding("zip-bomb", f"Disallowed archive: {reason} (decompression bomb)", name)
 
 
-def _inspect_zip(walker: Walker, part: Part, container: str, depth: int) -> None:
+def _inspect_zip(sink: PartSink, part: Part, container: str, depth: int) -> None:
     from .ziplisting import ZipFormatError, open_member, read_listing
 
-    settings = walker.settings
+    settings = sink.settings
     try:
         source = open(part.decoded_path or "", "rb")  # noqa: SIM115 - closed below, after the members
     except OSError:
@@ -87,17 +87,17 @@ def _inspect_zip(walker: Walker, part: Part, container: str, depth: int) -> None
         members = [entry for entry in listing.entries if not entry.is_dir]
         count = len(members) if listing.complete else max(len(members), listing.declared_entries)
         if count > settings.max_parts or not listing.complete:
-            _bomb(walker, f"{container} holds {count} members (limit {settings.max_parts})", container)
+            _bomb(sink, f"{container} holds {count} members (limit {settings.max_parts})", container)
         declared_total = sum(entry.size for entry in members)
         if declared_total > settings.max_zip_size:
-            _bomb(walker, f"{container} expands to {declared_total} bytes (limit {settings.max_zip_size})", container)
+            _bomb(sink, f"{container} expands to {declared_total} bytes (limit {settings.max_zip_size})", container)
         for entry in members[: settings.max_parts]:
-            walker.tick()
+            sink.tick()
             ratio = entry.size / max(entry.compressed_size, 1)
             too_big = entry.size >= RATIO_MIN_BYTES and ratio > settings.max_expansion_ratio
             if too_big:
-                _bomb(walker, f"{container}/{entry.name} expands {int(ratio)} times", container)
-            member = _member_part(walker, entry.name, entry.size, container, depth, entry.encrypted)
+                _bomb(sink, f"{container}/{entry.name} expands {int(ratio)} times", container)
+            member = _member_part(sink, entry.name, entry.size, container, depth, entry.encrypted)
             if member is None:
                 return
             if entry.encrypted or too_big or declared_total > settings.max_zip_size:
@@ -105,20 +105,20 @@ def _inspect_zip(walker: Walker, part: Part, container: str, depth: int) -> None
             try:
                 with open_member(source, entry) as stream:
                     if settings.unzip:
-                        head = _extract(walker, stream, member, entry.compressed_size)
+                        head = _extract(sink, stream, member, entry.compressed_size)
                     else:
                         head = stream.read(magictype.HEAD_BYTES)
             except (ZipFormatError, OSError):
                 continue
             member.magic_type = magictype.detect(head, settings)
             if member.decoded_path and looks_like_archive(member, head):
-                inspect_archive(walker, member, f"{container}/{entry.name}", depth + 1)
+                inspect_archive(sink, member, f"{container}/{entry.name}", depth + 1)
 
 
-def _extract(walker: Walker, stream: object, member: Part, compressed_size: int) -> bytes:
+def _extract(sink: PartSink, stream: object, member: Part, compressed_size: int) -> bytes:
     """Copy a member to a work file within the ratio and decoded-bytes limits; return its head."""
-    settings = walker.settings
-    path = walker.work_file(member)
+    settings = sink.settings
+    path = sink.work_file(member)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC, 0o600)
     member.decoded_path = path
     head = b""
@@ -131,12 +131,12 @@ def _extract(walker: Walker, stream: object, member: Part, compressed_size: int)
                 break
             if written + len(chunk) > limit:
                 _bomb(
-                    walker,
+                    sink,
                     f"{member.display_name} expands beyond {settings.max_expansion_ratio} times",
                     member.container,
                 )
                 break
-            chunk = chunk[: walker.take_budget(len(chunk))]
+            chunk = chunk[: sink.take_budget(len(chunk))]
             if not chunk:
                 break
             if len(head) < magictype.HEAD_BYTES:
@@ -150,16 +150,16 @@ def _extract(walker: Walker, stream: object, member: Part, compressed_size: int)
 
 
 def _add_extracted(
-    walker: Walker, name: str, data_path: str | None, data: bytes | None, container: str, depth: int
+    sink: PartSink, name: str, data_path: str | None, data: bytes | None, container: str, depth: int
 ) -> None:
     """One TNEF member: a work file of our own naming, its type, and a look inside."""
-    member = _member_part(walker, name, 0, container, depth, False)
+    member = _member_part(sink, name, 0, container, depth, False)
     if member is None:
         return
-    path = walker.work_file(member)
+    path = sink.work_file(member)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
     if data is not None:
-        data = data[: walker.take_budget(len(data))]
+        data = data[: sink.take_budget(len(data))]
         fd = os.open(path, flags, 0o600)
         try:
             os.write(fd, data)
@@ -170,18 +170,18 @@ def _add_extracted(
     else:
         os.rename(data_path or "", path)
         member.size = os.path.getsize(path)
-        if walker.take_budget(member.size) < member.size:
+        if sink.take_budget(member.size) < member.size:
             os.truncate(path, 0)
         with open(path, "rb") as extracted:
             head = extracted.read(magictype.HEAD_BYTES)
     member.decoded_path = path
-    member.magic_type = magictype.detect(head, walker.settings)
+    member.magic_type = magictype.detect(head, sink.settings)
     if looks_like_archive(member, head):
-        inspect_archive(walker, member, f"{container}/{name}", depth + 1)
+        inspect_archive(sink, member, f"{container}/{name}", depth + 1)
 
 
-def _inspect_tnef(walker: Walker, part: Part, container: str, depth: int) -> None:
-    settings = walker.settings
+def _inspect_tnef(sink: PartSink, part: Part, container: str, depth: int) -> None:
+    settings = sink.settings
     if settings.have_tnefparse and part.size <= TNEF_IN_MEMORY_LIMIT:
         for directory in settings.extra_sys_path:
             if directory not in sys.path:
@@ -197,20 +197,20 @@ def _inspect_tnef(walker: Walker, part: Part, container: str, depth: int) -> Non
         else:
             for name, data in attachments[: settings.max_parts]:
                 _add_extracted(
-                    walker, name.strip("\x00"), None, data if isinstance(data, bytes) else b"", container, depth
+                    sink, name.strip("\x00"), None, data if isinstance(data, bytes) else b"", container, depth
                 )
             return
     if settings.tnef_binary:
-        _tnef_program(walker, part, container, depth)
+        _tnef_program(sink, part, container, depth)
 
 
-def _tnef_program(walker: Walker, part: Part, container: str, depth: int) -> None:
+def _tnef_program(sink: PartSink, part: Part, container: str, depth: int) -> None:
     """Unpack with the tnef program into a fresh dir; retry with --ignore-checksum (Debian's tnef needs it)."""
     import shutil
     import subprocess
 
-    settings = walker.settings
-    out_dir = walker.work_file(part, ".tnef")
+    settings = sink.settings
+    out_dir = sink.work_file(part, ".tnef")
     for extra in ([], ["--ignore-checksum"]):
         shutil.rmtree(out_dir, ignore_errors=True)
         os.mkdir(out_dir, 0o700)
@@ -230,7 +230,7 @@ def _tnef_program(walker: Walker, part: Part, container: str, depth: int) -> Non
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
-                timeout=max(1.0, min(walker.remaining(), 60.0)),
+                timeout=max(1.0, min(sink.remaining(), 60.0)),
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as error:
@@ -243,11 +243,11 @@ def _tnef_program(walker: Walker, part: Part, container: str, depth: int) -> Non
     with os.scandir(out_dir) as entries:
         found = sorted((entry.name, entry.path) for entry in entries if entry.is_file(follow_symlinks=False))
     for name, path in found[: settings.max_parts]:
-        _add_extracted(walker, name, path, None, container, depth)
+        _add_extracted(sink, name, path, None, container, depth)
 
 
-def _optional_module(walker: Walker, name: str) -> object | None:
-    for directory in walker.settings.extra_sys_path:
+def _optional_module(sink: PartSink, name: str) -> object | None:
+    for directory in sink.settings.extra_sys_path:
         if directory not in sys.path:
             sys.path.append(directory)
     try:
@@ -256,43 +256,41 @@ def _optional_module(walker: Walker, name: str) -> object | None:
         return None
 
 
-def _list_rar(walker: Walker, part: Part, container: str, depth: int) -> None:
-    rarfile = _optional_module(walker, "rarfile")
+def _list_rar(sink: PartSink, part: Part, container: str, depth: int) -> None:
+    rarfile = _optional_module(sink, "rarfile")
     if rarfile is None:
         return
     try:
         with rarfile.RarFile(part.decoded_path) as archive:  # type: ignore[attr-defined]
             members = [i for i in archive.infolist() if not i.is_dir()]
             _list_members(
-                walker, container, depth, [(i.filename, i.file_size, i.needs_password()) for i in members], "RAR"
+                sink, container, depth, [(i.filename, i.file_size, i.needs_password()) for i in members], "RAR"
             )
     except Exception:
         return
 
 
-def _list_7z(walker: Walker, part: Part, container: str, depth: int) -> None:
-    py7zr = _optional_module(walker, "py7zr")
+def _list_7z(sink: PartSink, part: Part, container: str, depth: int) -> None:
+    py7zr = _optional_module(sink, "py7zr")
     if py7zr is None:
         return
     try:
         with py7zr.SevenZipFile(part.decoded_path, mode="r") as archive:  # type: ignore[attr-defined]
             encrypted = archive.needs_password()
             members = [i for i in archive.list() if not i.is_directory]
-            _list_members(
-                walker, container, depth, [(i.filename, i.uncompressed or 0, encrypted) for i in members], "7Z"
-            )
+            _list_members(sink, container, depth, [(i.filename, i.uncompressed or 0, encrypted) for i in members], "7Z")
     except Exception as error:
         if "password" in str(error).lower():
-            _member_part(walker, "", 0, container, depth, True, "7Z")
+            _member_part(sink, "", 0, container, depth, True, "7Z")
         return
 
 
-def _list_members(walker: Walker, container: str, depth: int, members: list[tuple[str, int, bool]], kind: str) -> None:
-    settings = walker.settings
+def _list_members(sink: PartSink, container: str, depth: int, members: list[tuple[str, int, bool]], kind: str) -> None:
+    settings = sink.settings
     if len(members) > settings.max_parts:
-        _bomb(walker, f"{container} holds {len(members)} members (limit {settings.max_parts})", container)
+        _bomb(sink, f"{container} holds {len(members)} members (limit {settings.max_parts})", container)
     if sum(size for _, size, _ in members) > settings.max_zip_size:
-        _bomb(walker, f"{container} expands beyond {settings.max_zip_size} bytes", container)
+        _bomb(sink, f"{container} expands beyond {settings.max_zip_size} bytes", container)
     for name, size, encrypted in members[: settings.max_parts]:
-        if _member_part(walker, name, size, container, depth, encrypted, kind) is None:
+        if _member_part(sink, name, size, container, depth, encrypted, kind) is None:
             return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .settings import Settings
+from ..settings import Settings
 
 # The types the checks care about most, by their leading bytes (offset 0 unless given).
 # Order matters: the first match wins.

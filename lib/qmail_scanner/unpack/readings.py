@@ -15,12 +15,12 @@ than the bound is its own outcome (rule `mime-readings`).
 
 from __future__ import annotations
 
-from .records import Finding
-from .recordtype import field, record
+from ..records import Finding
+from ..recordtype import field, record
 
 TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
-    from .mime import Unpacked
+    from .sink import Unpacked
 
 READING_NOTE = " in one reading of an ambiguous message: "
 

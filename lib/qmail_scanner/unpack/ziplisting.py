@@ -13,7 +13,7 @@ import os
 import struct
 import zlib
 
-from .recordtype import record
+from ..recordtype import record
 
 EOCD_SIGNATURE = b"PK\x05\x06"
 EOCD64_SIGNATURE = b"PK\x06\x06"
