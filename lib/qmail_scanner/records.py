@@ -30,6 +30,10 @@ class Part:
     encrypted: bool = False  # password-protected archive member
     transfer_encoding: str = ""
     reading: str = ""  # the ambiguity under which only one reading of the message shows this part or its names
+    # The raw message does not show these bytes to a virus scanner that reads MIME and archives by
+    # the book (a container under a transfer encoding, uuencode in an odd place, an LZMA zip
+    # member, past clamd's recursion limit...): the unpacker hands them over decoded.
+    scan_alone: bool = False
 
     @property
     def display_name(self) -> str:

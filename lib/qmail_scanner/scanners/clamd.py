@@ -47,13 +47,14 @@ def scan(config: ScannerConfig, message: Message) -> ScanResult:
 
 
 def _streams(message: Message):
-    """The spooled message, then the decoded parts when settings.av_scan_parts says so."""
+    """The spooled message; then the decoded parts clamd cannot find in it, or every one with --av-scan-parts."""
     yield "", message.message_fd
-    if not getattr(message.settings, "av_scan_parts", False) or message.unpacked is None:
+    if message.unpacked is None:
         return
-    for part in getattr(message.unpacked, "parts", ()):
-        path = getattr(part, "decoded_path", None)
-        if not path:
+    every_part = message.settings.av_scan_parts
+    for part in message.unpacked.parts:
+        path = part.decoded_path
+        if not path or not (every_part or part.scan_alone):
             continue
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
