@@ -218,3 +218,33 @@ def test_version_cache_keeps_the_old_entry_when_a_scanner_is_down(tmp_path):
     (spooldir / "scanner-versions").write_text("clamd\t1.4.3/27000\n")
     settings = scan_settings(clamd_config(dead_socket_path()), spooldir=str(spooldir))
     assert refresh_version_cache(settings) == {"clamd": "1.4.3/27000"}
+
+
+@pytest.mark.parametrize("scan_alone", [True, False])
+def test_parts_clamd_cannot_find_in_the_message_are_streamed_decoded(tmp_path, clamd_server, scan_alone):
+    """The unpacker's scan_alone parts reach clamd as decoded bytes; the others only inside the raw message."""
+    from qmail_scanner.records import Part
+    from qmail_scanner.unpack import Unpacked
+
+    settings = scan_settings(clamd_config(clamd_server.socket_path), spooldir=str(tmp_path / "spool"))
+    # The raw message does not show EICAR to clamd: it is only in the decoded work file.
+    message = spooled_message(tmp_path, HAM, settings)
+    decoded = tmp_path / "p00001"
+    decoded.write_bytes(EICAR)
+    message.unpacked = Unpacked(
+        parts=[
+            Part(0, 0, "text/plain"),
+            Part(1, 1, "", ("eicar.com",), decoded_path=str(decoded), scan_alone=scan_alone),
+        ]
+    )
+    try:
+        (result,) = run_virus_scanners(message)
+    finally:
+        os.close(message.message_fd)
+    assert not result.failed, result.failure_reason
+    if scan_alone:
+        assert [(f.rule.startswith("Eicar-Test-Signature"), f.part_name) for f in result.findings] == [
+            (True, "eicar.com")
+        ]
+    else:
+        assert result.findings == ()
