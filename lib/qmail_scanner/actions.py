@@ -14,23 +14,28 @@ from __future__ import annotations
 
 import os
 
-from .logs import rfc2822_date
+from .message_headers import (
+    forged_header_names,
+    header_safe,
+    read_header_block,
+    render_header,
+    rewrite_headers,
+    rfc2822_date,
+)
+from .message_headers import split_header_block as split_header_block  # where callers and tests have found it
 from .outcomes import QUEUED, TemporaryFailure
 from .queue_protocol import hand_on
 from .records import Verdict
 from .spool import deliver_to_maildir
 from .stderr_log import say
-from .trace import header_safe, status_text, trace_header
+from .trace import status_text, trace_header
 
 TYPE_CHECKING = False  # typing costs milliseconds per message; only type checkers look here
 if TYPE_CHECKING:
     from .message import Message
     from .settings import Settings
 
-# A header block is looked for in at most this many bytes; beyond that the rest passes unchanged.
-HEADER_BLOCK_LIMIT = 1 << 20
 ENVELOPE_HEADER = b"X-QS-Envelope"
-TRACE_HEADER_NAME = "x-qmail-scanner-diagnostics"
 QUARANTINE_KINDS = ("viruses", "policy", "spam")
 
 
@@ -86,81 +91,6 @@ def record(message: Message, verdict: Verdict, code: int, stored_path: str = "")
 # ---------------------------------------------------------------- headers
 
 
-def split_header_block(head: bytes, fd: int | None = None, limit: int = HEADER_BLOCK_LIMIT) -> int:
-    """Offset where the header block ends (just after the last header line's newline).
-
-    `head` is the start of the message; when the blank line is not in it, more is read
-    from `fd` up to `limit`. A message that is all headers ends at its last newline.
-    """
-    if head.startswith(b"\n"):
-        return 0
-    end = head.find(b"\n\n")
-    if end >= 0:
-        return end + 1
-    if fd is not None and len(head) < limit:
-        more = bytearray(head)
-        while len(more) < limit:
-            chunk = os.pread(fd, min(1 << 16, limit - len(more)), len(more))
-            if not chunk:
-                break
-            more += chunk
-            end = more.find(b"\n\n", max(0, len(more) - len(chunk) - 1))
-            if end >= 0:
-                return end + 1
-        head = bytes(more)
-    return head.rfind(b"\n") + 1
-
-
-def header_name(line: bytes) -> bytes:
-    """The lower-cased name of a header line, or b"" for a continuation or a non-header."""
-    if not line or line[:1] in (b" ", b"\t"):
-        return b""
-    colon = line.find(b":")
-    return line[:colon].rstrip().lower() if colon > 0 else b""
-
-
-def rewrite_headers(block: bytes, drop_names: frozenset, drop_prefixes: tuple = (), subject_tag: str = "") -> bytes:
-    """Remove headers by name (with their continuation lines) and tag the first Subject."""
-    out = []
-    dropping = False
-    tagged = not subject_tag
-    tag = subject_tag.encode("utf-8", "replace")
-    for line in block.splitlines(keepends=True):
-        name = header_name(line)
-        if not name and line[:1] in (b" ", b"\t"):
-            if not dropping:
-                out.append(line)
-            continue
-        dropping = name in drop_names or name.startswith(drop_prefixes)
-        if dropping:
-            continue
-        if not tagged and name == b"subject":
-            tagged = True
-            value = line[line.find(b":") + 1 :].lstrip(b" \t")
-            if not value.startswith(tag):
-                line = b"Subject: " + tag + b" " + value
-        out.append(line)
-    if not tagged:
-        out.append(b"Subject: " + tag + b"\n")
-    return b"".join(out)
-
-
-def forged_header_names(settings: Settings) -> tuple[frozenset, tuple]:
-    """Names (and prefixes) of headers only this program may write: removed from incoming mail."""
-    text = settings.dscr_hdrs_text.lower().encode()
-    names = {TRACE_HEADER_NAME.encode(), text, text + b"-mail-from", text + b"-rcpt-to", text + b"-message-id"}
-    prefixes: tuple = ()
-    if any(scanner.kind == "spam" for scanner in settings.scanners):
-        prefixes = (b"x-spam-",)
-    return frozenset(names), prefixes
-
-
-def render_header(name: str, value: str) -> bytes:
-    """One header line from a name and a (possibly multi-line) value, control characters removed."""
-    lines = [header_safe(line.strip(), 2000) for line in value.splitlines() if line.strip()] or [""]
-    return (f"{header_safe(name, 100)}: " + "\n\t".join(lines) + "\n").encode("utf-8", "surrogateescape")
-
-
 def descriptive_headers(message: Message, verdict: Verdict) -> bytes:
     """The --add-dscr-hdrs headers: Mail-From, Rcpt-To (only `all`), the status, Message-ID."""
     settings = message.settings
@@ -195,8 +125,7 @@ def delivery_pieces(message: Message, verdict: Verdict) -> list:
     else:
         source_fd = message.message_fd
         head = message.area.header_bytes
-    end = split_header_block(head, source_fd)
-    block = head[:end] if end <= len(head) else os.pread(source_fd, end, 0)
+    block, end = read_header_block(head, source_fd)
     return [added, rewrite_headers(block, names, prefixes, subject_tag), (source_fd, end)]
 
 

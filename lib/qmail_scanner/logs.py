@@ -23,7 +23,9 @@ from __future__ import annotations
 import os
 import time
 
-from .trace import header_safe, scanner_versions, status_text
+from .message_headers import header_message_id, header_safe, header_subject, rfc2822_date
+from .message_headers import raw_header_value as raw_header_value  # where callers and tests have found it
+from .trace import scanner_versions, status_text
 
 TYPE_CHECKING = False  # typing costs milliseconds per message; only type checkers look here
 if TYPE_CHECKING:
@@ -170,46 +172,8 @@ def crypto_tags(message: Message) -> list[str]:
     return list(getattr(message.unpacked, "crypto", ()) or ())
 
 
-def header_subject(message: Message) -> str:
-    """The Subject as the unpacker decoded it, else as written."""
-    value = getattr(message.unpacked, "subject", None)
-    if value is None:
-        value = raw_header_value(message.area.header_bytes, b"subject")
-    return header_safe(" ".join(value.split()), 200)
-
-
-def header_message_id(message: Message) -> str:
-    """The Message-ID header."""
-    value = getattr(message.unpacked, "message_id", None)
-    if value is None:
-        value = raw_header_value(message.area.header_bytes, b"message-id")
-    return header_safe(value, 200)
-
-
-def raw_header_value(head: bytes, name: bytes) -> str:
-    """The first header of that name in the top header block, unfolded."""
-    collected: list[bytes] = []
-    for line in head.split(b"\n"):
-        if not line:
-            break
-        if collected:
-            if line[:1] in (b" ", b"\t"):
-                collected.append(line.strip())
-                continue
-            break
-        colon = line.find(b":")
-        if colon > 0 and line[:colon].rstrip().lower() == name:
-            collected.append(line[colon + 1 :].strip())
-    return b" ".join(collected).decode("utf-8", "replace")
-
-
 def _tab_safe(value: str, limit: int = 1003) -> str:
     return header_safe(value.replace("\t", " "), limit)
-
-
-def rfc2822_date(when: float | None = None) -> str:
-    """`Wed, 26 Mar 2008 10:00:00 +0100` in local time (the C locale's names): the logs' date."""
-    return time.strftime("%a, %d %b %Y %H:%M:%S %z", time.localtime(when))
 
 
 def append_line(path: str, line: str) -> None:

@@ -13,12 +13,11 @@ address itself (no loops). Alerts go through qmail-inject with QMAILQUEUE remove
 
 from __future__ import annotations
 
-import base64
 import os
 import time
 
+from .message_headers import encode_words, header_safe, header_subject, header_values, rfc2822_date, split_header_block
 from .queue_protocol import seal_inherited_fds
-from .trace import header_safe
 
 TYPE_CHECKING = False  # typing costs milliseconds per message; only type checkers look here
 if TYPE_CHECKING:
@@ -45,8 +44,6 @@ INJECT_TIMEOUT = 15.0  # the SMTP client is still waiting for our answer
 
 def send_alerts(message: Message, verdict: Verdict) -> list[str]:
     """Send every alert the rules call for; return the addresses alerted."""
-    from .actions import split_header_block
-
     settings = message.settings
     head = message.area.header_bytes
     headers = head[: split_header_block(head)]
@@ -155,20 +152,8 @@ def is_mailing_list(sender: str, headers: bytes) -> bool:
     return local.endswith(("-request", "-owner")) or local.startswith("owner-")
 
 
-def header_values(headers: bytes, name: bytes) -> list[bytes]:
-    """Values of every header of that name (first line only: enough for the tokens looked at)."""
-    values = []
-    for line in headers.split(b"\n"):
-        colon = line.find(b":")
-        if colon > 0 and line[:colon].strip().lower() == name:
-            values.append(line[colon + 1 :])
-    return values
-
-
 def alert_facts(message: Message, verdict: Verdict, headers: bytes) -> dict[str, str]:
     """The per-message values texts may use, each sanitised and length-limited."""
-    from .logs import header_subject
-
     settings = message.settings
     recipients = ", ".join(header_safe(r, 200) for r in message.envelope.recipients[:20])
     if len(message.envelope.recipients) > 20:
@@ -179,7 +164,7 @@ def alert_facts(message: Message, verdict: Verdict, headers: bytes) -> dict[str,
         "recipients": recipients,
         "subject": header_safe(header_subject(message), 200),
         "reason": header_safe(verdict.reason or "-", 300),
-        "date": time.strftime("%a, %d %b %Y %H:%M:%S %z"),
+        "date": rfc2822_date(),
         "id": message.area.message_id,
         "host": header_safe(settings.hostname, 255),
         "admin_description": header_safe(settings.admin_description, 100),
@@ -237,20 +222,6 @@ def compose_alert(settings: Settings, role: str, target: str, verdict: Verdict, 
         "",
     ]
     return "\n".join(lines).encode("utf-8", "replace")
-
-
-def encode_words(text: str) -> str:
-    """RFC 2047 encoded words for a header value that is not plain ASCII."""
-    if text.isascii():
-        return text
-    words, chunk = [], ""
-    for char in text:
-        if len((chunk + char).encode("utf-8")) > 45:
-            words.append(chunk)
-            chunk = ""
-        chunk += char
-    words.append(chunk)
-    return " ".join(f"=?UTF-8?B?{base64.b64encode(w.encode('utf-8')).decode('ascii')}?=" for w in words)
 
 
 def inject(settings: Settings, target: str, alert: bytes) -> None:

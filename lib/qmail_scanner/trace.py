@@ -5,13 +5,9 @@ from __future__ import annotations
 import os
 import time
 
+from .message_headers import header_safe
 from .records import Envelope, ScanResult, Verdict
 from .settings import Settings
-
-
-def header_safe(value: str, limit: int = 200) -> str:
-    """A value from outside made safe for a header: no control characters, bounded."""
-    return "".join(c if c.isprintable() else "_" for c in value[:limit])
 
 
 def status_text(verdict: Verdict, environ: dict[str, str]) -> str:
