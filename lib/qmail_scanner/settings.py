@@ -68,6 +68,8 @@ class Settings:
     have_python_magic: bool = False
     have_tnefparse: bool = False
     extra_sys_path: tuple[str, ...] = ()  # site dirs holding python-magic / tnefparse
+    libarchive_path: str = ""  # the system libarchive.so found by configure: 7z, rar, tar, iso, cab, zip methods
+    max_archive_depth: int = 10  # archives inside archives; deeper is quarantined (archive-depth)
     max_depth: int = 20
     max_parts: int = 5000
     max_readings: int = 32  # passes over an ambiguous message (--fix-mime 1)

@@ -19,7 +19,16 @@ import time
 from .alert_texts import DEFAULT_LANG, normalise_lang
 from .legacy import apply_original_forms, apply_spool_forms, default_notify, default_spooldir, map_scanner_names
 from .options import build_parser
-from .probes import ConfigureError, ProbeLog, ProbeResult, find_program, probe_python, probe_python_module, run_quietly
+from .probes import (
+    ConfigureError,
+    ProbeLog,
+    ProbeResult,
+    find_program,
+    probe_libarchive,
+    probe_python,
+    probe_python_module,
+    run_quietly,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -189,6 +198,8 @@ def run_probes(args, log: ProbeLog) -> dict:
         if module.found and module.value not in extra_path:
             extra_path.append(module.value)
     facts.update(have_python_magic=magic.found, have_tnefparse=tnefparse.found, extra_sys_path=extra_path)
+    libarchive = log.check("libarchive (7z, rar, tar, iso, cab)", lambda: probe_libarchive(python.value))
+    facts["libarchive_path"] = libarchive.value if libarchive.found else ""
     tnef = log.check("tnef", probe_tnef)
     facts["tnef_binary"] = tnef.value if tnef.found else ""
     reformime = log.check("a working reformime", probe_reformime)

@@ -149,6 +149,7 @@ def build_settings(args, facts: dict, version: str, command: str) -> dict:
         "mime_unpacker": args.mime_unpacker,
         "reformime_binary": facts["reformime_binary"],
         "tnef_binary": facts["tnef_binary"],
+        "libarchive_path": facts.get("libarchive_path", ""),
         "have_python_magic": facts["have_python_magic"],
         "have_tnefparse": facts["have_tnefparse"],
         "extra_sys_path": facts["extra_sys_path"],

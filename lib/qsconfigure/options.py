@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     internal.add_argument("--fix-mime", type=fix_mime_level, default=1, help="malformed-MIME checks: 0 off, 1 block what any reading of an ambiguous message hides, 2 strict: quarantine every ambiguity (yes = 1, no = 0; default 1)")
     internal.add_argument("--ignore-eol-check", type=yes_no, default=False, help="do not treat NUL/CR in MIME headers as suspicious (default no)")
     internal.add_argument("--normalize", type=yes_no, default=True, help="decode RFC 2047 headers before matching rules (default yes)")
-    internal.add_argument("--unzip", type=yes_no, default=False, help="unpack zip attachments for the checks and scanners (default no)")
+    internal.add_argument("--unzip", type=yes_no, default=False, help="hand every archive member to the virus scanners decoded; members are unpacked and typed either way (default no)")
     internal.add_argument("--block-password-protected", type=yes_no, default=False, help="quarantine password-protected archives (default no)")
     internal.add_argument("--max-zip-size", type=non_negative_int, default=1_000_000_000, help="archives expanding beyond this are blocked (default %(default)s)")
     internal.add_argument("--max-unpack-time", type=float, default=300.0, help="seconds the unpacker may take before a temporary failure (default %(default)s)")

@@ -112,3 +112,43 @@ def probe_python_module(python: str, module: str, check_code: str = "") -> Probe
         return ProbeResult(False, detail=last[:100], hint=f"pip install {module}")
     lines = [*output.splitlines(), ""]
     return ProbeResult(True, lines[0], lines[1])
+
+
+LIBARCHIVE_MIN_VERSION = 3_002_000  # archive_entry_is_encrypted, read by the unpacker, came in 3.2
+
+
+def probe_libarchive(python: str) -> ProbeResult:
+    """The system libarchive.so, loadable by the target interpreter through ctypes: its path by soname.
+
+    The soname's link, not the file it points to: a library upgrade renames the file, not the link.
+    """
+    code = (
+        "import ctypes, ctypes.util, glob\n"
+        "names = [p for d in ('/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib',"
+        " '/usr/local/lib', '/lib/x86_64-linux-gnu') for p in sorted(glob.glob(d + '/libarchive.so.1[3-9]'))]\n"
+        "found = ctypes.util.find_library('archive')\n"
+        "names += [found] if found else []\n"
+        "for name in names:\n"
+        "    try:\n"
+        "        lib = ctypes.CDLL(name)\n"
+        "    except OSError:\n"
+        "        continue\n"
+        "    lib.archive_entry_is_encrypted\n"
+        "    print(name)\n"
+        "    print(lib.archive_version_number())\n"
+        "    break\n"
+    )
+    exit_code, output = run_quietly([python, "-I", "-S", "-c", code])
+    lines = output.split()
+    if exit_code != 0 or len(lines) < 2 or not lines[1].isdigit():
+        problem = (output.strip().splitlines() or ["?"])[-1][:100]
+        return ProbeResult(
+            False,
+            detail="no libarchive.so.13 loadable" if exit_code == 0 else problem,
+            hint="apt-get install libarchive13 (7z, rar, tar, iso, cab and more zip methods are then read)",
+        )
+    number = int(lines[1])
+    version = f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+    if number < LIBARCHIVE_MIN_VERSION:
+        return ProbeResult(False, detail=f"libarchive {version} is older than 3.2")
+    return ProbeResult(True, lines[0], version)

@@ -1,8 +1,17 @@
-"""What is inside archives: zip (nested), TNEF winmail.dat, and rar/7z listings when their modules exist.
+"""What is inside archives: every member of zip, 7z, rar, tar, gzip/bzip2/xz/zstd, ISO 9660, cabinet and TNEF files.
 
-Every member becomes a Part with `container` set, so the checks and the policy rules see
-names inside archives exactly like attachment names. Limits (member count, expansion ratio,
-total size, depth) turn into "zip-bomb" style findings, never into a crash.
+Every member becomes a Part with `container` set ("a.zip/b.7z/c.exe"), its name, and its real
+type from its decoded head, at every level of nesting, so the policy sees programs inside
+archives exactly like attachments. Members are decoded to work files within the message's
+budget; those clamd would not find by reading the raw message (a method or format it does
+not open, nesting past its recursion limit) are marked scan_alone and handed to it decoded.
+
+Zip goes through our own bounded reader (ziplisting: fast for .docx and friends); the other
+formats and zip methods it lacks through the system libarchive (ctypes, path frozen by
+configure); without libarchive the standard library's tarfile/gzip/bz2/lzma and the optional
+rarfile/py7zr listers stand in. What cannot be read (a method no reader has, a corrupt
+archive, nesting or sizes past the limits) is a blocking finding that says why: an archive
+the scanner could not look into is never delivered as clean.
 """
 
 from __future__ import annotations
@@ -15,6 +24,8 @@ from . import magictype
 
 TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .sink import PartSink
 
 RATIO_MIN_BYTES = 1 << 20  # a high ratio matters only for members that expand to this much
@@ -23,37 +34,100 @@ COPY_CHUNK = 1 << 16
 ARCHIVE_SUFFIXES = (".zip", ".rar", ".7z", ".tnef")
 TNEF_NAMES = ("winmail.dat", "win.dat")
 TNEF_TYPES = ("application/ms-tnef", "application/vnd.ms-tnef")
+NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
+
+# clamd's default MaxRecursion: a member nested deeper (MIME levels included) is not scanned by
+# clamd reading the raw message; it is handed over decoded.
+CLAMD_MAX_RECURSION = 17
+# What clamd (Debian's build: no unrar, no zstd) opens by itself, and the zip methods it decodes.
+CLAMD_READS = frozenset({"zip", "7z", "tar", "gzip", "bzip2", "xz", "cab", "iso9660", "cpio"})
+CLAMD_ZIP_METHODS = frozenset({0, 8, 12})  # stored, deflate, bzip2
+OWN_ZIP_METHODS = frozenset({0, 8, 12, 14})  # what ziplisting decodes: stored, deflate, bzip2, lzma
+SINGLE_FILE_KINDS = ("gzip", "bzip2", "xz", "zstd", "lzip")
+SINGLE_FILE_SUFFIXES = (".tgz", ".gz", ".bz2", ".tbz2", ".tbz", ".xz", ".txz", ".zst", ".tzst", ".lz", ".z")
+# Found by a leading signature, an unreadable archive is quarantined. Found only by what is
+# inside it (an end record near the tail), it may be a coincidence: logged, not quarantined.
+STRONG = True
+
+
+class Unreadable(Exception):
+    """A member or an archive could not be read: the text says what, for the finding."""
 
 
 def looks_like_archive(part: Part, head: bytes) -> bool:
     """Whether a decoded part or member is worth opening as an archive."""
-    if part.magic_type in magictype.ARCHIVE_TYPES:
-        return True
-    if part.declared_type in TNEF_TYPES:
+    if part.magic_type in magictype.ARCHIVE_TYPES or part.declared_type in TNEF_TYPES:
         return True
     return any(name.lower().endswith(ARCHIVE_SUFFIXES + TNEF_NAMES) for name in part.filenames)
 
 
 def inspect_archive(sink: PartSink, part: Part, container: str, depth: int) -> None:
-    """List (and with --unzip extract) the members of one archive part."""
+    """List every member of one archive part, decoded and typed, and look inside those that are archives."""
+    _inspect(sink, part, container, depth, 1)
+
+
+def _inspect(sink: PartSink, part: Part, container: str, depth: int, level: int) -> None:
     if depth > sink.max_depth:
         sink.too_deep()
         return
-    if not part.decoded_path:
+    path = part.decoded_path
+    if not path:
         return
     names = [name.lower() for name in part.filenames]
-    if part.magic_type == "application/zip":
-        _inspect_zip(sink, part, container, depth)
-    elif (
+    if (
         part.magic_type == "application/vnd.ms-tnef"
         or part.declared_type in TNEF_TYPES
         or any(name.endswith(TNEF_NAMES) for name in names)
     ):
         _inspect_tnef(sink, part, container, depth)
-    elif part.magic_type == "application/x-rar":
-        _list_rar(sink, part, container, depth)
-    elif part.magic_type == "application/x-7z-compressed":
-        _list_7z(sink, part, container, depth)
+        return
+    try:
+        with open(path, "rb") as source:
+            head = source.read(magictype.HEAD_BYTES)
+    except OSError:
+        return
+    kind = magictype.archive_kind(head, path, part.size or os.path.getsize(path))
+    if not kind:
+        return
+    strong = magictype.ARCHIVE_KINDS.get(magictype.by_signature(head), "") == kind
+    settings = sink.settings
+    if level > settings.max_archive_depth:
+        sink.result.add_finding(
+            "archive-depth",
+            f"Disallowed archive: {_printable(container)} nests archives deeper than"
+            f" {settings.max_archive_depth} levels (max_archive_depth)",
+            container,
+        )
+        return
+    sink.tick()
+    walk = _Walk(sink, container, depth, level, kind, os.path.getsize(path))
+    try:
+        if kind == "zip" and _read_zip_own(walk, path):
+            return
+        if settings.libarchive_path:
+            _read_libarchive(walk, path, head, part)
+        else:
+            _read_without_libarchive(walk, path, part)
+    except Unreadable as problem:
+        if strong or walk.members:
+            sink.result.add_finding(
+                "archive-unreadable", f"Disallowed archive: {_printable(container)}: {problem}", container
+            )
+        else:
+            _log(f"{container} looked like a {kind} archive but is not one ({problem})")
+
+
+def _printable(text: str) -> str:
+    """Text from mail on one line, control characters escaped."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)[:300]
+
+
+def _log(text: str) -> None:
+    sys.stderr.write(f"qmail-scanner: {_printable(text)}\n")
+
+
+def _bomb(sink: PartSink, reason: str, name: str = "") -> None:
+    sink.result.add_finding("zip-bomb", f"Disallowed archive: {_printable(reason)} (decompression bomb)", name)
 
 
 def _member_part(
@@ -66,74 +140,81 @@ def _member_part(
     return part
 
 
-def _bomb(sink: PartSink, reason: str, name: str = "") -> None:
-    sink.result.add_finding("zip-bomb", f"Disallowed archive: {reason} (decompression bomb)", name)
+class _Walk:
+    """One archive being read: where its members go, and the output allowed by the expansion ratio."""
+
+    def __init__(self, sink: PartSink, container: str, depth: int, level: int, kind: str, file_size: int) -> None:
+        self.sink = sink
+        self.container = container
+        self.depth = depth
+        self.level = level
+        self.kind = kind
+        self.members = 0
+        self.output_left = max(RATIO_MIN_BYTES, file_size * sink.settings.max_expansion_ratio)
+        self.crypto_tag = {"7z": "7Z", "rar": "RAR"}.get(kind, "ZIP")
+
+    def too_many(self, count: int) -> bool:
+        """A bomb finding when an archive holds more members than a message may have parts."""
+        limit = self.sink.settings.max_parts
+        if count > limit:
+            _bomb(self.sink, f"{self.container} holds {count} members (limit {limit})", self.container)
+            return True
+        return False
+
+    def member(
+        self,
+        name: str,
+        size: int,
+        read: Callable[[int], bytes] | None,
+        clamd_reads: bool,
+        compressed_size: int = -1,
+        encrypted: bool = False,
+        names: tuple[str, ...] = (),
+    ) -> bool:
+        """One member: a part, its bytes in a work file, its real type, a look inside; False to stop the walk."""
+        sink = self.sink
+        sink.tick()
+        self.members += 1
+        if self.members > sink.settings.max_parts:
+            self.too_many(self.members)
+            return False
+        part = _member_part(sink, name, max(size, 0), self.container, self.depth, encrypted, self.crypto_tag)
+        if part is None:
+            return False
+        if names:
+            part.filenames = tuple(dict.fromkeys((*part.filenames, *names)))
+        if encrypted or read is None:
+            return True
+        limit = self.output_left
+        if compressed_size >= 0:
+            limit = min(limit, max(RATIO_MIN_BYTES, compressed_size * sink.settings.max_expansion_ratio))
+        head = _extract(sink, read, part, limit, self.container)
+        self.output_left -= part.size
+        part.magic_type = magictype.detect(head, sink.settings)
+        part.scan_alone = not clamd_reads or part.depth >= CLAMD_MAX_RECURSION - 1 or sink.settings.unzip
+        if magictype.archive_kind(head, part.decoded_path, part.size) or looks_like_archive(part, head):
+            _inspect(sink, part, f"{self.container}/{name}", self.depth + 1, self.level + 1)
+        return not sink.stopped
 
 
-def _inspect_zip(sink: PartSink, part: Part, container: str, depth: int) -> None:
-    from .ziplisting import ZipFormatError, open_member, read_listing
-
-    settings = sink.settings
-    try:
-        source = open(part.decoded_path or "", "rb")  # noqa: SIM115 - closed below, after the members
-    except OSError:
-        return
-    with source:
-        # Directory entries are listed too; a listing cut short means far more entries than members allowed.
-        try:
-            listing = read_listing(source, 2 * settings.max_parts + 1)
-        except (ZipFormatError, OSError):
-            return  # not a readable zip: the part stays what it is, the scanners still see it
-        members = [entry for entry in listing.entries if not entry.is_dir]
-        count = len(members) if listing.complete else max(len(members), listing.declared_entries)
-        if count > settings.max_parts or not listing.complete:
-            _bomb(sink, f"{container} holds {count} members (limit {settings.max_parts})", container)
-        declared_total = sum(entry.size for entry in members)
-        if declared_total > settings.max_zip_size:
-            _bomb(sink, f"{container} expands to {declared_total} bytes (limit {settings.max_zip_size})", container)
-        for entry in members[: settings.max_parts]:
-            sink.tick()
-            ratio = entry.size / max(entry.compressed_size, 1)
-            too_big = entry.size >= RATIO_MIN_BYTES and ratio > settings.max_expansion_ratio
-            if too_big:
-                _bomb(sink, f"{container}/{entry.name} expands {int(ratio)} times", container)
-            member = _member_part(sink, entry.name, entry.size, container, depth, entry.encrypted)
-            if member is None:
-                return
-            if entry.encrypted or too_big or declared_total > settings.max_zip_size:
-                continue
-            try:
-                with open_member(source, entry) as stream:
-                    if settings.unzip:
-                        head = _extract(sink, stream, member, entry.compressed_size)
-                    else:
-                        head = stream.read(magictype.HEAD_BYTES)
-            except (ZipFormatError, OSError):
-                continue
-            member.magic_type = magictype.detect(head, settings)
-            if member.decoded_path and looks_like_archive(member, head):
-                inspect_archive(sink, member, f"{container}/{entry.name}", depth + 1)
-
-
-def _extract(sink: PartSink, stream: object, member: Part, compressed_size: int) -> bytes:
+def _extract(sink: PartSink, read: Callable[[int], bytes], member: Part, limit: int, container: str) -> bytes:
     """Copy a member to a work file within the ratio and decoded-bytes limits; return its head."""
-    settings = sink.settings
     path = sink.work_file(member)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC, 0o600)
+    fd = os.open(path, NEW_FILE_FLAGS, 0o600)
     member.decoded_path = path
     head = b""
     written = 0
-    limit = max(RATIO_MIN_BYTES, compressed_size * settings.max_expansion_ratio)
     try:
         while True:
-            chunk = stream.read(COPY_CHUNK)  # type: ignore[attr-defined]
+            chunk = read(COPY_CHUNK)
             if not chunk:
                 break
             if written + len(chunk) > limit:
                 _bomb(
                     sink,
-                    f"{member.display_name} expands beyond {settings.max_expansion_ratio} times",
-                    member.container,
+                    f"{container}/{member.display_name} expands beyond {sink.settings.max_expansion_ratio} times"
+                    f" its compressed size",
+                    container,
                 )
                 break
             chunk = chunk[: sink.take_budget(len(chunk))]
@@ -145,8 +226,199 @@ def _extract(sink: PartSink, stream: object, member: Part, compressed_size: int)
             written += len(chunk)
     finally:
         os.close(fd)
-    member.size = written
+        member.size = written
     return head
+
+
+def _read_zip_own(walk: _Walk, path: str) -> bool:
+    """Our own zip reader; False when it cannot do the whole archive and libarchive should."""
+    from .ziplisting import ZipFormatError, open_member, read_listing
+
+    sink = walk.sink
+    settings = sink.settings
+    with open(path, "rb") as source:
+        # Directory entries are listed too; a listing cut short means far more entries than members allowed.
+        try:
+            listing = read_listing(source, 2 * settings.max_parts + 1)
+        except ZipFormatError as error:
+            if settings.libarchive_path:
+                return False
+            raise Unreadable(f"not a readable zip ({error})") from None
+        members = [entry for entry in listing.entries if not entry.is_dir]
+        count = len(members) if listing.complete else max(len(members), listing.declared_entries)
+        if walk.too_many(count) or not listing.complete:
+            return True
+        if settings.libarchive_path and any(
+            entry.method not in OWN_ZIP_METHODS and not entry.encrypted for entry in members
+        ):
+            return False
+        declared_total = sum(entry.size for entry in members)
+        if declared_total > settings.max_zip_size:
+            limit = settings.max_zip_size
+            _bomb(sink, f"{walk.container} expands to {declared_total} bytes (limit {limit})", walk.container)
+            return True
+        for entry in members:
+            if entry.encrypted:
+                if not walk.member(entry.name, entry.size, None, True, encrypted=True):
+                    return True
+                continue
+            ratio = entry.size / max(entry.compressed_size, 1)
+            if entry.size >= RATIO_MIN_BYTES and ratio > settings.max_expansion_ratio:
+                _bomb(sink, f"{walk.container}/{entry.name} expands {int(ratio)} times", walk.container)
+                if not walk.member(entry.name, entry.size, None, True):
+                    return True
+                continue
+            if entry.method not in OWN_ZIP_METHODS:
+                raise Unreadable(f"{entry.name} uses compression method {entry.method}, which no reader here decodes")
+            try:
+                with open_member(source, entry) as stream:
+                    keep_going = walk.member(
+                        entry.name, entry.size, stream.read, entry.method in CLAMD_ZIP_METHODS, entry.compressed_size
+                    )
+            except ZipFormatError as error:
+                raise Unreadable(f"{entry.name}: {error}") from None
+            if not keep_going:
+                return True
+    return True
+
+
+def _read_libarchive(walk: _Walk, path: str, head: bytes, part: Part) -> None:
+    """Every member through the system libarchive."""
+    from .libarchive import ArchiveError, Reader
+
+    sink = walk.sink
+    single = walk.kind in SINGLE_FILE_KINDS
+    methods = _zip_methods(path) if walk.kind == "zip" else {}
+    try:
+        reader = Reader(sink.settings.libarchive_path, path, raw=single)
+    except (OSError, AttributeError) as error:
+        _log(f"libarchive at {sink.settings.libarchive_path} is unusable ({error})")
+        _read_without_libarchive(walk, path, part)
+        return
+    except ArchiveError as error:
+        _archive_error(walk, str(error))
+        return
+    with reader:
+        try:
+            while True:
+                entry = reader.next_entry()
+                if entry is None:
+                    return
+                if entry.is_dir or not entry.is_file:
+                    continue
+                if single and reader.format_name == "raw":
+                    names = _single_file_names(part, head)
+                    name = entry.name if entry.name and entry.name != "data" else names[0]
+                    clamd_reads = walk.kind in CLAMD_READS
+                else:
+                    names = ()
+                    name = entry.name
+                    method = methods.get(name)
+                    clamd_reads = walk.kind in CLAMD_READS and (method is None or method in CLAMD_ZIP_METHODS)
+                if not walk.member(name, entry.size, reader.read, clamd_reads, encrypted=entry.encrypted, names=names):
+                    return
+        except ArchiveError as error:
+            _archive_error(walk, str(error))
+
+
+def _archive_error(walk: _Walk, error: str) -> None:
+    """An encrypted archive is a crypto tag, as zip's encrypted members; anything else is unreadable."""
+    if "encrypt" in error.lower() or "passphrase" in error.lower():
+        _member_part(walk.sink, "", 0, walk.container, walk.depth, True, walk.crypto_tag)
+        return
+    raise Unreadable(error)
+
+
+def _zip_methods(path: str) -> dict[str, int]:
+    """Member name -> compression method, from our own listing (libarchive does not say it per entry)."""
+    from .ziplisting import ZipFormatError, read_listing
+
+    try:
+        with open(path, "rb") as source:
+            listing = read_listing(source, 100_000)
+    except (ZipFormatError, OSError):
+        return {}
+    return {entry.name: entry.method for entry in listing.entries}
+
+
+def _single_file_names(part: Part, head: bytes) -> tuple[str, ...]:
+    """A compressed file's names: as gunzip names it (the archive's name less its suffix), and gzip's stored one."""
+    names = []
+    for name in part.filenames or (part.display_name,):
+        lower = name.lower()
+        for suffix in SINGLE_FILE_SUFFIXES:
+            if lower.endswith(suffix):
+                base = name[: -len(suffix)]
+                names.append(base + ".tar" if suffix.startswith(".t") and suffix != ".tar" else base)
+                break
+    stored = _gzip_stored_name(head)
+    if stored:
+        names.append(stored)
+    return tuple(dict.fromkeys(names)) or ("data",)
+
+
+def _gzip_stored_name(head: bytes) -> str:
+    """The FNAME field of a gzip header (what gunzip -N and 7-Zip name the file), or ""."""
+    if len(head) < 10 or not head.startswith(b"\x1f\x8b") or not head[3] & 0x08:
+        return ""
+    position = 10
+    if head[3] & 0x04:  # FEXTRA
+        if len(head) < 12:
+            return ""
+        position = 12 + int.from_bytes(head[10:12], "little")
+    end = head.find(b"\x00", position)
+    return head[position:end].decode("latin-1") if end > position else ""
+
+
+def _read_without_libarchive(walk: _Walk, path: str, part: Part) -> None:
+    """No libarchive on this host: the standard library's readers, the optional rar/7z listers, else unreadable."""
+    kind = walk.kind
+    if kind in ("tar", "gzip", "bzip2", "xz"):
+        _read_stdlib(walk, path, part)
+    elif kind == "rar":
+        _list_rar(walk, path)
+    elif kind == "7z":
+        _list_7z(walk, path)
+    else:
+        raise Unreadable(f"no reader for {kind} archives on this host (configure found no libarchive)")
+
+
+def _read_stdlib(walk: _Walk, path: str, part: Part) -> None:
+    import lzma
+    import tarfile
+
+    try:
+        if tarfile.is_tarfile(path):
+            with tarfile.open(path, "r:*") as archive:
+                for info in archive:
+                    if not info.isfile():
+                        continue
+                    stream = archive.extractfile(info)
+                    if stream is None or not walk.member(info.name, info.size, stream.read, walk.kind in CLAMD_READS):
+                        return
+            return
+        opener = _single_file_opener(walk.kind)
+        with open(path, "rb") as source:
+            head = source.read(magictype.HEAD_BYTES)
+        with opener(path, "rb") as stream:
+            names = _single_file_names(part, head)
+            walk.member(names[0], -1, stream.read, walk.kind in CLAMD_READS, names=names)
+    except (tarfile.TarError, OSError, EOFError, ValueError, lzma.LZMAError) as error:
+        raise Unreadable(f"{type(error).__name__}: {error}") from None
+
+
+def _single_file_opener(kind: str) -> Callable:
+    if kind == "gzip":
+        import gzip
+
+        return gzip.open
+    if kind == "bzip2":
+        import bz2
+
+        return bz2.open
+    import lzma
+
+    return lzma.open
 
 
 def _add_extracted(
@@ -183,6 +455,8 @@ def _add_extracted(
 def _inspect_tnef(sink: PartSink, part: Part, container: str, depth: int) -> None:
     settings = sink.settings
     if settings.have_tnefparse and part.size <= TNEF_IN_MEMORY_LIMIT:
+        import struct
+
         for directory in settings.extra_sys_path:
             if directory not in sys.path:
                 sys.path.append(directory)
@@ -192,8 +466,8 @@ def _inspect_tnef(sink: PartSink, part: Part, container: str, depth: int) -> Non
             with open(part.decoded_path or "", "rb") as source:
                 tnef = TNEF(source.read(), do_checksum=False)
             attachments = [(a.long_filename() or a.name or "", a.data) for a in tnef.attachments]
-        except Exception as error:
-            sys.stderr.write(f"qmail-scanner: tnefparse failed on {container} ({type(error).__name__}); trying tnef\n")
+        except (ValueError, IndexError, KeyError, TypeError, struct.error) as error:
+            _log(f"tnefparse failed on {container} ({type(error).__name__}: {error}); trying tnef")
         else:
             for name, data in attachments[: settings.max_parts]:
                 _add_extracted(
@@ -234,12 +508,12 @@ def _tnef_program(sink: PartSink, part: Part, container: str, depth: int) -> Non
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as error:
-            sys.stderr.write(f"qmail-scanner: tnef failed on {container}: {error}\n")
+            _log(f"tnef failed on {container}: {error}")
             return
         if done.returncode == 0:
             break
     else:
-        sys.stderr.write(f"qmail-scanner: tnef could not read {container}: {done.stderr[:200]!r}\n")
+        _log(f"tnef could not read {container}: {done.stderr[:200]!r}")
     with os.scandir(out_dir) as entries:
         found = sorted((entry.name, entry.path) for entry in entries if entry.is_file(follow_symlinks=False))
     for name, path in found[: settings.max_parts]:
@@ -256,41 +530,48 @@ def _optional_module(sink: PartSink, name: str) -> object | None:
         return None
 
 
-def _list_rar(sink: PartSink, part: Part, container: str, depth: int) -> None:
-    rarfile = _optional_module(sink, "rarfile")
+def _list_rar(walk: _Walk, path: str) -> None:
+    """Names only, through rarfile (it needs an unrar program to decode): the types stay unknown."""
+    rarfile = _optional_module(walk.sink, "rarfile")
     if rarfile is None:
-        return
+        raise Unreadable("no reader for rar archives on this host (configure found no libarchive)")
     try:
-        with rarfile.RarFile(part.decoded_path) as archive:  # type: ignore[attr-defined]
-            members = [i for i in archive.infolist() if not i.is_dir()]
-            _list_members(
-                sink, container, depth, [(i.filename, i.file_size, i.needs_password()) for i in members], "RAR"
-            )
-    except Exception:
-        return
+        with rarfile.RarFile(path) as archive:  # type: ignore[attr-defined]
+            members = [info for info in archive.infolist() if not info.is_dir()]
+            listing = [(info.filename, info.file_size, info.needs_password()) for info in members]
+    except (rarfile.Error, OSError) as error:  # type: ignore[attr-defined]
+        if isinstance(error, rarfile.PasswordRequired):  # type: ignore[attr-defined]
+            _member_part(walk.sink, "", 0, walk.container, walk.depth, True, "RAR")
+            return
+        raise Unreadable(f"rarfile: {type(error).__name__}: {error}") from None
+    _list_members(walk, listing)
 
 
-def _list_7z(sink: PartSink, part: Part, container: str, depth: int) -> None:
-    py7zr = _optional_module(sink, "py7zr")
+def _list_7z(walk: _Walk, path: str) -> None:
+    """Names only, through py7zr: the types stay unknown."""
+    py7zr = _optional_module(walk.sink, "py7zr")
     if py7zr is None:
-        return
+        raise Unreadable("no reader for 7z archives on this host (configure found no libarchive)")
     try:
-        with py7zr.SevenZipFile(part.decoded_path, mode="r") as archive:  # type: ignore[attr-defined]
+        with py7zr.SevenZipFile(path, mode="r") as archive:  # type: ignore[attr-defined]
             encrypted = archive.needs_password()
-            members = [i for i in archive.list() if not i.is_directory]
-            _list_members(sink, container, depth, [(i.filename, i.uncompressed or 0, encrypted) for i in members], "7Z")
-    except Exception as error:
-        if "password" in str(error).lower():
-            _member_part(sink, "", 0, container, depth, True, "7Z")
+            members = [info for info in archive.list() if not info.is_directory]
+            listing = [(info.filename, info.uncompressed or 0, encrypted) for info in members]
+    except py7zr.PasswordRequired:  # type: ignore[attr-defined]
+        _member_part(walk.sink, "", 0, walk.container, walk.depth, True, "7Z")
         return
+    except (py7zr.exceptions.ArchiveError, OSError, EOFError, ValueError) as error:  # type: ignore[attr-defined]
+        raise Unreadable(f"py7zr: {type(error).__name__}: {error}") from None
+    _list_members(walk, listing)
 
 
-def _list_members(sink: PartSink, container: str, depth: int, members: list[tuple[str, int, bool]], kind: str) -> None:
-    settings = sink.settings
-    if len(members) > settings.max_parts:
-        _bomb(sink, f"{container} holds {len(members)} members (limit {settings.max_parts})", container)
+def _list_members(walk: _Walk, members: list[tuple[str, int, bool]]) -> None:
+    settings = walk.sink.settings
+    if walk.too_many(len(members)):
+        return
     if sum(size for _, size, _ in members) > settings.max_zip_size:
-        _bomb(sink, f"{container} expands beyond {settings.max_zip_size} bytes", container)
-    for name, size, encrypted in members[: settings.max_parts]:
-        if _member_part(sink, name, size, container, depth, encrypted, kind) is None:
+        _bomb(walk.sink, f"{walk.container} expands beyond {settings.max_zip_size} bytes", walk.container)
+    _log(f"{walk.container}: {walk.kind} members listed by name only (no libarchive)")
+    for name, size, encrypted in members:
+        if not walk.member(name, size, None, True, encrypted=encrypted):
             return

@@ -23,6 +23,11 @@ SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
     (0, b"\x1f\x8b", "application/gzip"),
     (0, b"BZh", "application/x-bzip2"),
     (0, b"\xfd7zXZ\x00", "application/x-xz"),
+    (0, b"\x28\xb5\x2f\xfd", "application/zstd"),
+    (0, b"LZIP", "application/x-lzip"),
+    (0, b"070701", "application/x-cpio"),  # only a full header makes it an archive: see archive_kind
+    (0, b"070702", "application/x-cpio"),
+    (0, b"070707", "application/x-cpio"),
     (0, b"\xca\xfe\xba\xbe", "application/x-java-applet"),
     (0, b"\xcf\xfa\xed\xfe", "application/x-mach-binary"),
     (0, b"\xce\xfa\xed\xfe", "application/x-mach-binary"),
@@ -51,13 +56,35 @@ ALIASES = {
     "application/vnd.rar": "application/x-rar",
     "application/x-gzip": "application/gzip",
     "application/cdfv2": "application/x-ole-storage",
+    "application/x-zstd": "application/zstd",
+    "application/x-compressed-tar": "application/gzip",
+    "application/x-ustar": "application/x-tar",
+    "application/x-cab": "application/vnd.ms-cab-compressed",
+    "application/x-iso9660": "application/x-iso9660-image",
 }
 
 EXECUTABLE_TYPES = frozenset({"application/x-dosexec", "application/x-executable", "application/x-mach-binary"})
-ARCHIVE_TYPES = frozenset(
-    {"application/zip", "application/x-rar", "application/x-7z-compressed", "application/vnd.ms-tnef"}
-)
+# What the archive reader opens, by real type; content.may_be_archive sends these parts to archives.py.
+ARCHIVE_KINDS = {
+    "application/zip": "zip",
+    "application/x-rar": "rar",
+    "application/x-7z-compressed": "7z",
+    "application/x-tar": "tar",
+    "application/gzip": "gzip",
+    "application/x-bzip2": "bzip2",
+    "application/x-xz": "xz",
+    "application/zstd": "zstd",
+    "application/x-lzip": "lzip",
+    "application/x-cpio": "cpio",
+    "application/vnd.ms-cab-compressed": "cab",
+    "application/x-iso9660-image": "iso9660",
+}
+ARCHIVE_TYPES = frozenset({*ARCHIVE_KINDS, "application/vnd.ms-tnef"})
 HEAD_BYTES = 4096  # how much of a part the type is judged on
+ZIP_END = b"PK\x05\x06"
+ZIP_END_SEARCH = 0xFFFF + 22  # the end record plus the longest comment it can announce
+ISO_MARK_AT = 0x8001  # "CD001" of the first ISO 9660 volume descriptor, past the 32 KB system area
+ISO_MARKS = (b"CD001", b"BEA01")
 
 _libmagic: object | None = None
 
@@ -127,3 +154,44 @@ def _ask_libmagic(head: bytes, settings: Settings) -> str:
         return str(_libmagic.from_buffer(head))
     except Exception:
         return ""
+
+
+def archive_kind(head: bytes, path: str | None, size: int) -> str:
+    """The archive format of content (\"zip\", \"7z\", \"tar\", \"iso9660\"...), or "" for none.
+
+    The leading signature first; then, as unzip and 7-Zip find them, a zip whose end record
+    closes the file after bytes put in front of it (self-extractors, junk), and an ISO 9660
+    image by its volume descriptor at 32 KB. Costs one read of the file's tail at most.
+    """
+    kind = ARCHIVE_KINDS.get(by_signature(head), "")
+    if kind == "cpio" and not _full_cpio_header(head):
+        kind = ""
+    if kind:
+        return kind
+    if size <= len(head):
+        return "zip" if ZIP_END in head[-ZIP_END_SEARCH:] else ""
+    if not path:
+        return ""
+    import os
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        tail_at = max(0, size - ZIP_END_SEARCH)
+        if ZIP_END in os.pread(fd, size - tail_at, tail_at):
+            return "zip"
+        if size > ISO_MARK_AT + 5 and os.pread(fd, 5, ISO_MARK_AT) in ISO_MARKS:
+            return "iso9660"
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+    return ""
+
+
+def _full_cpio_header(head: bytes) -> bool:
+    """An ASCII cpio header: its 110 (newc) or 76 (odc) bytes are all hex or octal digits."""
+    length = 76 if head.startswith(b"070707") else 110
+    return len(head) >= length and all(c in b"0123456789abcdefABCDEF" for c in head[6:length])
