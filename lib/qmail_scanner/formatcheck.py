@@ -70,6 +70,7 @@ RULES = {
     "long-boundary": f"Disallowed MIME: boundary longer than {MAX_BOUNDARY} characters",
     "duplicate-boundary": "Disallowed MIME: the same boundary defined twice",
     "prefix-boundary": "Disallowed MIME: one boundary is a prefix of another (parsers would split it differently)",
+    "ambiguous-boundary": "Disallowed MIME: boundary parameter that parsers read differently",
     "conflicting-filenames": "Disallowed MIME: attachment given two different filenames",
     "executable-not-application": "Disallowed MIME: executable attachment under a non-application MIME type",
     "undeclared-executable": "Disallowed MIME: Windows executable not declared as application/*",
@@ -89,6 +90,7 @@ AMBIGUITY_RULES = frozenset(
         "repeated-mime-header",
         "duplicate-boundary",
         "prefix-boundary",
+        "ambiguous-boundary",
         "conflicting-filenames",
         "broken-header-line",
     ]

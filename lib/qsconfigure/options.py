@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     scanning.add_argument("--rspamd-servers", type=comma_list, default=None, help="rspamd host:port (default localhost:11333)")
     scanning.add_argument("--scanner-fail", type=comma_list, default=[], help="per scanner: NAME=tempfail|pass (default: pass for spam scanners, marked unchecked; tempfail for virus scanners)")
     scanning.add_argument("--scanner-args", action="append", default=[], help="extra argv word for a command-line scanner: NAME=WORD, repeatable (e.g. clamscan=--database=/dir)")
-    scanning.add_argument("--av-scan-parts", type=yes_no, default=False, help="also stream the decoded parts to clamd, not only the whole message (default no)")
+    scanning.add_argument("--av-scan-parts", type=yes_no, default=False, help="stream every decoded part to clamd; without it clamd gets the whole message and the decoded parts it cannot find in it (default no)")
     scanning.add_argument("--scanner-timeout", type=float, default=120.0, help="seconds one scanner may take (default %(default)s)")
     scanning.add_argument("--skip-text-msgs", type=yes_no, default=None, help="no AV run on messages without attachments (default no when every virus scanner is a daemon, clamd; else yes)")
     scanning.add_argument("--redundant", type=yes_no, default=False, help="also scan the undecoded original message (default no)")

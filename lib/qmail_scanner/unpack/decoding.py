@@ -1,4 +1,4 @@
-"""Decoding bodies to work files: base64, quoted-printable and uuencode, within the decoded-bytes budget."""
+"""Decoding bodies to work files (base64, quoted-printable, uuencode, BinHex, yEnc) within the decoded-bytes budget."""
 
 from __future__ import annotations
 
@@ -11,28 +11,85 @@ TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from .textcodings import TextBlock
+
 MAX_LINE = 65536  # a longer "line" is cut; the rest is read as a new line
 NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
 _BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 _NOT_BASE64 = bytes(set(range(256)) - set(_BASE64_ALPHABET))
-TEXT_MARKS = (b"begin ", b"begin-base64 ", b"-----BEGIN PGP ")
+# Transfer encodings by the names mail software writes them; anything else is read as it is.
+SINK_ENCODINGS = {
+    "base64": "base64",
+    "quoted-printable": "quoted-printable",
+    "x-uuencode": "uuencode",
+    "uuencode": "uuencode",
+    "x-uue": "uuencode",
+    "uue": "uuencode",
+    "x-binhex": "binhex",
+    "binhex": "binhex",
+    "binhex40": "binhex",
+    "mac-binhex40": "binhex",
+    "mac-binhex": "binhex",
+    "x-mac-binhex40": "binhex",
+    "x-yencode": "yenc",
+    "yencode": "yenc",
+    "x-yenc": "yenc",
+    "yenc": "yenc",
+}
+MARK_TAIL = 48  # bytes of the previous chunk kept so that a block start split between chunks is seen
+
+
+def sink_encoding(transfer_encoding: str) -> str:
+    """The decoder for a Content-Transfer-Encoding value: base64, quoted-printable, uuencode, binhex, yenc, identity."""
+    return SINK_ENCODINGS.get(transfer_encoding.strip().lower(), "identity")
+
+
+def has_block_mark(window: bytes, at_start: bool) -> bool:
+    """Whether a uuencode, BinHex, yEnc or PGP block may start in `window` (content.look_into_text decides).
+
+    A few bytes.find over a lower-cased copy: "begin" at a line start followed by a blank and
+    a digit (uuencode, in any case as ripmime reads it), "=ybegin ", "-----begin pgp", and the
+    BinHex line. Prose such as "Begin forwarded message:" does not count.
+    """
+    low = window.lower()
+    at = low.find(b"begin")
+    while at >= 0:
+        if _block_begins(low, at, at_start):
+            return True
+        at = low.find(b"begin", at + 5)
+    return b"(this file must be converted with" in low
+
+
+def _block_begins(low: bytes, at: int, at_start: bool) -> bool:
+    """Whether the "begin" at `at` opens a block (a split one is seen again with the next chunk's tail)."""
+    if low[at - 5 : at] == b"-----":
+        return low.startswith(b" pgp", at + 5)
+    if low[at - 2 : at] == b"=y":
+        at -= 2
+        return low.startswith(b" ", at + 7) and ((at == 0 and at_start) or low[at - 1 : at] == b"\n")
+    if not ((at == 0 and at_start) or low[at - 1 : at] == b"\n") or low[at + 5 : at + 6] not in (b" ", b"\t"):
+        return False
+    return low[at + 6 : at + 16].lstrip(b" \t+-")[:1].isdigit()
 
 
 class DecodingSink:
     """Decode one body to a new file in the work dir, within the message's decoded-bytes budget."""
 
-    def __init__(self, take_budget: Callable[[int], int], path: str, encoding: str, watch_text: bool) -> None:
+    def __init__(self, take_budget: Callable[[int], int], path: str, encoding: str, watch_text: bool = True) -> None:
         self.take_budget = take_budget
         self.path = path
         self.fd = os.open(path, NEW_FILE_FLAGS, 0o600)
-        self.encoding = encoding
+        self.encoding = encoding if encoding in ("base64", "quoted-printable", "identity") else sink_encoding(encoding)
         self.pending = b""
         self.size = 0
         self.head = b""
         self.watch_text = watch_text
-        self.text_marks = False  # uuencode or inline PGP seen: look closer after the part ends
+        self.text_marks = False  # a uuencode/BinHex/yEnc/PGP block may be inside: look closer after the part ends
         self.tail = b""
         self.fast = True
+        self.block: TextBlock | None = None  # uuencode/binhex/yenc transfer encoding: the block being decoded
+        self.block_state = "before"  # before the block's first line, "in" it, "after" it
+        self.block_name: str | None = None  # the file name the block's header gave
 
     def __call__(self, data: bytes) -> None:
         if self.encoding == "base64":
@@ -58,8 +115,59 @@ class DecodingSink:
                 cut = len(data) - 2  # a soft break or =XX may straddle the cut
             self.pending = data[cut:]
             self._emit(binascii.a2b_qp(data[:cut]))
-        else:
+        elif self.encoding == "identity":
             self._emit(data)
+        else:
+            self._lines(data)
+
+    def _lines(self, data: bytes) -> None:
+        """uuencode, BinHex, yEnc bodies: line by line through a text block decoder."""
+        data = self.pending + data
+        start = 0
+        while True:
+            end = data.find(b"\n", start, start + MAX_LINE)
+            if end < 0:
+                if len(data) - start < MAX_LINE:
+                    break
+                end = start + MAX_LINE - 1
+            self._line(data[start : end + 1])
+            start = end + 1
+        self.pending = data[start:]
+
+    def _line(self, line: bytes) -> None:
+        if self.block_state == "in":
+            if not self.block.feed(line):  # type: ignore[union-attr]
+                self._end_block()
+            return
+        if self.block_state == "after":
+            return  # readers decode the first block of such a body and stop
+        from .textcodings import cte_block_start
+
+        block = cte_block_start(self.encoding, line)
+        if block is None:
+            self._emit(line)  # no block yet: Python's email keeps the text as it is when none comes
+            return
+        if self.size:  # the text before the block is not the body after all
+            os.ftruncate(self.fd, 0)
+            os.lseek(self.fd, 0, os.SEEK_SET)
+            self.size = 0
+            self.head = b""
+            self.text_marks = False
+            self.tail = b""
+        self.block = block
+        block.out = self._emit
+        self.block_state = "in"
+        self.watch_text = False  # the decoded payload is a file, not text to look into
+
+    def _end_block(self) -> None:
+        block = self.block
+        if block is not None:
+            block.finish()
+            if block.name:
+                from .headers import header_text
+
+                self.block_name = header_text(block.name)
+        self.block_state = "after"
 
     def _emit(self, data: bytes) -> None:
         if not data:
@@ -67,9 +175,8 @@ class DecodingSink:
         if len(self.head) < magictype.HEAD_BYTES:
             self.head += data[: magictype.HEAD_BYTES - len(self.head)]
         if self.watch_text and not self.text_marks:
-            window = self.tail + data
-            self.text_marks = any(mark in window for mark in TEXT_MARKS)
-            self.tail = data[-20:]
+            self.text_marks = has_block_mark(self.tail + data, not self.size)
+            self.tail = data[-MARK_TAIL:]
         allowed = self.take_budget(len(data))
         if allowed < len(data):
             data = data[:allowed]
@@ -84,9 +191,13 @@ class DecodingSink:
         if self.pending:
             if self.encoding == "base64":
                 self._emit(decode_base64(self.pending + b"=" * (-len(self.pending) % 4)))
-            else:
+            elif self.encoding == "quoted-printable":
                 self._emit(binascii.a2b_qp(self.pending))
+            else:
+                self._line(self.pending)
             self.pending = b""
+        if self.block_state == "in":
+            self._end_block()  # cut off: what was decoded stays
         os.close(self.fd)
 
 
@@ -106,21 +217,6 @@ def decode_base64(data: bytes) -> bytes:
         return b"".join(out)
 
 
-def uu_begin_name(line: bytes) -> bytes | None:
-    """The name of a `begin 644 name` line that opens a uuencoded block (not begin-base64), else None."""
-    if not line.startswith((b"begin ", b"begin\t")):
-        return None
-    rest = line[6:].lstrip(b" \t")
-    digits = len(rest) - len(rest.lstrip(b"01234567"))
-    if digits not in (3, 4):
-        return None
-    rest = rest[digits:]
-    name = rest.lstrip(b" \t")
-    if len(name) == len(rest) or not name or name[0] in b"\r\n\x0b\x0c":
-        return None
-    return name.split(b"\n", 1)[0].split(b"\r", 1)[0]
-
-
 def bounded_lines(text: object, limit: int = MAX_LINE):  # type: ignore[no-untyped-def]
     """Lines of a binary file, each at most `limit` bytes."""
     while True:
@@ -128,16 +224,3 @@ def bounded_lines(text: object, limit: int = MAX_LINE):  # type: ignore[no-untyp
         if not line:
             return
         yield line
-
-
-def decode_uu_line(line: bytes) -> bytes | None:
-    """One uuencoded line decoded (its end stripped), or None when it is not one."""
-    try:
-        return binascii.a2b_uu(line)
-    except binascii.Error:
-        # Some encoders add garbage after the counted bytes; honour the count.
-        count = ((line[0] - 32) & 63) if line else 0
-        try:
-            return binascii.a2b_uu(line[: 1 + (count + 2) // 3 * 4])
-        except binascii.Error:
-            return None

@@ -13,6 +13,32 @@ _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 _HEADER_NAME_BYTES = bytes(c for c in range(33, 127) if c != ord(":"))  # printable, no blank, no colon
 _TOKEN_BYTES = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.*"
 NAME_PARAMETERS = (("content-type", "name"), ("content-disposition", "filename"))
+# What readers decode a Content-Transfer-Encoding as, by its token (after comments, quotes,
+# encoded words and anything after `;` or a blank are dropped): anything else is left as it is.
+DECODINGS = {
+    "": "identity",
+    "7bit": "identity",
+    "8bit": "identity",
+    "binary": "identity",
+    "base64": "base64",
+    "quoted-printable": "quoted-printable",
+    "x-uuencode": "uuencode",
+    "uuencode": "uuencode",
+    "x-uue": "uuencode",
+    "uue": "uuencode",
+    "x-uu": "uuencode",
+    "uu": "uuencode",
+    "binhex": "binhex",
+    "binhex40": "binhex",
+    "x-binhex": "binhex",
+    "x-binhex40": "binhex",
+    "mac-binhex": "binhex",
+    "mac-binhex40": "binhex",
+}
+# The spellings every reader (and clamd) decodes alike: the plain path.
+PLAIN_ENCODINGS = frozenset(
+    ["", "7bit", "8bit", "binary", "base64", "quoted-printable", "x-uuencode", "uuencode", "x-uue"]
+)
 HEADER_SPELLING = {
     "content-type": "Content-Type",
     "content-transfer-encoding": "Content-Transfer-Encoding",
@@ -146,6 +172,53 @@ def strip_comments(text: str) -> str:
             opening = text.find("(", closing)
     pieces.append(text[done:])
     return "".join(pieces)
+
+
+def strip_unquoted_comments(text: str) -> str:
+    """Remove `(...)` comments (nested, with quoted pairs) outside quoted strings, as RFC 5322 parsers do."""
+    if "(" not in text:
+        return text
+    pieces = []
+    depth = 0
+    quoted = False
+    position = 0
+    while position < len(text):
+        char = text[position]
+        if char == "\\" and (quoted or depth):
+            if not depth:
+                pieces.append(text[position : position + 2])
+            position += 2
+            continue
+        if depth:
+            depth += char == "("
+            depth -= char == ")"
+        elif quoted:
+            quoted = char != '"'
+            pieces.append(char)
+        elif char == "(":
+            depth = 1
+            pieces.append(" ")
+        else:
+            quoted = char == '"'
+            pieces.append(char)
+        position += 1
+    return "".join(pieces)
+
+
+def transfer_decoding(text: str) -> tuple[str, bool]:
+    """(What readers decode a Content-Transfer-Encoding as, spelled as every reader and clamd read it?)
+
+    `text` is the header value, stripped and lower-cased. The decoding is identity, base64,
+    quoted-printable, uuencode or binhex. An unusual spelling (`base64 (comment)`, `"base64"`,
+    `BASE64;`, an encoded word, `x-uu`) is read as the most forgiving reader reads it: some
+    decode it, some do not, and clamd may not.
+    """
+    if text in PLAIN_ENCODINGS:
+        return DECODINGS[text], True
+    token = decode_words(text) if "=?" in text else text
+    token = strip_unquoted_comments(token).replace('"', " ").replace(";", " ").strip()
+    token = token.split(None, 1)[0].lower() if token else ""
+    return DECODINGS.get(token, "identity"), False
 
 
 def _skip_blanks(text: str, position: int) -> int:
@@ -352,6 +425,39 @@ def boundary_candidates(params: list[tuple[str, str]]) -> list[str]:
             if value and value not in candidates and value not in plain_decoded:
                 candidates.append(value)
     return candidates
+
+
+def boundary_spellings(value: bytes) -> list[str]:
+    """Boundaries other readers take from a Content-Type where its parameters are oddly written.
+
+    Comments before the parameter or its value, a stray or unclosed quote, blanks after the
+    value, an encoded word: each reader settles these its own way, so every such spelling is
+    a candidate (only the ones that differ from boundary_candidates matter to the caller).
+    """
+    text = header_text(value)
+    if not any(mark in text for mark in ('"', "(", " ", "\t", "=?")):
+        return []
+    found: list[str] = []
+    for spelled in dict.fromkeys((text, strip_unquoted_comments(text))):
+        _, _, rest = spelled.partition(";")
+        for name, raw in _raw_params(";" + rest):
+            if name.lower() != "boundary":
+                continue
+            raw = raw.strip()
+            forms = [raw.strip('"').strip(), raw.strip('"')]
+            if raw.startswith('"') != (raw.endswith('"') and len(raw) > 1):
+                forms.append(raw)  # a stray quote kept as part of the boundary
+            if not raw.startswith('"') and raw:
+                forms.append(raw.split(None, 1)[0])  # an unquoted token ends at a blank
+            forms += [decode_words(form) for form in forms if "=?" in form]
+            for form in forms:
+                form = form.rstrip(" \t")
+                if form and len(form) < 1000 and "\n" not in form and "\r" not in form and form not in found:
+                    found.append(form)
+        if "boundary*" in spelled.lower() or "=?" in spelled:
+            params = split_content_header(spelled.encode("utf-8", "surrogateescape"))[1]
+            found += [c for c in boundary_candidates(params) if c not in found]
+    return found
 
 
 def is_header_line(line: bytes) -> bool:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .sink import Unpacked
 
 READING_NOTE = " in one reading of an ambiguous message: "
+DECODED_ORIGIN = 1 << 40  # offsets in a decoded container's file start here (walker.Reader.origin)
 
 
 @record(frozen=True)
@@ -41,20 +42,34 @@ class Reading:
     alternative: bool = False
     exceptions: frozenset = frozenset()
     met: dict = field(default_factory=dict)  # choice point -> its ambiguity text, as met in this pass
+    options: dict = field(default_factory=dict)  # choice point of more than two ways -> the way this pass takes
+    counts: dict = field(default_factory=dict)  # choice point of more than two ways -> how many ways, as met
 
     def choose(self, point: tuple, text: str) -> bool:
         """Whether this pass reads the choice point the other way (the first way is what today's walk does)."""
         self.met[point] = text
         return self.alternative != (point in self.exceptions)
 
+    def option(self, point: tuple, text: str, count: int) -> int:
+        """Which of `count` ways this pass reads a choice point (0 the first, 1 the other way, 2... its own pass)."""
+        self.counts[point] = count
+        if point in self.options:
+            self.met[point] = text
+            return min(self.options[point], count - 1)
+        return 1 if self.choose(point, text) else 0
+
     def flipped(self, points: object) -> frozenset:
-        """The choice points among `points` this reading takes the other way."""
-        return frozenset(p for p in points if self.alternative != (p in self.exceptions))
+        """The choice points among `points` this reading takes the other way (a third way or more: (point, way))."""
+        return frozenset(
+            (p, self.options[p]) if p in self.options else p
+            for p in points
+            if p in self.options or self.alternative != (p in self.exceptions)
+        )
 
     @property
     def description(self) -> str:
         """The ambiguities this pass reads the other way, for the reason text."""
-        return ", ".join(dict.fromkeys(self.met[p] for p in self.flipped(self.met)))
+        return ", ".join(dict.fromkeys(self.met[p] for p in self.met if self.flipped([p])))
 
 
 class Plan:
@@ -77,6 +92,8 @@ class Plan:
             self.known[point] = reading.met[point]
         if self.passes == 1 and new:
             self.waiting.append(Reading(alternative=True))
+        for point in new:  # a way beyond the second (another boundary spelling): a pass of its own
+            self.waiting += [Reading(options={point: way}) for way in range(2, reading.counts.get(point, 2))]
         for point in self.known:
             if point not in self.single and any(_nested(point, other, ends) for other in self.known if other != point):
                 self.single.add(point)
@@ -96,6 +113,8 @@ def _nested(point: tuple, other: tuple, ends: dict[int, int]) -> bool:
     start, other_start = point[1], other[1]
     if not isinstance(start, int) or not isinstance(other_start, int):
         return True
+    if start >= DECODED_ORIGIN or other_start >= DECODED_ORIGIN:
+        return True  # inside a decoded container: its offsets are not the message's
     end = max(ends.get(start, start), start + 1)
     other_end = max(ends.get(other_start, other_start), other_start + 1)
     return start <= other_start < end or other_start <= start < other_end

@@ -13,10 +13,11 @@ import os
 
 from . import magictype
 from .content import look_into_file, look_into_text
-from .decoding import DecodingSink
+from .decoding import NEW_FILE_FLAGS, DecodingSink
 from .headers import (
     HEADER_SPELLING,
     boundary_candidates,
+    boundary_spellings,
     claimed_filenames,
     filename_ambiguity,
     header_text,
@@ -24,6 +25,7 @@ from .headers import (
     looks_like_parameter,
     parse_headers,
     split_content_header,
+    transfer_decoding,
 )
 
 TYPE_CHECKING = False  # importing typing costs every message milliseconds
@@ -43,6 +45,9 @@ MAX_HEADER_BLOCK = 1 << 20  # a header block beyond this ends; the rest counts a
 MAX_BOUNDARY_LINE = 4096  # a line this long cannot be a delimiter we honour
 # A continuation split off these by an empty line hides a name or a boundary from one reading.
 SPLITTABLE_HEADERS = (b"content-type", b"content-disposition")
+# Parts this deep are handed to clamd decoded: its own recursion limit may stop short of them.
+ALONE_DEPTH = 12
+IDENTITY_ENCODINGS = ("", "7bit", "8bit", "binary")
 __all__ = ["Reader", "Walker"]
 
 
@@ -52,16 +57,19 @@ __all__ = ["Reader", "Walker"]
 class Reader:
     """Bounded, buffered reads over the spooled file: lines for headers, boundary scans for bodies."""
 
-    def __init__(self, path: str, tick: Callable[[], None]) -> None:
+    def __init__(self, path: str, tick: Callable[[], None], origin: int = 0) -> None:
         self.file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by the walker
         self.buf = b""
         self.pos = 0
         self.base = 0  # file offset of buf[0]
         self.eof = False
         self.tick = tick
+        self.origin = origin  # added to offsets: a decoded container's file has offsets of its own
+        self.bare_cr = False  # a CR not followed by LF was read: some readers end a line there
+        self.cr_last = False  # the last chunk read ended with a CR
 
     def offset(self) -> int:
-        return self.base + self.pos
+        return self.origin + self.base + self.pos
 
     def unread(self, line: bytes) -> None:
         """Put back the line readline just returned (it is still in the buffer)."""
@@ -69,10 +77,10 @@ class Reader:
 
     def seek(self, offset: int) -> None:
         """Go back to a file offset read before (another reading of the same bytes)."""
-        self.file.seek(offset)
+        self.file.seek(offset - self.origin)
         self.buf = b""
         self.pos = 0
-        self.base = offset
+        self.base = offset - self.origin
         self.eof = False
 
     def _fill(self, want: int) -> bool:
@@ -93,6 +101,9 @@ class Reader:
             if not chunk:
                 self.eof = True
                 break
+            if not self.bare_cr and (self.cr_last or b"\r" in chunk):
+                self.bare_cr = _has_bare_cr(chunk, self.cr_last)
+                self.cr_last = chunk.endswith(b"\r")
             pieces.append(chunk)
             have += len(chunk)
         self.buf = b"".join(pieces)
@@ -202,6 +213,15 @@ class Walker:
         self.passes = 0
         self.containers: dict[tuple, Part] = {}  # multiparts and attached messages met, by where and how read
         self.leaves: dict[tuple, set[int]] = {}  # leaves decoded, by where and how read -> where they ended
+        self.first_counts: dict[tuple, int] = {}  # choice points of more than two ways the first pass met
+        # Readers decode some containers before they parse them (a message/* or multipart under a
+        # transfer encoding, any message/* they hand out whole): those bodies are decoded to work
+        # files and walked as messages of their own, with offsets from an origin of their own.
+        self.decoded: dict[tuple, list[str]] = {}  # (container key, where it ended) -> decoded bodies
+        self.origins: dict[tuple, int] = {}
+        self.line_copies: dict[str, str] = {}  # a file with bare CRs -> its copy with them read as line ends
+        self.alone = False  # parts met now reach us by a way clamd does not read: hand them to it decoded
+        self.unopened = False  # in a container clamd may not open: encoded parts are handed to it decoded
 
     def run(self) -> Unpacked:
         """Walk the message once; if it is ambiguous (--fix-mime 1), once more per planned reading."""
@@ -212,7 +232,7 @@ class Walker:
         from .readings import Plan, Reading  # only ambiguous messages pay for it
 
         plan = Plan(self.settings.max_readings)
-        plan.record(Reading(met=self.first_met), self.entity_ends)
+        plan.record(Reading(met=self.first_met, counts=self.first_counts), self.entity_ends)
         while not self.sink.stopped:
             reading = plan.next_reading()
             if reading is None:
@@ -239,6 +259,64 @@ class Walker:
             self.result.message_size = os.fstat(reader.file.fileno()).st_size
         finally:
             reader.close()
+        if reader.bare_cr:
+            self.walk_lines(self.message_path, ("top",), 0, top=True)
+
+    def walk_file(
+        self, path: str, origin_key: tuple, depth: int, boundary: bytes = b"", alone: bool = True, top: bool = False
+    ) -> None:
+        """Walk a decoded body as readers do: a message of its own, or (with `boundary`) a multipart's body."""
+        from .readings import DECODED_ORIGIN
+
+        origin = DECODED_ORIGIN * self.origins.setdefault(origin_key, len(self.origins) + 1)
+        reader = Reader(path, self.sink.tick, origin)
+        saved = self.alone, self.unopened
+        self.alone, self.unopened = self.alone or alone, self.unopened or not alone
+        try:
+            self.sink.tick()
+            if boundary:
+                self.read_multipart(reader, depth, [], boundary, origin)
+            else:
+                self.read_entity(reader, depth, [], top=top, embedded=not top)
+        finally:
+            reader.close()
+            self.alone, self.unopened = saved
+        if reader.bare_cr:
+            self.walk_lines(path, origin_key, depth, boundary, top)
+
+    def walk_lines(self, path: str, origin_key: tuple, depth: int, boundary: bytes = b"", top: bool = False) -> None:
+        """Walk a file with bare CRs once more, each CR read as a line end (Python's email and GMime do)."""
+        copy = self.line_copies.get(path)
+        if copy is None:
+            copy = os.path.join(self.sink.unpack_dir, f"lines{len(self.line_copies):04d}")
+            self.line_copies[path] = copy
+            out = os.open(copy, NEW_FILE_FLAGS, 0o600)
+            try:
+                with open(path, "rb") as source:
+                    pending = b""
+                    while True:
+                        self.sink.tick()
+                        chunk = source.read(CHUNK_BYTES)
+                        data = pending + chunk
+                        pending = data[-1:] if chunk and data.endswith(b"\r") else b""
+                        data = data[: len(data) - len(pending)].replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+                        view = memoryview(data)
+                        while view:
+                            view = view[os.write(out, view) :]
+                        if not chunk:
+                            break
+            finally:
+                os.close(out)
+        self.walk_file(copy, ("lines", origin_key), depth, boundary, top=top)
+
+    def choose_way(self, point: tuple, rule: str, text: str, count: int) -> int:
+        """Name an ambiguity read in `count` ways; which way this pass reads it (0 the first)."""
+        self.note(rule, text)
+        if self.reading is None:
+            self.first_met[point] = text
+            self.first_counts[point] = count
+            return 0
+        return self.reading.option(point, text, count)
 
     def choose(self, point: tuple, rule: str, text: str, part_name: str = "") -> bool:
         """Name an ambiguity with a choice point; True when this pass reads it the other way."""
@@ -360,23 +438,36 @@ class Walker:
         return values[0]
 
     def read_entity(
-        self, reader: Reader, depth: int, boundaries: list[bytes], top: bool = False, embedded: bool = False
+        self,
+        reader: Reader,
+        depth: int,
+        boundaries: list[bytes],
+        top: bool = False,
+        embedded: bool = False,
+        default_type: str = "",
     ) -> Hit:
         """Read one entity (headers and body) up to a delimiter of an enclosing multipart, or EOF."""
         start = reader.offset()
-        hit = self.read_entity_at(reader, start, depth, boundaries, top, embedded)
+        hit = self.read_entity_at(reader, start, depth, boundaries, top, embedded, default_type)
         if self.first_met or self.reading is not None:
             self.entity_ends[start] = max(self.entity_ends.get(start, 0), reader.offset())
         return hit
 
     def read_entity_at(
-        self, reader: Reader, start: int, depth: int, boundaries: list[bytes], top: bool, embedded: bool
+        self,
+        reader: Reader,
+        start: int,
+        depth: int,
+        boundaries: list[bytes],
+        top: bool,
+        embedded: bool,
+        default_type: str = "",
     ) -> Hit:
-        """read_entity for an entity starting at `start`."""
+        """read_entity for an entity starting at `start` (`default_type`: what a part without Content-Type is)."""
         raw_headers, skipped, early_end = self.read_header_block(reader, boundaries, start, top, embedded)
         headers = parse_headers(raw_headers[skipped:] if skipped else raw_headers)
         content_type = self.pick([v for k, v in headers if k == "content-type"], start, "content-type", _types_differ)
-        declared, params = split_content_header(content_type) if content_type is not None else ("", [])
+        declared, params = split_content_header(content_type) if content_type is not None else (default_type, [])
         encoding_value = self.pick(
             [v for k, v in headers if k == "content-transfer-encoding"],
             start,
@@ -384,9 +475,10 @@ class Walker:
             _words_differ,
         )
         encoding = header_text(encoding_value).strip().lower() if encoding_value is not None else ""
+        decoding, plain = transfer_decoding(encoding)
         self.pick([v for k, v in headers if k == "content-disposition"], start, "content-disposition", _never)
         body_offset = reader.offset()
-        if top and self.passes == 1:
+        if top and self.passes == 1 and not reader.origin:
             self.result.top_headers = raw_headers
             self.result.body_offset = body_offset
         filenames = claimed_filenames(headers) if b"name" in raw_headers.lower() else ()
@@ -395,9 +487,10 @@ class Walker:
             self.note("conflicting-filenames", names_note, filenames[0])
         key = (start, body_offset, declared, encoding, filenames)
         container = early_end is None and (
-            declared.startswith("multipart/")
-            or (declared == "message/rfc822" and encoding in ("", "7bit", "8bit", "binary"))
+            declared.startswith("multipart/") or (declared == "message/rfc822" and encoding in IDENTITY_ENCODINGS)
         )
+        # Every other message/* is a leaf decoded as written, then read as the message readers see in it.
+        message = early_end is None and not container and declared.startswith("message/")
         part = self.containers.get(key) if container else None
         reused = part is not None
         if part is None and not container and self.passes > 1 and key in self.leaves:
@@ -405,11 +498,20 @@ class Walker:
                 return early_end
             hit = self.skip_known_leaf(reader, key, boundaries)
             if hit is not None:
+                if message:
+                    self.open_message(key, reader.offset(), depth)
                 return hit
         if part is None:
             reading = names_note or (self.reading.description if self.reading else "")
+            alone = self.alone or depth >= ALONE_DEPTH or (decoding != "identity" and (self.unopened or not plain))
             part = self.sink.new_part(
-                depth, declared, raw_headers, filenames=filenames, transfer_encoding=encoding, reading=reading
+                depth,
+                declared,
+                raw_headers,
+                filenames=filenames,
+                transfer_encoding=encoding,
+                reading=reading,
+                scan_alone=alone,
             )
             if part is None:
                 return reader.scan_body(boundaries, None, self.match) if early_end is None else early_end
@@ -421,25 +523,88 @@ class Walker:
         if early_end is not None:
             return early_end
         if declared.startswith("multipart/"):
-            boundary = self.pick_boundary(params, start)
+            boundary, other_way = self.pick_boundary(params, start, content_type)
             if boundary and depth < self.sink.max_depth:
-                return self.read_multipart(
-                    reader, depth, boundaries, boundary.encode("utf-8", "surrogateescape"), start
-                )
+                saved = self.alone
+                self.alone = saved or other_way  # a boundary only some readers take: clamd may not
+                try:
+                    return self.read_body_parts(
+                        reader, part, key, depth, boundaries, boundary.encode("utf-8", "surrogateescape"), decoding
+                    )
+                finally:
+                    self.alone = saved
             if boundary:
                 self.sink.too_deep()
         elif container:
             if depth < self.sink.max_depth:
                 first_child = len(self.result.parts)
-                hit = self.read_entity(reader, depth + 1, boundaries, embedded=True)
+                saved = self.unopened
+                self.unopened = saved or content_type is None  # a digest's default: clamd may not know it
+                try:
+                    hit = self.read_entity(reader, depth + 1, boundaries, embedded=True)
+                finally:
+                    self.unopened = saved
                 if part is not None and self.passes == 1:
                     part.size = sum(p.size for p in self.result.parts[first_child:] if p.depth == depth + 1)
                 return hit
             self.sink.too_deep()
         if reused:  # too deep to open, and read as a leaf by an earlier reading
             return reader.scan_body(boundaries, None, self.match)
-        hit = self.read_leaf(reader, part, boundaries, encoding)
+        first_child = len(self.result.parts)
+        hit = self.read_leaf(reader, part, boundaries, decoding)
         self.leaves.setdefault(key, set()).add(reader.offset())
+        if message:
+            if decoding in ("uuencode", "binhex"):  # the message is what the text holds
+                bodies = [p.decoded_path for p in self.result.parts[first_child:] if p.decoded_path and not p.container]
+            else:
+                bodies = [part.decoded_path] if part.decoded_path else []
+            self.decoded[(key, reader.offset())] = bodies
+            self.open_message(key, reader.offset(), depth)
+        return hit
+
+    def open_message(self, key: tuple, end: int, depth: int) -> None:
+        """Read the decoded body of a message/* leaf as the message readers see in it."""
+        bodies = self.decoded.get((key, end))
+        if not bodies:
+            return
+        if depth >= self.sink.max_depth:
+            self.sink.too_deep()
+            return
+        encoded = transfer_decoding(key[3])[0] != "identity"
+        for number, body in enumerate(bodies):
+            self.walk_file(body, (key, end, number), depth + 1, alone=encoded)
+
+    def read_body_parts(
+        self,
+        reader: Reader,
+        part: Part,
+        key: tuple,
+        depth: int,
+        boundaries: list[bytes],
+        boundary: bytes,
+        decoding: str,
+    ) -> Hit:
+        """A multipart's body; under base64 or quoted-printable read as written, then decoded (readers differ)."""
+        default_type = "message/rfc822" if key[2] == "multipart/digest" else ""
+        body_offset = reader.offset()
+        hit = self.read_multipart(reader, depth, boundaries, boundary, key[0], default_type)
+        if decoding not in ("base64", "quoted-printable"):
+            return hit
+        end = reader.offset()
+        body = self.decoded.get((key, end))
+        if body is None:
+            reader.seek(body_offset)
+            body = self.sink.work_file(part, f"-{len(self.decoded)}")
+            sink = DecodingSink(self.sink.take_budget, body, decoding, watch_text=False)
+            try:
+                reader.scan_body(boundaries, sink, self.match)
+            finally:
+                sink.close()
+            reader.seek(end)
+            self.decoded[(key, end)] = [body]
+        else:
+            body = body[0]
+        self.walk_file(body, (key, end), depth, boundary)
         return hit
 
     def skip_known_leaf(self, reader: Reader, key: tuple, boundaries: list[bytes]) -> Hit | None:
@@ -451,16 +616,36 @@ class Walker:
         reader.seek(body_offset)
         return None
 
-    def pick_boundary(self, params: list[tuple[str, str]], start: int) -> str:
-        """The boundary this reading takes: the first or the last of a doubled parameter."""
-        candidates = boundary_candidates(params)
-        if len(candidates) < 2:
-            return candidates[0] if candidates else ""
-        encodings = any(name.startswith("boundary*") for name, _ in params)
-        text = "boundary parameter in two encodings" if encodings else "duplicate boundary parameter"
-        return candidates[-1] if self.choose(("boundary", start), "duplicate-boundary", text) else candidates[0]
+    def pick_boundary(self, params: list[tuple[str, str]], start: int, content_type: bytes | None) -> tuple[str, bool]:
+        """The boundary this reading takes, and whether it is one only some readers take.
 
-    def read_multipart(self, reader: Reader, depth: int, boundaries: list[bytes], boundary: bytes, start: int) -> Hit:
+        Of a doubled parameter, the first or the last; of a parameter written with comments,
+        stray quotes, blanks or an encoded word, each spelling some reader takes, in turn.
+        """
+        candidates = boundary_candidates(params)
+        spellings = [b for b in boundary_spellings(content_type or b"") if b not in candidates]
+        if not spellings:
+            if len(candidates) < 2:
+                return (candidates[0] if candidates else ""), False
+            encodings = any(name.startswith("boundary*") for name, _ in params)
+            text = "boundary parameter in two encodings" if encodings else "duplicate boundary parameter"
+            if self.choose(("boundary", start), "duplicate-boundary", text):
+                return candidates[-1], True
+            return candidates[0], False
+        ways = candidates + spellings
+        if len(candidates) > 1:
+            rule, text = "duplicate-boundary", "duplicate boundary parameter"
+        else:
+            rule, text = "ambiguous-boundary", "boundary parameter written with comments, stray quotes or blanks"
+        if len(ways) == 1:
+            self.note(rule, text)
+            return ways[0], True
+        way = self.choose_way(("boundary", start), rule, text, len(ways))
+        return ways[way], way > 0 or not candidates
+
+    def read_multipart(
+        self, reader: Reader, depth: int, boundaries: list[bytes], boundary: bytes, start: int, default_type: str = ""
+    ) -> Hit:
         """Preamble, the body parts, epilogue; returns the delimiter hit of an enclosing multipart."""
         if boundary in boundaries and self.choose(
             ("nested-boundary", start), "duplicate-boundary", "nested multipart reusing an enclosing boundary"
@@ -470,7 +655,7 @@ class Walker:
         own = len(boundaries)
         hit = reader.scan_body(inner, None, self.match)  # the preamble
         while hit == (own, False) and not self.sink.stopped:
-            hit = self.read_entity(reader, depth + 1, inner)
+            hit = self.read_entity(reader, depth + 1, inner, default_type=default_type)
         if self.sink.stopped and hit == (own, False):
             hit = reader.scan_body(inner, None, self.match)
             while hit == (own, False):
@@ -479,13 +664,13 @@ class Walker:
             return reader.scan_body(boundaries, None, self.match)  # the epilogue
         return hit  # an enclosing delimiter (this multipart was not closed) or EOF
 
-    def read_leaf(self, reader: Reader, part: Part, boundaries: list[bytes], encoding: str) -> Hit:
+    def read_leaf(self, reader: Reader, part: Part, boundaries: list[bytes], decoding: str) -> Hit:
         """Decode a body to a work file, then look inside it (type, uuencode, archives)."""
-        uuencoded = encoding in ("x-uuencode", "uuencode", "x-uue")
-        if encoding not in ("base64", "quoted-printable"):
-            encoding = "identity"
+        in_text = decoding in ("uuencode", "binhex")  # decoded from the text by content.py
+        encoding = decoding if decoding in ("base64", "quoted-printable") else "identity"
+        first_child = len(self.result.parts)
         is_text = (
-            uuencoded
+            in_text
             or part.declared_type in ("", "text/plain", "text/html", "text/enriched")
             or (part.declared_type.startswith("text/") and not part.filenames)
         )
@@ -498,10 +683,20 @@ class Walker:
         part.size = sink.size
         part.decoded_path = path
         part.magic_type = magictype.detect(sink.head, self.settings, want_detail=not is_text or bool(part.filenames))
-        if sink.text_marks:
+        if sink.text_marks or decoding == "binhex":
             look_into_text(self.sink, part)
         look_into_file(self.sink, part, sink.head)
+        if part.scan_alone:  # what the text held came the same unusual way
+            for child in self.result.parts[first_child:]:
+                child.scan_alone = child.scan_alone or not child.container
         return hit
+
+
+def _has_bare_cr(chunk: bytes, after_cr: bool) -> bool:
+    """Whether a chunk holds a CR not followed by LF (`after_cr`: the chunk before ended with a CR)."""
+    if after_cr and not chunk.startswith(b"\n"):
+        return True
+    return chunk.count(b"\r") - chunk.count(b"\r\n") - chunk.endswith(b"\r") > 0
 
 
 def _types_differ(first: bytes, last: bytes) -> bool:
