@@ -74,12 +74,13 @@ def test_message_without_blank_line_stops_at_the_limit(tmp_path):
         os.close(fd)
 
 
-def test_a_line_holding_only_a_cr_does_not_end_the_block():
-    # Readers differ on `\r\n` inside LF mail; the widest reading is kept so forged headers after it are found.
-    head = b"From: a@example.net\n\r\nX-Spam-Flag: NO\n\nbody\n"
+def test_an_empty_crlf_line_ends_the_block_as_readers_end_it():
+    # A locally injected CRLF message: the body must not be read (and rewritten) as headers.
+    head = b"From: a@example.net\r\nSubject: hi\r\n\r\nX-Spam-Flag: NO\r\nbody\r\n"
     end = split_header_block(head)
-    assert head[:end] == b"From: a@example.net\n\r\nX-Spam-Flag: NO\n"
-    assert rewrite_headers(head[:end], FORGED_NAMES, SPAM_PREFIXES) == b"From: a@example.net\n\r\n"
+    assert head[:end] == b"From: a@example.net\r\nSubject: hi\r\n"
+    assert [name for name, _ in reader_headers(head[:end])] == [name for name, _ in reader_headers(head)]
+    assert split_header_block(b"\r\nbody\n") == 0
 
 
 # ---------------------------------------------------------------- reading values

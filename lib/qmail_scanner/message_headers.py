@@ -46,14 +46,15 @@ def rfc2822_date(when: float | None = None) -> str:
 def split_header_block(head: bytes, fd: int | None = None, limit: int = HEADER_BLOCK_LIMIT) -> int:
     """Offset where the header block ends (just after the last header line's newline).
 
-    `head` is the start of the message; when the blank line is not in it, more is read
+    The block ends at the first empty line, LF or CRLF, as mail readers and the unpacker end
+    it. `head` is the start of the message; when the empty line is not in it, more is read
     from `fd` up to `limit`. A message that is all headers ends at its last newline.
     """
-    if head.startswith(b"\n"):
+    if head.startswith((b"\n", b"\r\n")):
         return 0
-    end = head.find(b"\n\n")
+    end = _empty_line(head, 0)
     if end >= 0:
-        return end + 1
+        return end
     if fd is not None and len(head) < limit:
         more = bytearray(head)
         while len(more) < limit:
@@ -61,11 +62,17 @@ def split_header_block(head: bytes, fd: int | None = None, limit: int = HEADER_B
             if not chunk:
                 break
             more += chunk
-            end = more.find(b"\n\n", max(0, len(more) - len(chunk) - 1))
+            end = _empty_line(more, max(0, len(more) - len(chunk) - 2))
             if end >= 0:
-                return end + 1
+                return end
         head = bytes(more)
     return head.rfind(b"\n") + 1
+
+
+def _empty_line(data: bytes | bytearray, start: int) -> int:
+    """Offset just after the newline that precedes the first empty line (LF or CRLF) from `start`, or -1."""
+    found = [end for end in (data.find(b"\n\n", start), data.find(b"\n\r\n", start)) if end >= 0]
+    return min(found) + 1 if found else -1
 
 
 def read_header_block(head: bytes, fd: int) -> tuple[bytes, int]:
