@@ -8,7 +8,8 @@ PYTHON=${PYTHON:-python3}
 
 DEBIAN_PACKAGES="gcc libc6-dev libmagic1 tnef maildrop clamav clamav-daemon clamdscan clamav-testfiles
 spamassassin spamd spamc rspamd chromium logrotate perl
-make groff-base ucspi-tcp ripmime"
+make groff-base ucspi-tcp ripmime
+libarchive13 libarchive-tools 7zip xorriso gcab zstd xz-utils bzip2"
 
 debian() {
     missing=""
