@@ -54,8 +54,10 @@ def look_inside(sink: PartSink, part: Part, decoder: DecodingSink) -> None:
 
 def look_into_text(sink: PartSink, part: Part) -> None:
     """Every uuencode, BinHex and yEnc block becomes a part of its own; inline PGP is noted."""
+    from .decoding import sink_encoding
     from .textcodings import block_start
 
+    binhex_part = sink_encoding(part.transfer_encoding) == "binhex"
     pieces: dict[str, BlockWriter] = {}  # multi-part yEnc files by name: later pieces join the first
     with open(part.decoded_path or "", "rb") as text:
         block: TextBlock | None = None
@@ -72,13 +74,17 @@ def look_into_text(sink: PartSink, part: Part) -> None:
                 sink.result.add_crypto("PGP(signed)")
             elif line.startswith(b"-----BEGIN PGP MESSAGE"):
                 sink.result.add_crypto("PGP(encrypted)")
-            block = block_start(line, part.declared_type)
+            block = block_start(line, part.declared_type, binhex_part)
             if block is None:
                 continue
             sink.tick()
             writer = _writer_for(sink, part, block, pieces)
             if writer is None:
                 break
+            if not block.start(writer.write):
+                block.finish()
+                writer.finish(block)
+                block = writer = None
         if block is not None and writer is not None:
             block.finish()
             writer.finish(block)
@@ -135,7 +141,6 @@ class BlockWriter:
         if self.fd < 0 and self.part is not None and self.part.decoded_path:
             self.fd = os.open(self.part.decoded_path, os.O_WRONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
         self.block = block
-        block.out = self.write
         if block.kind == "binhex":
             block.out_rsrc = self.write_rsrc  # type: ignore[attr-defined]
 

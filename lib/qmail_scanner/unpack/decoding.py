@@ -155,9 +155,10 @@ class DecodingSink:
             self.text_marks = False
             self.tail = b""
         self.block = block
-        block.out = self._emit
         self.block_state = "in"
         self.watch_text = False  # the decoded payload is a file, not text to look into
+        if not block.start(self._emit):
+            self._end_block()
 
     def _end_block(self) -> None:
         block = self.block

@@ -13,8 +13,8 @@ import subprocess
 
 from ..outcomes import TEMP_TIMEOUT, TemporaryFailure
 from . import magictype
-from .content import look_into_file, look_into_text, may_be_archive
-from .decoding import NEW_FILE_FLAGS
+from .content import BINHEX_TYPES, look_into_file, look_into_text, may_be_archive
+from .decoding import MARK_TAIL, NEW_FILE_FLAGS, has_block_mark
 from .headers import claimed_filenames, first_header, header_text, parse_headers, split_content_header
 from .walker import MAX_HEADER_BLOCK
 
@@ -22,8 +22,6 @@ TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
     from ..settings import Settings
     from .sink import PartSink, Unpacked
-
-TEXT_MARKS = (b"begin ", b"begin-base64 ", b"-----BEGIN PGP ")
 
 
 def list_sections(settings: Settings, message_path: str, timeout: float) -> list[dict[str, str]]:
@@ -106,26 +104,19 @@ def unpack_with_reformime(message_path: str, sink: PartSink) -> Unpacked:
                 head = decoded.read(magictype.HEAD_BYTES)
                 is_text = (
                     encoding in ("x-uuencode", "uuencode", "x-uue")
-                    or declared
-                    in (
-                        "",
-                        "text/plain",
-                        "text/html",
-                        "text/enriched",
-                    )
+                    or declared in ("", "text/plain", "text/html", "text/enriched")
                     or (declared.startswith("text/") and not part.filenames)
                 )
                 part.magic_type = magictype.detect(head, settings, want_detail=not is_text or bool(part.filenames))
-                marked = False
-                if is_text:
-                    decoded.seek(0)
-                    tail = b""
-                    while chunk := decoded.read(1 << 20):
-                        window = tail + chunk
-                        if any(mark in window for mark in TEXT_MARKS):
-                            marked = True
-                            break
-                        tail = chunk[-20:]
+                # Every part is looked at for files written as text, as the walker's DecodingSink does.
+                marked = declared in BINHEX_TYPES
+                decoded.seek(0)
+                tail = b""
+                at_start = True
+                while not marked and (chunk := decoded.read(1 << 20)):
+                    marked = has_block_mark(tail + chunk, at_start)
+                    tail = chunk[-MARK_TAIL:]
+                    at_start = False
             if marked:
                 look_into_text(sink, part)
             if may_be_archive(part):
