@@ -675,7 +675,7 @@ class Walker:
             or (part.declared_type.startswith("text/") and not part.filenames)
         )
         path = self.sink.work_file(part)
-        sink = DecodingSink(self.sink.take_budget, path, encoding, watch_text=is_text)
+        sink = DecodingSink(self.sink.take_budget, path, encoding, watch_text=True)  # every leaf (has_block_mark)
         try:
             hit = reader.scan_body(boundaries, sink, self.match)
         finally:
