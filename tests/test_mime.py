@@ -174,8 +174,8 @@ def test_zip_members_listed_with_sizes_and_types_without_unzip(spool: Path, work
         (("tool.exe",), len(FAKE_EXE), "a.zip"),
     ]
     assert members[1].magic_type == "application/x-dosexec"
-    # Decoded and typed without --unzip too; clamd reads deflate zips itself, so nothing is handed to it alone.
-    assert members[1].decoded_path and not members[1].scan_alone
+    # Decoded and typed without --unzip too; clamd reads deflate zips itself: not handed to it alone, no work file.
+    assert members[1].decoded_path is None and not members[1].scan_alone
 
 
 def test_nested_zips_are_followed_with_unzip(spool: Path, work: Path) -> None:

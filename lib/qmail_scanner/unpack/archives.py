@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 RATIO_MIN_BYTES = 1 << 20  # a high ratio matters only for members that expand to this much
 TNEF_IN_MEMORY_LIMIT = 32 << 20  # tnefparse reads the whole file; bigger ones go to the tnef program
 COPY_CHUNK = 1 << 16
+MEMORY_MEMBER_BYTES = 4 << 20  # a member clamd reads itself stays in memory up to this size, no work file
 ARCHIVE_SUFFIXES = (".zip", ".rar", ".7z", ".tnef")
 TNEF_NAMES = ("winmail.dat", "win.dat")
 TNEF_TYPES = ("application/ms-tnef", "application/vnd.ms-tnef")
@@ -188,21 +189,55 @@ class _Walk:
         limit = self.output_left
         if compressed_size >= 0:
             limit = min(limit, max(RATIO_MIN_BYTES, compressed_size * sink.settings.max_expansion_ratio))
-        head = _extract(sink, read, part, limit, self.container)
+        settings = sink.settings
+        scan_alone = (
+            not clamd_reads or part.depth >= CLAMD_MAX_RECURSION - 1 or settings.unzip or settings.av_scan_parts
+        )
+        head, data = _extract(sink, read, part, limit, self.container, keep_file=scan_alone)
         self.output_left -= part.size
-        part.magic_type = magictype.detect(head, sink.settings)
-        part.scan_alone = not clamd_reads or part.depth >= CLAMD_MAX_RECURSION - 1 or sink.settings.unzip
-        if magictype.archive_kind(head, part.decoded_path, part.size) or looks_like_archive(part, head):
+        part.magic_type = magictype.detect(head, settings)
+        part.scan_alone = scan_alone and part.decoded_path is not None
+        if _nested_kind(head, data, part) or looks_like_archive(part, head):
+            if part.decoded_path is None:
+                _write_member(sink, part, data)
             _inspect(sink, part, f"{self.container}/{name}", self.depth + 1, self.level + 1)
         return not sink.stopped
 
 
-def _extract(sink: PartSink, read: Callable[[int], bytes], member: Part, limit: int, container: str) -> bytes:
-    """Copy a member to a work file within the ratio and decoded-bytes limits; return its head."""
-    path = sink.work_file(member)
+def _nested_kind(head: bytes, data: bytes | None, part: Part) -> str:
+    """A member's archive format: from its work file, or from all of it when it stayed in memory."""
+    if data is None:
+        return magictype.archive_kind(head, part.decoded_path, part.size)
+    kind = magictype.archive_kind(head, None, len(head))
+    if kind:
+        return kind
+    if magictype.ZIP_END in data[-magictype.ZIP_END_SEARCH :]:
+        return "zip"
+    return "iso9660" if data[magictype.ISO_MARK_AT : magictype.ISO_MARK_AT + 5] in magictype.ISO_MARKS else ""
+
+
+def _write_member(sink: PartSink, part: Part, data: bytes | None) -> None:
+    """A member kept in memory goes to a work file after all: it is an archive to open."""
+    path = sink.work_file(part)
     fd = os.open(path, NEW_FILE_FLAGS, 0o600)
-    member.decoded_path = path
-    head = b""
+    try:
+        os.write(fd, data or b"")
+    finally:
+        os.close(fd)
+    part.decoded_path = path
+
+
+def _extract(
+    sink: PartSink, read: Callable[[int], bytes], member: Part, limit: int, container: str, keep_file: bool
+) -> tuple[bytes, bytes | None]:
+    """Decode a member within the ratio and decoded-bytes limits: (its head, all of it when it stayed in memory).
+
+    Members clamd reads in the raw message need no work file: they stay in memory while they
+    are small (creating a file costs more than decoding a .docx member), and spill to a work
+    file past MEMORY_MEMBER_BYTES or when the member is to be handed to clamd.
+    """
+    pieces: list[bytes] = []
+    fd = -1
     written = 0
     try:
         while True:
@@ -220,14 +255,26 @@ def _extract(sink: PartSink, read: Callable[[int], bytes], member: Part, limit: 
             chunk = chunk[: sink.take_budget(len(chunk))]
             if not chunk:
                 break
-            if len(head) < magictype.HEAD_BYTES:
-                head += chunk[: magictype.HEAD_BYTES - len(head)]
-            os.write(fd, chunk)
+            if fd < 0 and (keep_file or written + len(chunk) > MEMORY_MEMBER_BYTES):
+                member.decoded_path = sink.work_file(member)
+                fd = os.open(member.decoded_path, NEW_FILE_FLAGS, 0o600)
+                if pieces:
+                    os.write(fd, b"".join(pieces))
+            if fd >= 0:
+                if written < magictype.HEAD_BYTES:
+                    pieces.append(chunk[: magictype.HEAD_BYTES - written])
+                os.write(fd, chunk)
+            else:
+                pieces.append(chunk)
             written += len(chunk)
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
         member.size = written
-    return head
+    data = b"".join(pieces)
+    if fd >= 0:
+        return data[: magictype.HEAD_BYTES], None
+    return data[: magictype.HEAD_BYTES], data
 
 
 def _read_zip_own(walk: _Walk, path: str) -> bool:
