@@ -311,6 +311,12 @@ def messages() -> dict[str, bytes]:
         b'--cal\nContent-Type: multipart/alternative; boundary="calx"\n\n'
         b"--calx\n" + text_part() + b"--calx--\n--cal--\n"
     )
+    # A comment before the boundary's value: Python's email and GMime take "cm", MIME-tools
+    # takes "(note)cm" and finds no delimiter; the harmless text is read both ways.
+    m["ambiguous-boundary.eml"] = (
+        HEAD + b"Subject: comment\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=(note)cm\n\n"
+        b"--cm\n" + text_part() + b"--cm--\n"
+    )
     m["conflicting-filenames.eml"] = multipart(
         b"cf", [text_part(), attachment(b"application/octet-stream", b"report.txt", b"data", b"report.doc")]
     )

@@ -13,28 +13,6 @@ _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 _HEADER_NAME_BYTES = bytes(c for c in range(33, 127) if c != ord(":"))  # printable, no blank, no colon
 _TOKEN_BYTES = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.*"
 NAME_PARAMETERS = (("content-type", "name"), ("content-disposition", "filename"))
-# What readers decode a Content-Transfer-Encoding as, by its token (after comments, quotes,
-# encoded words and anything after `;` or a blank are dropped): anything else is left as it is.
-DECODINGS = {
-    "": "identity",
-    "7bit": "identity",
-    "8bit": "identity",
-    "binary": "identity",
-    "base64": "base64",
-    "quoted-printable": "quoted-printable",
-    "x-uuencode": "uuencode",
-    "uuencode": "uuencode",
-    "x-uue": "uuencode",
-    "uue": "uuencode",
-    "x-uu": "uuencode",
-    "uu": "uuencode",
-    "binhex": "binhex",
-    "binhex40": "binhex",
-    "x-binhex": "binhex",
-    "x-binhex40": "binhex",
-    "mac-binhex": "binhex",
-    "mac-binhex40": "binhex",
-}
 # The spellings every reader (and clamd) decodes alike: the plain path.
 PLAIN_ENCODINGS = frozenset(
     ["", "7bit", "8bit", "binary", "base64", "quoted-printable", "x-uuencode", "uuencode", "x-uue"]
@@ -205,20 +183,18 @@ def strip_unquoted_comments(text: str) -> str:
     return "".join(pieces)
 
 
-def transfer_decoding(text: str) -> tuple[str, bool]:
-    """(What readers decode a Content-Transfer-Encoding as, spelled as every reader and clamd read it?)
+def transfer_token(text: str) -> tuple[str, bool]:
+    """(The Content-Transfer-Encoding token readers decode by, spelled as every reader and clamd read it?)
 
-    `text` is the header value, stripped and lower-cased. The decoding is identity, base64,
-    quoted-printable, uuencode or binhex. An unusual spelling (`base64 (comment)`, `"base64"`,
-    `BASE64;`, an encoded word, `x-uu`) is read as the most forgiving reader reads it: some
-    decode it, some do not, and clamd may not.
+    `text` is the header value, stripped and lower-cased. An unusual spelling (`base64
+    (comment)`, `"base64"`, `BASE64;`, `base64; x=y`, an encoded word) is read as the most
+    forgiving reader reads it: some decode it, some do not, and clamd may not.
     """
     if text in PLAIN_ENCODINGS:
-        return DECODINGS[text], True
+        return text, True
     token = decode_words(text) if "=?" in text else text
     token = strip_unquoted_comments(token).replace('"', " ").replace(";", " ").strip()
-    token = token.split(None, 1)[0].lower() if token else ""
-    return DECODINGS.get(token, "identity"), False
+    return (token.split(None, 1)[0].lower() if token else ""), False
 
 
 def _skip_blanks(text: str, position: int) -> int:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 
 from . import magictype
-from .content import look_into_file, look_into_text
-from .decoding import NEW_FILE_FLAGS, DecodingSink
+from .content import look_inside
+from .decoding import NEW_FILE_FLAGS, DecodingSink, sink_encoding
 from .headers import (
     HEADER_SPELLING,
     boundary_candidates,
@@ -25,7 +25,7 @@ from .headers import (
     looks_like_parameter,
     parse_headers,
     split_content_header,
-    transfer_decoding,
+    transfer_token,
 )
 
 TYPE_CHECKING = False  # importing typing costs every message milliseconds
@@ -47,7 +47,9 @@ MAX_BOUNDARY_LINE = 4096  # a line this long cannot be a delimiter we honour
 SPLITTABLE_HEADERS = (b"content-type", b"content-disposition")
 # Parts this deep are handed to clamd decoded: its own recursion limit may stop short of them.
 ALONE_DEPTH = 12
+MAX_BARE_CRS = 10000  # beyond this many, every text part of the copy with CRs as line ends is read again
 IDENTITY_ENCODINGS = ("", "7bit", "8bit", "binary")
+TEXT_DECODINGS = ("uuencode", "binhex", "yenc")  # files written as text, decoded from the body's blocks
 __all__ = ["Reader", "Walker"]
 
 
@@ -219,9 +221,11 @@ class Walker:
         # files and walked as messages of their own, with offsets from an origin of their own.
         self.decoded: dict[tuple, list[str]] = {}  # (container key, where it ended) -> decoded bodies
         self.origins: dict[tuple, int] = {}
-        self.line_copies: dict[str, str] = {}  # a file with bare CRs -> its copy with them read as line ends
+        # A file with bare CRs -> its copy with them read as line ends, and where they are (None: too many to list).
+        self.line_copies: dict[str, tuple[str, list[int] | None]] = {}
         self.alone = False  # parts met now reach us by a way clamd does not read: hand them to it decoded
         self.unopened = False  # in a container clamd may not open: encoded parts are handed to it decoded
+        self.lines: list[int] | bool | None = False  # walking a copy with bare CRs made line ends: where they were
 
     def run(self) -> Unpacked:
         """Walk the message once; if it is ambiguous (--fix-mime 1), once more per planned reading."""
@@ -260,18 +264,31 @@ class Walker:
         finally:
             reader.close()
         if reader.bare_cr:
-            self.walk_lines(self.message_path, ("top",), 0, top=True)
+            self.walk_lines(self.message_path, None, 0, top=True)
 
     def walk_file(
-        self, path: str, origin_key: tuple, depth: int, boundary: bytes = b"", alone: bool = True, top: bool = False
+        self,
+        path: str,
+        origin_key: tuple | None,
+        depth: int,
+        boundary: bytes = b"",
+        alone: bool = True,
+        top: bool = False,
+        lines: list[int] | bool | None = False,
     ) -> None:
-        """Walk a decoded body as readers do: a message of its own, or (with `boundary`) a multipart's body."""
-        from .readings import DECODED_ORIGIN
+        """Walk a decoded body as readers do: a message of its own, or (with `boundary`) a multipart's body.
 
-        origin = DECODED_ORIGIN * self.origins.setdefault(origin_key, len(self.origins) + 1)
+        `origin_key` names the container whose body this is (None: the message itself); `lines`:
+        the file is a copy with bare CRs made line ends, read at the offsets of the original.
+        """
+        origin = 0
+        if origin_key is not None:
+            from .readings import DECODED_ORIGIN  # decoded containers are rare: their reader pays
+
+            origin = DECODED_ORIGIN * self.origins.setdefault(origin_key, len(self.origins) + 1)
         reader = Reader(path, self.sink.tick, origin)
-        saved = self.alone, self.unopened
-        self.alone, self.unopened = self.alone or alone, self.unopened or not alone
+        saved = self.alone, self.unopened, self.lines
+        self.alone, self.unopened, self.lines = self.alone or alone, self.unopened or not alone, lines
         try:
             self.sink.tick()
             if boundary:
@@ -280,34 +297,57 @@ class Walker:
                 self.read_entity(reader, depth, [], top=top, embedded=not top)
         finally:
             reader.close()
-            self.alone, self.unopened = saved
-        if reader.bare_cr:
+            self.alone, self.unopened, self.lines = saved
+        if reader.bare_cr and lines is False:
             self.walk_lines(path, origin_key, depth, boundary, top)
 
-    def walk_lines(self, path: str, origin_key: tuple, depth: int, boundary: bytes = b"", top: bool = False) -> None:
-        """Walk a file with bare CRs once more, each CR read as a line end (Python's email and GMime do)."""
-        copy = self.line_copies.get(path)
-        if copy is None:
-            copy = os.path.join(self.sink.unpack_dir, f"lines{len(self.line_copies):04d}")
-            self.line_copies[path] = copy
-            out = os.open(copy, NEW_FILE_FLAGS, 0o600)
-            try:
-                with open(path, "rb") as source:
-                    pending = b""
-                    while True:
-                        self.sink.tick()
-                        chunk = source.read(CHUNK_BYTES)
-                        data = pending + chunk
-                        pending = data[-1:] if chunk and data.endswith(b"\r") else b""
-                        data = data[: len(data) - len(pending)].replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-                        view = memoryview(data)
-                        while view:
-                            view = view[os.write(out, view) :]
-                        if not chunk:
-                            break
-            finally:
-                os.close(out)
-        self.walk_file(copy, ("lines", origin_key), depth, boundary, top=top)
+    def walk_lines(
+        self, path: str, origin_key: tuple | None, depth: int, boundary: bytes = b"", top: bool = False
+    ) -> None:
+        """Walk a file with bare CRs once more, each one read as a line end (Python's email and GMime do).
+
+        The copy has the same length (a bare CR becomes an LF, CRLF stays), so every entity
+        starts at the offset it has in the original: what both readings share is read once.
+        """
+        if path not in self.line_copies:
+            self.line_copies[path] = self.copy_lines(path, origin_key)
+        copy, bare_crs = self.line_copies[path]
+        self.walk_file(copy, origin_key, depth, boundary, top=top, lines=bare_crs)
+
+    def copy_lines(self, path: str, origin_key: tuple | None) -> tuple[str, list[int] | None]:
+        """A copy of the file with every bare CR an LF; and the offsets of those CRs (None: more than listed)."""
+        import re
+
+        from .readings import DECODED_ORIGIN
+
+        origin = DECODED_ORIGIN * self.origins[origin_key] if origin_key is not None else 0
+        copy = os.path.join(self.sink.unpack_dir, f"lines{len(self.line_copies):04d}")
+        bare_crs: list[int] | None = []
+        out = os.open(copy, NEW_FILE_FLAGS, 0o600)
+        try:
+            with open(path, "rb") as source:
+                done = origin
+                pending = b""
+                while True:
+                    self.sink.tick()
+                    chunk = source.read(CHUNK_BYTES)
+                    data = pending + chunk
+                    pending = data[-1:] if chunk and data.endswith(b"\r") else b""
+                    data = data[: len(data) - len(pending)]
+                    if bare_crs is not None:
+                        bare_crs += [done + m.start() for m in re.finditer(rb"\r(?!\n)", data)]
+                        if len(bare_crs) > MAX_BARE_CRS:
+                            bare_crs = None
+                    data = data.replace(b"\r\n", b"\0\n").replace(b"\r", b"\n").replace(b"\0\n", b"\r\n")
+                    done += len(data)
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(out, view) :]
+                    if not chunk:
+                        break
+        finally:
+            os.close(out)
+        return copy, bare_crs
 
     def choose_way(self, point: tuple, rule: str, text: str, count: int) -> int:
         """Name an ambiguity read in `count` ways; which way this pass reads it (0 the first)."""
@@ -475,10 +515,11 @@ class Walker:
             _words_differ,
         )
         encoding = header_text(encoding_value).strip().lower() if encoding_value is not None else ""
-        decoding, plain = transfer_decoding(encoding)
+        token, plain = transfer_token(encoding)
+        decoding = sink_encoding(token)  # base64, quoted-printable, uuencode, binhex, yenc or identity
         self.pick([v for k, v in headers if k == "content-disposition"], start, "content-disposition", _never)
         body_offset = reader.offset()
-        if top and self.passes == 1 and not reader.origin:
+        if top and self.passes == 1 and not reader.origin and not self.lines:
             self.result.top_headers = raw_headers
             self.result.body_offset = body_offset
         filenames = claimed_filenames(headers) if b"name" in raw_headers.lower() else ()
@@ -493,10 +534,12 @@ class Walker:
         message = early_end is None and not container and declared.startswith("message/")
         part = self.containers.get(key) if container else None
         reused = part is not None
-        if part is None and not container and self.passes > 1 and key in self.leaves:
+        # A leaf an earlier reading decoded is not decoded again; in the copy with bare CRs made
+        # line ends only text reads differently.
+        if part is None and not container and (self.passes > 1 or self.lines is not False) and key in self.leaves:
             if early_end is not None:
                 return early_end
-            hit = self.skip_known_leaf(reader, key, boundaries)
+            hit = self.skip_known_leaf(reader, key, boundaries, decoding == "identity")
             if hit is not None:
                 if message:
                     self.open_message(key, reader.offset(), depth)
@@ -554,10 +597,11 @@ class Walker:
         hit = self.read_leaf(reader, part, boundaries, decoding)
         self.leaves.setdefault(key, set()).add(reader.offset())
         if message:
-            if decoding in ("uuencode", "binhex"):  # the message is what the text holds
-                bodies = [p.decoded_path for p in self.result.parts[first_child:] if p.decoded_path and not p.container]
-            else:
-                bodies = [part.decoded_path] if part.decoded_path else []
+            bodies = [part.decoded_path] if part.decoded_path else []
+            if decoding in TEXT_DECODINGS:  # the message may be what a block in the text holds
+                bodies += [
+                    p.decoded_path for p in self.result.parts[first_child:] if p.decoded_path and not p.container
+                ]
             self.decoded[(key, reader.offset())] = bodies
             self.open_message(key, reader.offset(), depth)
         return hit
@@ -570,7 +614,7 @@ class Walker:
         if depth >= self.sink.max_depth:
             self.sink.too_deep()
             return
-        encoded = transfer_decoding(key[3])[0] != "identity"
+        encoded = sink_encoding(transfer_token(key[3])[0]) != "identity"
         for number, body in enumerate(bodies):
             self.walk_file(body, (key, end, number), depth + 1, alone=encoded)
 
@@ -607,14 +651,27 @@ class Walker:
         self.walk_file(body, (key, end), depth, boundary)
         return hit
 
-    def skip_known_leaf(self, reader: Reader, key: tuple, boundaries: list[bytes]) -> Hit | None:
-        """A leaf an earlier reading decoded: its hit when it ends where it ended then, else None (read it anew)."""
+    def skip_known_leaf(self, reader: Reader, key: tuple, boundaries: list[bytes], text: bool) -> Hit | None:
+        """A leaf an earlier reading decoded: its hit when it ends where it ended then, else None (read it anew).
+
+        In the copy with bare CRs made line ends, a `text` (undecoded) body holding one of them reads differently.
+        """
         body_offset = reader.offset()
         hit = reader.scan_body(boundaries, None, self.match)
-        if reader.offset() in self.leaves[key]:
+        end = reader.offset()
+        if end in self.leaves[key] and not (text and self.lines is not False and self.bare_cr_in(body_offset, end)):
             return hit
         reader.seek(body_offset)
         return None
+
+    def bare_cr_in(self, start: int, end: int) -> bool:
+        """Whether the file the copy with CRs as line ends was made from had a bare CR between these offsets."""
+        if not isinstance(self.lines, list):
+            return True
+        from bisect import bisect_left
+
+        index = bisect_left(self.lines, start)
+        return index < len(self.lines) and self.lines[index] < end
 
     def pick_boundary(self, params: list[tuple[str, str]], start: int, content_type: bytes | None) -> tuple[str, bool]:
         """The boundary this reading takes, and whether it is one only some readers take.
@@ -666,16 +723,15 @@ class Walker:
 
     def read_leaf(self, reader: Reader, part: Part, boundaries: list[bytes], decoding: str) -> Hit:
         """Decode a body to a work file, then look inside it (type, uuencode, archives)."""
-        in_text = decoding in ("uuencode", "binhex")  # decoded from the text by content.py
-        encoding = decoding if decoding in ("base64", "quoted-printable") else "identity"
         first_child = len(self.result.parts)
         is_text = (
-            in_text
+            decoding in TEXT_DECODINGS
             or part.declared_type in ("", "text/plain", "text/html", "text/enriched")
             or (part.declared_type.startswith("text/") and not part.filenames)
         )
         path = self.sink.work_file(part)
-        sink = DecodingSink(self.sink.take_budget, path, encoding, watch_text=True)  # every leaf (has_block_mark)
+        # Every leaf is watched for text encodings (decoding.has_block_mark).
+        sink = DecodingSink(self.sink.take_budget, path, decoding, watch_text=True)
         try:
             hit = reader.scan_body(boundaries, sink, self.match)
         finally:
@@ -683,9 +739,7 @@ class Walker:
         part.size = sink.size
         part.decoded_path = path
         part.magic_type = magictype.detect(sink.head, self.settings, want_detail=not is_text or bool(part.filenames))
-        if sink.text_marks or decoding == "binhex":
-            look_into_text(self.sink, part)
-        look_into_file(self.sink, part, sink.head)
+        look_inside(self.sink, part, sink)
         if part.scan_alone:  # what the text held came the same unusual way
             for child in self.result.parts[first_child:]:
                 child.scan_alone = child.scan_alone or not child.container
