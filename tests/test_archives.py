@@ -238,8 +238,11 @@ def test_hostile_corrupt_archive_is_quarantined_with_the_reason(tmp_path, spool,
 
 def test_legit_shapes_are_delivered(tmp_path, spool, work):  # noqa: F811
     document = zip_of([("[Content_Types].xml", b"<Types/>"), ("word/document.xml", b"<w:document/>" * 100)])
-    # A document with junk after it (as some mail gateways append), a "zip" that is really text, an empty zip.
+    seven = made_by_tool(tmp_path, "7z", [("report.txt", os.urandom(3000))])
+    # A document with junk after it (as some mail gateways append), a "zip" that is really text, an empty zip,
+    # a 7z cut short (its header is at the end: 7-Zip and bsdtar cannot open it, no member can reach the user).
     for name, data in (
+        ("Attachment.zip", seven[: len(seven) // 2]),
         ("report.docx", document + b"\r\n-- \r\nsent from my phone\r\n"),
         ("notes.zip", b"these are my notes, not a zip\n" * 10),
         ("empty.zip", zip_of([])),

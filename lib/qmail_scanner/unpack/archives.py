@@ -46,9 +46,6 @@ CLAMD_ZIP_METHODS = frozenset({0, 8, 12})  # stored, deflate, bzip2
 OWN_ZIP_METHODS = frozenset({0, 8, 12, 14})  # what ziplisting decodes: stored, deflate, bzip2, lzma
 SINGLE_FILE_KINDS = ("gzip", "bzip2", "xz", "zstd", "lzip")
 SINGLE_FILE_SUFFIXES = (".tgz", ".gz", ".bz2", ".tbz2", ".tbz", ".xz", ".txz", ".zst", ".tzst", ".lz", ".z")
-# Found by a leading signature, an unreadable archive is quarantined. Found only by what is
-# inside it (an end record near the tail), it may be a coincidence: logged, not quarantined.
-STRONG = True
 
 
 class Unreadable(Exception):
@@ -110,12 +107,17 @@ def _inspect(sink: PartSink, part: Part, container: str, depth: int, level: int)
         else:
             _read_without_libarchive(walk, path, part)
     except Unreadable as problem:
-        if strong or walk.members:
+        # Not one member could be read and nothing says the format is one we lack: a truncated or
+        # damaged file that 7-Zip and bsdtar cannot open either, so it delivers no payload; the
+        # virus scanners still see its bytes. Past the first member, or a method or feature this
+        # host lacks, it is an archive the user may open and we cannot: quarantined.
+        lacking = "support" in str(problem) or "no reader" in str(problem)
+        if (strong and lacking) or walk.members:
             sink.result.add_finding(
                 "archive-unreadable", f"Disallowed archive: {_printable(container)}: {problem}", container
             )
         else:
-            _log(f"{container} looked like a {kind} archive but is not one ({problem})")
+            _log(f"{container} looks like a {kind} archive, but no member of it can be read ({problem})")
 
 
 def _printable(text: str) -> str:
@@ -316,7 +318,7 @@ def _read_zip_own(walk: _Walk, path: str) -> bool:
                     return True
                 continue
             if entry.method not in OWN_ZIP_METHODS:
-                raise Unreadable(f"{entry.name} uses compression method {entry.method}, which no reader here decodes")
+                raise Unreadable(f"{entry.name} uses compression method {entry.method}, which is not supported here")
             try:
                 with open_member(source, entry) as stream:
                     keep_going = walk.member(
