@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: all demo test deps venv lint bench bench-engine corpus load load-engine soak clean help
+.PHONY: all demo test deps venv lint bench bench-engine corpus differential load load-engine soak clean help
 
 all: help
 
@@ -13,6 +13,7 @@ help:
 	@echo "make bench   per-message cost and unpacking speed, as ratios against a baseline"
 	@echo "make bench-smtp  SMTP sessions through the real qmail-smtpd: no filter, simscan, this project (root)"
 	@echo "make corpus  real-world mail from other projects through the program: outcomes per kind"
+	@echo "make differential [N=3000]  crafted messages: what real mail parsers extract that the unpacker misses"
 	@echo "make lint    ruff"
 	@echo "make bench-engine  the resident engine's workers over 10,000 messages: RSS and fds (root)"
 	@echo "make load    concurrent senders through the program with faults, then an accounting"
@@ -45,6 +46,10 @@ bench-engine: deps
 
 corpus: venv
 	$(PY) benchmarks/corpus.py
+
+N ?= 3000
+differential: deps
+	$(PY) benchmarks/differential.py --count $(N)
 
 bench-smtp: deps
 	$(PY) benchmarks/bench_smtp.py

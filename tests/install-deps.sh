@@ -1,6 +1,6 @@
 #!/bin/sh
 # Install what the tests and the demo need: Debian packages (as root) and a venv.
-# Usage: tests/install-deps.sh [debian|testbed|venv|all]
+# Usage: tests/install-deps.sh [debian|node|testbed|venv|all]
 set -eu
 cd "$(dirname "$0")/.."
 what=${1:-all}
@@ -9,7 +9,8 @@ PYTHON=${PYTHON:-python3}
 DEBIAN_PACKAGES="gcc libc6-dev libmagic1 tnef maildrop clamav clamav-daemon clamdscan clamav-testfiles
 spamassassin spamd spamc rspamd chromium logrotate perl
 make groff-base ucspi-tcp ripmime
-libarchive13 libarchive-tools 7zip xorriso gcab zstd xz-utils bzip2"
+libarchive13 libarchive-tools 7zip xorriso gcab zstd xz-utils bzip2
+libmime-tools-perl maildir-utils"
 
 debian() {
     missing=""
@@ -32,6 +33,23 @@ debian() {
     for service in clamav-daemon clamav-freshclam spamd spamassassin rspamd; do
         if command -v systemctl >/dev/null 2>&1; then systemctl stop "$service" >/dev/null 2>&1 || true; fi
     done
+}
+
+# node and the pinned mailparser for the differential harness (tests/differential). A node that is
+# already there (e.g. a newer one from another source, with its own npm) is kept.
+node_deps() {
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        if [ "$(id -u)" != 0 ]; then
+            echo "install-deps: node and npm are missing (run as root to install them)" >&2
+            return 0
+        fi
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm >/dev/null
+    fi
+    stamp=tests/differential/node_modules/.installed
+    if [ ! -f "$stamp" ] || [ tests/differential/package-lock.json -nt "$stamp" ]; then
+        (cd tests/differential && npm ci --silent --no-audit --no-fund >/dev/null)
+        touch "$stamp"
+    fi
 }
 
 # The real qmail test bed (tests/testbed/build.py): notqmail in /var/qmail and simscan, built once
@@ -57,8 +75,9 @@ venv() {
 
 case "$what" in
     debian) debian ;;
+    node) node_deps ;;
     testbed) testbed ;;
     venv) venv ;;
-    all) debian; testbed; venv ;;
-    *) echo "usage: $0 [debian|testbed|venv|all]" >&2; exit 2 ;;
+    all) debian; node_deps; testbed; venv ;;
+    *) echo "usage: $0 [debian|node|testbed|venv|all]" >&2; exit 2 ;;
 esac

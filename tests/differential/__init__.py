@@ -1,0 +1,1 @@
+"""The differential harness: crafted messages, what real mail parsers extract from them, and what our unpacker sees."""
