@@ -312,3 +312,24 @@ def test_eicar_in_an_lzma_zip_is_found_by_real_clamd(tmp_path, spool, work, clam
 @pytest.mark.parametrize("tool", ["7zz", "bsdtar", "xorriso", "gcab", "zstd", "xz", "bzip2"])
 def test_the_archive_tools_are_installed(tool):
     assert shutil.which(tool), f"{tool} missing: tests/install-deps.sh installs it"
+
+
+@pytest.mark.parametrize(("kind", "name"), [*FORMATS, ("iso", "a.iso")], ids=[k for k, _ in FORMATS] + ["iso"])
+def test_clamd_finds_eicar_in_every_format_raw_or_handed_decoded(tmp_path, work, clamd_server, kind, name):  # noqa: F811
+    """What the unpacker leaves to clamd's own reading of the message, clamd must really read."""
+    from qmail_scanner.scanners import run_virus_scanners
+    from scanner_fixtures import scan_settings, spooled_message
+    from test_scanners_clamd import clamd_config
+
+    raw = message_with(name, made_by_tool(tmp_path, kind, [("statement.txt", EICAR)]))
+    settings = scan_settings(
+        clamd_config(clamd_server.socket_path), spooldir=str(tmp_path / "spool2"), libarchive_path=libarchive_path()
+    )
+    message = spooled_message(tmp_path, raw, settings)
+    message.unpacked = unpack_bytes(raw, work, settings)
+    try:
+        (result,) = run_virus_scanners(message)
+    finally:
+        os.close(message.message_fd)
+    assert not result.failed, result.failure_reason
+    assert [f.rule.startswith("Eicar-Test-Signature") for f in result.findings] == [True]
