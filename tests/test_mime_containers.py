@@ -330,3 +330,17 @@ def _eicar_message() -> bytes:
         + program_part(EICAR, b"eicar.com")
         + b"--in--\n"
     )
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        b'Content-Type: message/partial; id="p@x"; number=2; total=2\n\nnlzNO8mVGVkbzXm8W55Zaellt0KqRv0ysF6H9+ol\n',
+        b"Content-Type: message/delivery-status\n\nThis message was undeliverable:\n\nAction: failed\n",
+    ],
+    ids=["later fragment", "free text in a delivery status"],
+)
+def test_bodies_that_are_no_message_are_not_read_as_one(part: bytes, work: Path, spool: Path) -> None:
+    settings = make_settings(spool, fix_mime=2)
+    unpacked = unpack_bytes(mixed(part), work, settings)
+    assert blocking_rules(all_findings(unpacked, settings)) == set()

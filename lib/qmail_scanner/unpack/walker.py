@@ -530,8 +530,15 @@ class Walker:
         container = early_end is None and (
             declared.startswith("multipart/") or (declared == "message/rfc822" and encoding in IDENTITY_ENCODINGS)
         )
-        # Every other message/* is a leaf decoded as written, then read as the message readers see in it.
-        message = early_end is None and not container and declared.startswith("message/")
+        # Every other message/* is a leaf decoded as written, then read as the message readers see in it
+        # (not a delivery status, whose body is fields; not a later fragment, which starts mid-message).
+        message = (
+            early_end is None
+            and not container
+            and declared.startswith("message/")
+            and declared != "message/delivery-status"
+            and (declared != "message/partial" or all(v.strip() == "1" for n, v in params if n == "number"))
+        )
         part = self.containers.get(key) if container else None
         reused = part is not None
         # A leaf an earlier reading decoded is not decoded again; in the copy with bare CRs made
