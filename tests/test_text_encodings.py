@@ -139,6 +139,11 @@ VARIANTS = {
         "text/plain",
         "Content-Transfer-Encoding: base64\n",
     ),
+    "uu-base64-octet-stream": with_part(
+        base64.encodebytes(uuencode(PROGRAM, b"begin 644 notes.dat")),
+        "application/octet-stream; name=notes.uue",
+        "Content-Transfer-Encoding: base64\n",
+    ),
     "uu-message-body": single(TEXT + uuencode(PROGRAM, b"begin 0755 notes.dat")),
     "uu-attached-message": with_part(
         b"Subject: inner\nContent-Type: application/octet-stream\n\n" + uuencode(PROGRAM, b"Begin 644 notes.dat"),

@@ -36,6 +36,7 @@ SINK_ENCODINGS = {
     "x-yenc": "yenc",
     "yenc": "yenc",
 }
+ENCODED = ("base64", "quoted-printable")
 MARK_TAIL = 48  # bytes of the previous chunk kept so that a block start split between chunks is seen
 
 
@@ -176,8 +177,14 @@ class DecodingSink:
         if len(self.head) < magictype.HEAD_BYTES:
             self.head += data[: magictype.HEAD_BYTES - len(self.head)]
         if self.watch_text and not self.text_marks:
-            self.text_marks = has_block_mark(self.tail + data, not self.size)
-            self.tail = data[-MARK_TAIL:]
+            if not self.size and self.encoding in ENCODED and b"\0" in data[:4096]:
+                # A base64/quoted-printable body that decodes to binary (an image, an archive): no
+                # reader looks for uuencode, BinHex or yEnc in it (ripmime does in raw bodies only),
+                # and watching megabytes of it would cost a fifth of the decoding time.
+                self.watch_text = False
+            else:
+                self.text_marks = has_block_mark(self.tail + data, not self.size)
+                self.tail = data[-MARK_TAIL:]
         allowed = self.take_budget(len(data))
         if allowed < len(data):
             data = data[:allowed]
