@@ -460,3 +460,11 @@ def clamd_findings(tmp_path, raw: bytes, socket_path: str) -> list[str]:
 def test_clamd_finds_eicar_written_as_text(tmp_path, clamd_server, raw):
     rules = clamd_findings(tmp_path, raw, clamd_server.socket_path)
     assert any(rule.startswith("Eicar-Test-Signature") for rule in rules), rules
+
+
+@pytest.mark.parametrize("variant", ["uu-octet-stream", "uu-BEGIN-upper", "binhex-mac-binhex40-no-magic", "yenc-cte"])
+def test_the_reformime_unpacker_finds_them_too(spool, work, variant):
+    settings = make_settings(spool, mime_unpacker="reformime", reformime_binary=_need("reformime"))
+    unpacked = unpack_bytes(VARIANTS[variant], work, settings)
+    assert unpacked.unpacker == "reformime"
+    assert PROGRAM_SHA in decoded_hashes(unpacked)
