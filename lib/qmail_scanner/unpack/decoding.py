@@ -37,6 +37,7 @@ SINK_ENCODINGS = {
     "yenc": "yenc",
 }
 ENCODED = ("base64", "quoted-printable")
+BINARY_HEAD = 4096  # a NUL in the first this many decoded bytes of an encoded body: binary, not watched
 MARK_TAIL = 48  # bytes of the previous chunk kept so that a block start split between chunks is seen
 
 
@@ -177,7 +178,7 @@ class DecodingSink:
         if len(self.head) < magictype.HEAD_BYTES:
             self.head += data[: magictype.HEAD_BYTES - len(self.head)]
         if self.watch_text and not self.text_marks:
-            if not self.size and self.encoding in ENCODED and b"\0" in data[:4096]:
+            if self.size < BINARY_HEAD and self.encoding in ENCODED and b"\0" in data[: BINARY_HEAD - self.size]:
                 # A base64/quoted-printable body that decodes to binary (an image, an archive): no
                 # reader looks for uuencode, BinHex or yEnc in it (ripmime does in raw bodies only),
                 # and watching megabytes of it would cost a fifth of the decoding time.
