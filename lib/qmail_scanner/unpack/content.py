@@ -35,8 +35,8 @@ def may_be_archive(part: Part) -> bool:
 
 
 def look_into_file(sink: PartSink, part: Part, head: bytes) -> None:
-    """Archives, TNEF: list members (and extract them when configured)."""
-    if may_be_archive(part):
+    """Archives and TNEF, found by signature, by name, or as 7-Zip finds them (a zip behind bytes, an ISO image)."""
+    if may_be_archive(part) or magictype.archive_kind(head, part.decoded_path, part.size):
         from .archives import inspect_archive
 
         sink.tick()

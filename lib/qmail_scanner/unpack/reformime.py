@@ -13,7 +13,7 @@ import subprocess
 
 from ..outcomes import TEMP_TIMEOUT, TemporaryFailure
 from . import magictype
-from .content import BINHEX_TYPES, look_into_file, look_into_text, may_be_archive
+from .content import BINHEX_TYPES, look_into_file, look_into_text
 from .decoding import MARK_TAIL, NEW_FILE_FLAGS, has_block_mark
 from .headers import claimed_filenames, first_header, header_text, parse_headers, split_content_header
 from .walker import MAX_HEADER_BLOCK
@@ -119,6 +119,5 @@ def unpack_with_reformime(message_path: str, sink: PartSink) -> Unpacked:
                     at_start = False
             if marked:
                 look_into_text(sink, part)
-            if may_be_archive(part):
-                look_into_file(sink, part, head)
+            look_into_file(sink, part, head)
     return sink.result
