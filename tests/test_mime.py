@@ -345,19 +345,17 @@ def test_50_mb_attachment_peak_memory(tmp_path: Path) -> None:
     assert int(rss_kb) < 64 * 1024, f"peak RSS {int(rss_kb) // 1024} MB"
 
 
-def test_clean_small_message_is_cheap(spool: Path, work: Path) -> None:
+def test_clean_small_message_takes_one_pass_and_one_work_file(spool: Path, work: Path) -> None:
+    """Its cost is measured by make bench; here, that the plain path does no extra work: one pass, nothing for clamd."""
     text = b"From: a@example.org\nTo: b@example.net\nSubject: hi\nMessage-ID: <1@x>\n\n" + b"Just text.\n" * 370
     path = work / "small.eml"
     path.write_bytes(text)
-    settings = make_settings(spool)
-    timings = []
-    for number in range(30):
-        unpack_dir = work / f"u{number}"
-        unpack_dir.mkdir()
-        started = time.perf_counter()
-        mime.unpack(str(path), str(unpack_dir), settings, lambda: 100.0)
-        timings.append(time.perf_counter() - started)
-    assert sorted(timings)[len(timings) // 2] < 0.001
+    unpack_dir = work / "u"
+    unpack_dir.mkdir()
+    unpacked = mime.unpack(str(path), str(unpack_dir), make_settings(spool), lambda: 100.0)
+    assert (unpacked.readings, len(unpacked.parts), unpacked.ambiguities) == (1, 1, [])
+    assert not unpacked.parts[0].scan_alone
+    assert [entry.name for entry in unpack_dir.iterdir()] == ["p00000"]
 
 
 def test_unpack_imports_only_cheap_modules() -> None:
