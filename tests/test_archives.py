@@ -333,3 +333,218 @@ def test_clamd_finds_eicar_in_every_format_raw_or_handed_decoded(tmp_path, work,
         os.close(message.message_fd)
     assert not result.failed, result.failure_reason
     assert [f.rule.startswith("Eicar-Test-Signature") for f in result.findings] == [True]
+
+
+# --- zip methods no library here reads: Deflate64 (Windows Explorer's "Send to > Compressed folder" for large
+# files) and implode (PKZIP 1.x): 7-Zip decodes them, else the inflate64 module (Deflate64), else quarantine.
+
+SEVENZIP = shutil.which("7zz") or ""
+CLAM_EXE = (Path("/usr/share/clamav-testfiles") / "clam.exe").read_bytes()
+
+
+def deflate64_zip(tmp_path: Path, members: list[tuple[str, bytes]]) -> bytes:
+    data = made_by_tool(tmp_path, "zip-Deflate64", members)
+    methods = {info.compress_type for info in zipfile.ZipFile(io.BytesIO(data)).infolist()}
+    assert methods == {9}, methods  # 7-Zip really wrote Deflate64 (it falls back to stored for tiny files)
+    return data
+
+
+def implode_zip() -> bytes:
+    """The only implode writer is PKZIP 1.x: clamav-testfiles' clam.impl.zip is such an archive."""
+    data = (Path("/usr/share/clamav-testfiles") / "clam.impl.zip").read_bytes()
+    assert [info.compress_type for info in zipfile.ZipFile(io.BytesIO(data)).infolist()] == [6]
+    return data
+
+
+def test_the_configure_probe_finds_7zip_decoding_deflate64():
+    from qsconfigure.probes import probe_sevenzip
+
+    found = probe_sevenzip()
+    assert found.found and found.value == SEVENZIP, found
+
+
+def test_deflate64_member_is_decoded_by_7zip_and_blocked_by_its_real_type(tmp_path, spool, work):  # noqa: F811
+    notes = b"quarterly figures, region by region\n" * 2000
+    archive = deflate64_zip(tmp_path, [(INNOCENT, PROGRAM), ("notes.txt", notes)])
+    unpacked, rules = unpack_archive(tmp_path, spool, work, "Compressed.zip", archive, sevenzip_binary=SEVENZIP)
+    (member,) = members_named(unpacked, INNOCENT)
+    assert member.magic_type == "application/x-dosexec"
+    assert "application/x-dosexec" in rules and "archive-unreadable" not in rules
+    # clamd reads Deflate64 itself (clam.d64.zip below): the member needs no work file of its own.
+    assert not member.scan_alone
+    (text,) = members_named(unpacked, "notes.txt")
+    assert text.size == len(notes)
+    assert not list(work.rglob("member*.zip")), "the one-member copies handed to 7-Zip are removed"
+
+
+def test_implode_member_is_decoded_by_7zip(tmp_path, spool, work):  # noqa: F811
+    unpacked, rules = unpack_archive(tmp_path, spool, work, "old.zip", implode_zip(), sevenzip_binary=SEVENZIP)
+    (member,) = members_named(unpacked, "CLAM.EXE")
+    assert member.magic_type == "application/x-dosexec" and member.size == len(CLAM_EXE)
+    assert "archive-unreadable" not in rules
+
+
+def test_without_7zip_the_inflate64_module_decodes_deflate64(tmp_path, spool, work):  # noqa: F811
+    import inflate64
+
+    site = str(Path(inflate64.__file__).parent.parent)
+    archive = deflate64_zip(tmp_path, [(INNOCENT, PROGRAM), ("notes.txt", b"x" * 300_000)])
+    unpacked, rules = unpack_archive(
+        tmp_path, spool, work, "a.zip", archive, sevenzip_binary="", have_inflate64=True, extra_sys_path=(site,)
+    )
+    (member,) = members_named(unpacked, INNOCENT)
+    assert member.magic_type == "application/x-dosexec"
+    assert "archive-unreadable" not in rules
+    (zeros,) = members_named(unpacked, "notes.txt")
+    assert zeros.size == 300_000  # the whole member, checked against its CRC at its end
+
+
+def test_without_7zip_or_inflate64_such_members_are_quarantined_naming_the_method(tmp_path, spool, work):  # noqa: F811
+    archive = deflate64_zip(tmp_path, [(INNOCENT, PROGRAM)])
+    for name, data, method in (("a.zip", archive, "9 (deflate64)"), ("old.zip", implode_zip(), "6 (implode)")):
+        unpacked, rules = unpack_archive(tmp_path, spool, work, name, data, sevenzip_binary="", have_inflate64=False)
+        assert "archive-unreadable" in rules, name
+        reason = next(f.reason for f in unpacked.findings if f.rule == "archive-unreadable")
+        assert f"compression method {method}" in reason and name in reason
+
+
+def test_a_corrupt_deflate64_member_is_quarantined_with_7zips_reason(tmp_path, spool, work):  # noqa: F811
+    archive = bytearray(deflate64_zip(tmp_path, [(INNOCENT, PROGRAM + os.urandom(3000))]))
+    archive[200:240] = os.urandom(40)
+    unpacked, rules = unpack_archive(tmp_path, spool, work, "a.zip", bytes(archive), sevenzip_binary=SEVENZIP)
+    assert "archive-unreadable" in rules
+    reason = next(f.reason for f in unpacked.findings if f.rule == "archive-unreadable")
+    assert INNOCENT in reason and "7-Zip could not decode it" in reason
+
+
+def test_7zip_output_stops_at_the_decoded_bytes_budget(tmp_path, spool, work):  # noqa: F811
+    text = b"".join(b"line %d of a long report\n" % n for n in range(400_000))  # 10 MB, compresses about 10 times
+    archive = deflate64_zip(tmp_path, [("report.txt", text)])
+    unpacked, rules = unpack_archive(
+        tmp_path, spool, work, "a.zip", archive, sevenzip_binary=SEVENZIP, max_decoded_bytes=1_000_000
+    )
+    assert "decoded-size" in rules
+    (member,) = members_named(unpacked, "report.txt")
+    assert member.size <= 1_000_000
+    assert not list(work.rglob("member*.zip"))
+
+
+@pytest.mark.parametrize("sample", ["clam.d64.zip", "clam.impl.zip"])
+def test_clamd_reads_deflate64_and_implode_itself(tmp_path, work, clamd_server, sample):  # noqa: F811
+    """clamav-testfiles' Deflate64 and implode zips: clamd finds clam.exe in the raw message, not handed over."""
+    from daemons import CLAM_EXE_SIGNATURE
+    from qmail_scanner.scanners import run_virus_scanners
+    from scanner_fixtures import scan_settings, spooled_message
+    from test_scanners_clamd import clamd_config
+
+    raw = message_with(sample, (Path("/usr/share/clamav-testfiles") / sample).read_bytes())
+    settings = scan_settings(
+        clamd_config(clamd_server.socket_path),
+        spooldir=str(tmp_path / "spool2"),
+        libarchive_path=libarchive_path(),
+        sevenzip_binary=SEVENZIP,
+    )
+    message = spooled_message(tmp_path, raw, settings)
+    message.unpacked = unpack_bytes(raw, work, settings)
+    (member,) = [p for p in message.unpacked.parts if p.container]
+    assert member.magic_type == "application/x-dosexec" and not member.scan_alone
+    try:
+        (result,) = run_virus_scanners(message)
+    finally:
+        os.close(message.message_fd)
+    assert not result.failed, result.failure_reason
+    assert [f.rule.startswith(CLAM_EXE_SIGNATURE) for f in result.findings] == [True]
+
+
+def test_eicar_in_a_deflate64_zip_is_found_by_real_clamd(tmp_path, work, clamd_server):  # noqa: F811
+    from qmail_scanner.scanners import run_virus_scanners
+    from scanner_fixtures import scan_settings, spooled_message
+    from test_scanners_clamd import clamd_config
+
+    # EICAR alone is too short for 7-Zip to compress: padding makes it a real Deflate64 stream.
+    archive = deflate64_zip(tmp_path, [("statement.txt", EICAR + b"\n" + b"a" * 5000)])
+    raw = message_with("statement.zip", archive)
+    settings = scan_settings(
+        clamd_config(clamd_server.socket_path),
+        spooldir=str(tmp_path / "spool2"),
+        libarchive_path=libarchive_path(),
+        sevenzip_binary=SEVENZIP,
+    )
+    message = spooled_message(tmp_path, raw, settings)
+    message.unpacked = unpack_bytes(raw, work, settings)
+    try:
+        (result,) = run_virus_scanners(message)
+    finally:
+        os.close(message.message_fd)
+    assert not result.failed, result.failure_reason
+    assert [f.rule.startswith("Eicar-Test-Signature") for f in result.findings] == [True]
+
+
+# --- RAR: no free program writes RAR, so tests/rar5.py builds RAR5 archives of stored files by the format description.
+
+
+def test_the_rar5_builder_writes_what_bsdtar_and_rarfile_read(tmp_path):
+    import rarfile
+
+    from rar5 import rar5_stored
+
+    path = tmp_path / "a.rar"
+    path.write_bytes(rar5_stored([(INNOCENT, PROGRAM), ("sub/notes.txt", b"hello\n")]))
+    listing = subprocess.run(["bsdtar", "-tvf", str(path)], check=True, capture_output=True, text=True).stdout
+    assert INNOCENT in listing and "sub/notes.txt" in listing
+    extracted = subprocess.run(["bsdtar", "-xOf", str(path), INNOCENT], check=True, capture_output=True).stdout
+    assert extracted == PROGRAM
+    with rarfile.RarFile(str(path)) as archive:  # a second, independent reader (it checks the header CRCs)
+        assert archive.read("sub/notes.txt") == b"hello\n"
+        assert [info.filename for info in archive.infolist()] == [INNOCENT, "sub/notes.txt"]
+
+
+def test_a_program_in_a_rar_is_found_by_its_real_type(tmp_path, spool, work):  # noqa: F811
+    from rar5 import rar5_stored
+
+    archive = rar5_stored([(INNOCENT, PROGRAM), ("notes.txt", b"figures\n" * 100)])
+    unpacked, rules = unpack_archive(tmp_path, spool, work, "scan.rar", archive)
+    (member,) = members_named(unpacked, INNOCENT)
+    assert member.magic_type == "application/x-dosexec" and member.container == "scan.rar"
+    assert "application/x-dosexec" in rules and "archive-unreadable" not in rules
+    # Debian's clamd has no unrar: every RAR member is handed to it decoded.
+    assert member.scan_alone and Path(member.decoded_path).read_bytes() == PROGRAM
+
+
+def test_a_rar_nested_in_a_zip_is_opened(tmp_path, spool, work):  # noqa: F811
+    from rar5 import rar5_stored
+
+    outer = zip_of([("docs/scan.rar", rar5_stored([(INNOCENT, PROGRAM)]))])
+    unpacked, rules = unpack_archive(tmp_path, spool, work, "a.zip", outer)
+    (member,) = members_named(unpacked, INNOCENT)
+    assert member.container == "a.zip/docs/scan.rar" and member.magic_type == "application/x-dosexec"
+    assert "application/x-dosexec" in rules
+
+
+@pytest.mark.parametrize(
+    ("payload", "signature", "found_in"),
+    [(EICAR, "Eicar-Test-Signature", ""), (CLAM_EXE, "ClamAV-Test-File", "statement.pdf")],
+    ids=["eicar", "clam.exe"],
+)
+def test_viruses_in_a_rar_are_found_by_real_clamd(tmp_path, work, clamd_server, payload, signature, found_in):  # noqa: F811
+    """clamd (no unrar) finds stored EICAR in the raw bytes, clam.exe (an MD5 signature) only in the decoded member."""
+    from qmail_scanner.scanners import run_virus_scanners
+    from rar5 import rar5_stored
+    from scanner_fixtures import scan_settings, spooled_message
+    from test_scanners_clamd import clamd_config
+
+    raw = message_with("statement.rar", rar5_stored([("statement.pdf", payload)]))
+    settings = scan_settings(
+        clamd_config(clamd_server.socket_path), spooldir=str(tmp_path / "spool2"), libarchive_path=libarchive_path()
+    )
+    message = spooled_message(tmp_path, raw, settings)
+    message.unpacked = unpack_bytes(raw, work, settings)
+    (member,) = [p for p in message.unpacked.parts if p.container]
+    assert member.scan_alone
+    try:
+        (result,) = run_virus_scanners(message)
+    finally:
+        os.close(message.message_fd)
+    assert not result.failed, result.failure_reason
+    assert [f.rule.startswith(signature) for f in result.findings] == [True]
+    assert result.findings[0].part_name == found_in

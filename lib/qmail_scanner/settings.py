@@ -69,6 +69,8 @@ class Settings:
     have_tnefparse: bool = False
     extra_sys_path: tuple[str, ...] = ()  # site dirs holding python-magic / tnefparse
     libarchive_path: str = ""  # the system libarchive.so found by configure: 7z, rar, tar, iso, cab, zip methods
+    sevenzip_binary: str = ""  # 7-Zip (7zz, 7z, 7za) found by configure: zip methods like Deflate64, implode
+    have_inflate64: bool = False  # the inflate64 module: Deflate64 zip members when there is no 7-Zip
     max_archive_depth: int = 10  # archives inside archives; deeper is quarantined (archive-depth)
     max_depth: int = 20
     max_parts: int = 5000

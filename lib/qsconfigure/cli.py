@@ -27,6 +27,7 @@ from .probes import (
     probe_libarchive,
     probe_python,
     probe_python_module,
+    probe_sevenzip,
     run_quietly,
 )
 
@@ -193,13 +194,19 @@ def run_probes(args, log: ProbeLog) -> dict:
     tnefparse = log.check("tnefparse", lambda: probe_python_module(python.value, "tnefparse"))
     rarfile = log.check("rarfile (rar listing)", lambda: probe_python_module(python.value, "rarfile"))
     py7zr = log.check("py7zr (7z listing)", lambda: probe_python_module(python.value, "py7zr"))
+    inflate64 = log.check(
+        "inflate64 (Deflate64 zips)", lambda: probe_python_module(python.value, "inflate64", "m.Inflater()")
+    )
     extra_path = []
-    for module in (magic, tnefparse, rarfile, py7zr):
+    for module in (magic, tnefparse, rarfile, py7zr, inflate64):
         if module.found and module.value not in extra_path:
             extra_path.append(module.value)
     facts.update(have_python_magic=magic.found, have_tnefparse=tnefparse.found, extra_sys_path=extra_path)
     libarchive = log.check("libarchive (7z, rar, tar, iso, cab)", lambda: probe_libarchive(python.value))
     facts["libarchive_path"] = libarchive.value if libarchive.found else ""
+    sevenzip = log.check("7-Zip (Deflate64 and implode zips)", probe_sevenzip)
+    facts["sevenzip_binary"] = sevenzip.value if sevenzip.found else ""
+    facts["have_inflate64"] = inflate64.found
     tnef = log.check("tnef", probe_tnef)
     facts["tnef_binary"] = tnef.value if tnef.found else ""
     reformime = log.check("a working reformime", probe_reformime)

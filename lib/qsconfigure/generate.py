@@ -150,6 +150,8 @@ def build_settings(args, facts: dict, version: str, command: str) -> dict:
         "reformime_binary": facts["reformime_binary"],
         "tnef_binary": facts["tnef_binary"],
         "libarchive_path": facts.get("libarchive_path", ""),
+        "sevenzip_binary": facts.get("sevenzip_binary", ""),
+        "have_inflate64": facts.get("have_inflate64", False),
         "have_python_magic": facts["have_python_magic"],
         "have_tnefparse": facts["have_tnefparse"],
         "extra_sys_path": facts["extra_sys_path"],

@@ -40,10 +40,17 @@ FLAG_UTF8_NAME = 0x800
 
 STORED = 0
 DEFLATED = 8
+IMPLODED = 6
+DEFLATE64 = 9
 BZIP2 = 12
 LZMA = 14
+FLAG_DATA_DESCRIPTOR = 0x8
+METHOD_NAMES = {1: "shrink", 6: "implode", 9: "deflate64", 93: "zstd", 95: "xz", 97: "wavpack", 98: "ppmd"}
 
 INPUT_CHUNK = 1 << 16  # compressed bytes read from the file at a time
+# inflate64 has no output bound per call: small inputs keep one call's output (Deflate64 expands at
+# most about 30000 times) within a few tens of MB.
+DEFLATE64_INPUT_CHUNK = 1 << 10
 
 
 class ZipFormatError(Exception):
@@ -218,8 +225,8 @@ def read_listing(source: object, max_entries: int) -> ZipListing:
     return ZipListing(tuple(listed), max(declared, len(listed)), complete)
 
 
-def open_member(source: object, entry: ZipEntry) -> MemberStream:
-    """A stream of the member's decompressed bytes, after checking its local header."""
+def _data_offset(source: object, entry: ZipEntry) -> int:
+    """Where the member's compressed data starts, after checking its local header and its room in the file."""
     file_size = os.fstat(source.fileno()).st_size  # type: ignore[attr-defined]
     if entry.flags & FLAG_COMPRESSED_PATCH:
         raise ZipFormatError("compressed patched data is not supported")
@@ -236,13 +243,51 @@ def open_member(source: object, entry: ZipEntry) -> MemberStream:
     data_at = name_at + name_length + extra_length
     if data_at + entry.compressed_size > min(entry.end_offset, file_size):
         raise ZipFormatError(f"the data of {entry.name!r} overlaps what follows it or runs past the file")
-    return MemberStream(source, entry, data_at)
+    return data_at
+
+
+def open_member(source: object, entry: ZipEntry, deflate64: object = None) -> MemberStream:
+    """A stream of the member's decompressed bytes, after checking its local header.
+
+    deflate64: the optional inflate64 module's Inflater class, for Deflate64 members.
+    """
+    return MemberStream(source, entry, _data_offset(source, entry), deflate64)
+
+
+def copy_as_single_zip(source: object, entry: ZipEntry, fd: int) -> None:
+    """Write the member alone as a zip of its own (named "m") to fd, for an outside decoder.
+
+    The compressed bytes are copied as they are, with the flags the method reads (implode's
+    dictionary and tree bits, LZMA's end marker); the sizes and CRC come from the central
+    directory, so the decoder checks exactly what our listing names. No name from the mail
+    reaches the decoder's command line or its choice of member.
+    """
+    data_at = _data_offset(source, entry)
+    if max(entry.compressed_size, entry.size) >= 0xFFFFFFFF:
+        raise ZipFormatError(f"{entry.name!r} is too large to hand to another decoder")
+    flags = entry.flags & ~(FLAG_DATA_DESCRIPTOR | FLAG_UTF8_NAME)
+    sizes = (entry.method, 0, 0, entry.crc, entry.compressed_size, entry.size, 1)
+    os.write(fd, LOCAL.pack(LOCAL_SIGNATURE, MAX_EXTRACT_VERSION, 0, flags, *sizes, 0) + b"m")
+    left = entry.compressed_size
+    position = data_at
+    while left > 0:
+        source.seek(position)  # type: ignore[attr-defined]
+        chunk = source.read(min(left, INPUT_CHUNK))  # type: ignore[attr-defined]
+        if not chunk:
+            raise ZipFormatError("the file shrank while it was read")
+        os.write(fd, chunk)
+        left -= len(chunk)
+        position += len(chunk)
+    central_at = LOCAL.size + 1 + entry.compressed_size
+    versions = (MAX_EXTRACT_VERSION, 3, MAX_EXTRACT_VERSION, 0)  # made by Unix, as 7-Zip and Info-ZIP write
+    central = CENTRAL.pack(CENTRAL_SIGNATURE, *versions, flags, *sizes, 0, 0, 0, 0, 0, 0) + b"m"
+    os.write(fd, central + EOCD.pack(EOCD_SIGNATURE, 0, 0, 1, 1, len(central), central_at, 0))
 
 
 class MemberStream:
     """Decompressed bytes of one member: never reads past its compressed size, never returns more than asked."""
 
-    def __init__(self, source: object, entry: ZipEntry, data_at: int) -> None:
+    def __init__(self, source: object, entry: ZipEntry, data_at: int, deflate64: object = None) -> None:
         self._source = source
         self._position = data_at
         self._input_left = entry.compressed_size
@@ -264,6 +309,9 @@ class MemberStream:
             self._errors = (OSError, EOFError, ValueError)
         elif entry.method == LZMA:
             self._decompressor = self._lzma_decompressor()
+        elif entry.method == DEFLATE64 and deflate64 is not None:
+            self._decompressor = deflate64()  # type: ignore[operator]
+            self._errors = (ValueError,)
         else:
             raise ZipFormatError(f"compression method {entry.method} is not supported")
 
@@ -315,6 +363,10 @@ class MemberStream:
             if decompressor.eof:  # type: ignore[attr-defined]
                 self._eof = True
                 return b""
+            if self._method == DEFLATE64:
+                data = decompressor.inflate(self._read_input(DEFLATE64_INPUT_CHUNK))  # type: ignore[attr-defined]
+                self._eof = decompressor.eof or self._input_left <= 0  # type: ignore[attr-defined]
+                return data
             if decompressor.needs_input:  # type: ignore[attr-defined]
                 if self._input_left <= 0:
                     self._eof = True
