@@ -18,6 +18,7 @@ import lzma
 import os
 import random
 import shutil
+import struct
 import subprocess
 import tarfile
 import tempfile
@@ -492,6 +493,22 @@ def _tool_archive(argv_for: object, name: str, payload: bytes, out_name: str) ->
             return made.read()
 
 
+def tnef(name: str, data: bytes) -> bytes:
+    """A minimal winmail.dat: TNEF version, code page, then one attachment's title and data."""
+
+    def attribute(level: int, attribute_id: int, value: bytes) -> bytes:
+        checksum = sum(value) & 0xFFFF
+        return struct.pack("<BII", level, attribute_id, len(value)) + value + struct.pack("<H", checksum)
+
+    out = struct.pack("<IH", 0x223E9F78, 0x0001)
+    out += attribute(1, 0x00089006, struct.pack("<I", 0x00010000))  # attTnefVersion
+    out += attribute(1, 0x00069007, b"1252\x00\x00\x00\x00")  # attOemCodepage
+    out += attribute(2, 0x00069002, b"\x01\x00" + b"\x00" * 12)  # attAttachRendData: starts the attachment
+    out += attribute(2, 0x00018010, name.encode() + b"\x00")  # attAttachTitle
+    out += attribute(2, 0x0006800F, data)  # attAttachData
+    return out
+
+
 ARCHIVE_KINDS = [
     "zip-stored",
     "zip-deflate",
@@ -509,6 +526,7 @@ ARCHIVE_KINDS = [
     "zstd",
     "iso9660",
     "cab",
+    "tnef",
 ]
 
 
@@ -553,6 +571,8 @@ def make_archive(kind: str, name: str, payload: bytes) -> tuple[bytes | None, st
         ), "files.iso"
     if kind == "cab":
         return _tool_archive(lambda s, n, o: ["gcab", "-c", "-z", o, n], name, payload, "a.cab"), "files.cab"
+    if kind == "tnef":
+        return tnef(name, payload), "winmail.dat"
     raise ValueError(kind)
 
 
@@ -585,6 +605,145 @@ def past_limits(draw: st.DrawFn) -> Case:
     return case("past-limits", f"zip nested {depth}", draw(line_ending(message)), payload, archive)
 
 
+# ---------------------------------------------------------------- more tricks some reader accepts
+
+
+@st.composite
+def structure(draw: st.DrawFn) -> Case:
+    """MIME structure that readers repair differently."""
+    payload = draw(payloads())
+    n = next(_serial)
+    attach = attachment_b64(payload)
+    body = multipart([TEXT, attach], f"s{n}")
+    ctype = f'Content-Type: multipart/mixed; boundary="s{n}"'
+    variant = draw(
+        st.sampled_from(
+            [
+                "text/plain first, multipart second",
+                "multipart first, text/plain second",
+                "space before colon",
+                "no MIME-Version",
+                "no blank line after part headers",
+                "inner boundary same as outer",
+                "no closing delimiter",
+                "junk after delimiter",
+                "attachment in alternative",
+                "only Content-Disposition",
+                "type text/plain, base64 program",
+                "header block ends with CR LF LF",
+                "folded Content-Type first line",
+            ]
+        )
+    )
+    extra = [ctype]
+    mime = True
+    if variant == "text/plain first, multipart second":
+        extra = ["Content-Type: text/plain", ctype]
+    elif variant == "multipart first, text/plain second":
+        extra = [ctype, "Content-Type: text/plain"]
+    elif variant == "space before colon":
+        extra = [f'Content-Type : multipart/mixed; boundary="s{n}"']
+    elif variant == "no MIME-Version":
+        mime = False
+    elif variant == "no blank line after part headers":
+        body = multipart([TEXT, attach.replace(b'filename="setup.exe"\n\n', b'filename="setup.exe"\n')], f"s{n}")
+    elif variant == "inner boundary same as outer":
+        inner = part(f'multipart/mixed; boundary="s{n}"', multipart([attach], f"s{n}"))
+        body = multipart([TEXT, inner], f"s{n}")
+    elif variant == "no closing delimiter":
+        body = body[: body.rindex(f"--s{n}--".encode())]
+    elif variant == "junk after delimiter":
+        body = body.replace(f"--s{n}\n".encode(), f"--s{n} junk\n".encode())
+    elif variant == "attachment in alternative":
+        inner = part(f'multipart/alternative; boundary="a{n}"', multipart([TEXT, attach], f"a{n}"))
+        body = multipart([inner], f"s{n}")
+    elif variant == "only Content-Disposition":
+        body = multipart(
+            [
+                TEXT,
+                b'Content-Disposition: attachment; filename="setup.exe"\n'
+                b"Content-Transfer-Encoding: base64\n\n" + b64(payload),
+            ],
+            f"s{n}",
+        )
+    elif variant == "type text/plain, base64 program":
+        body = multipart([TEXT, part("text/plain", b64(payload), "base64")], f"s{n}")
+    elif variant == "folded Content-Type first line":
+        extra = [f'Content-Type:\n multipart/mixed;\n boundary="s{n}"']
+    message = headers(extra, mime=mime) + b"\n" + body
+    if variant == "header block ends with CR LF LF":
+        message = message.replace(b"\n\n", b"\r\n\n", 1)
+    return case("structure", variant, draw(line_ending(message)), payload)
+
+
+@st.composite
+def base64_forms(draw: st.DrawFn) -> Case:
+    """Base64 and quoted-printable bodies written the way some encoders (or attackers) write them."""
+    payload = draw(payloads())
+    text = base64.b64encode(payload)
+    variant = draw(
+        st.sampled_from(
+            [
+                "one long line",
+                "padding in the middle",
+                "junk characters",
+                "missing padding",
+                "spaces inside",
+                "short lines",
+                "text before the base64",
+                "qp soft breaks every 20 characters",
+                "qp lower-case hex",
+            ]
+        )
+    )
+    cte = "base64"
+    if variant == "one long line":
+        body = text + b"\n"
+    elif variant == "padding in the middle":
+        cut = 3 * (len(payload) // 6)
+        body = b64(payload[:cut]) + b64(payload[cut:])
+    elif variant == "junk characters":
+        body = b"\n".join(b"*" + text[i : i + 60] + b"!" for i in range(0, len(text), 60)) + b"\n"
+    elif variant == "missing padding":
+        body = b64(payload).rstrip(b"=\n") + b"\n"
+    elif variant == "spaces inside":
+        body = b"\n".join(b" ".join(text[i + j : i + j + 4] for j in range(0, 60, 4)) for i in range(0, len(text), 60))
+        body += b"\n"
+    elif variant == "short lines":
+        body = b64(payload, 4)
+    elif variant == "text before the base64":
+        body = b"This is the attachment:\n\n" + b64(payload)
+    elif variant == "qp soft breaks every 20 characters":
+        cte = "quoted-printable"
+        encoded = binascii.b2a_qp(payload, quotetabs=True, istext=False).replace(b"=\n", b"")
+        body = b"=\n".join(encoded[i : i + 20] for i in range(0, len(encoded), 20)) + b"\n"
+    else:
+        cte = "quoted-printable"
+        body = qp(payload).replace(b"=0D", b"=0d").replace(b"=FF", b"=ff").replace(b"=AB", b"=ab")
+    message = mixed([part("application/octet-stream", body, cte, "setup.exe")])
+    return case("base64-forms", variant, draw(line_ending(message)), payload)
+
+
+@st.composite
+def preamble_epilogue(draw: st.DrawFn) -> Case:
+    """The payload outside every part: in a multipart's preamble or epilogue, uuencoded or as a whole part."""
+    payload = draw(payloads())
+    n = next(_serial)
+    where = draw(st.sampled_from(["preamble", "epilogue"]))
+    how = draw(st.sampled_from(["uuencode", "part-like", "nested preamble"]))
+    hidden = uuencode(payload) if how != "part-like" else attachment_b64(payload)
+    if how == "nested preamble":
+        inner = part(f'multipart/mixed; boundary="i{n}"', hidden + multipart([TEXT], f"i{n}"))
+        body = multipart([TEXT, inner], f"o{n}")
+        where = "inner preamble"
+    elif where == "preamble":
+        body = multipart([TEXT], f"o{n}", preamble=hidden)
+    else:
+        body = multipart([TEXT], f"o{n}") + hidden
+    message = headers([f'Content-Type: multipart/mixed; boundary="o{n}"']) + b"\n" + body
+    return case("preamble-epilogue", f"{how} in {where}", draw(line_ending(message)), payload)
+
+
 CLASSES = {
     "control": control,
     "rfc822-encoded": rfc822_encoded,
@@ -599,6 +758,9 @@ CLASSES = {
     "text-encodings": text_encodings,
     "archives": archives,
     "past-limits": past_limits,
+    "structure": structure,
+    "base64-forms": base64_forms,
+    "preamble-epilogue": preamble_epilogue,
 }
 
 
