@@ -38,6 +38,7 @@ from qmail_scanner.settings import ScannerConfig
 from scanner_fixtures import scan_settings, spooled_message
 
 GENERATED_PER_SEED = 200
+TEST_ESCAPES = Path("/tmp/diff-escapes-tests")  # `make differential` keeps its examples in /tmp/diff-escapes
 FIXED_SEED = 20260101
 RANDOM_SEED = random.randrange(2**32)
 
@@ -51,11 +52,11 @@ def test_every_reference_parser_is_installed():
 
 def _report(run: compare.Run) -> str:
     escapes = compare.escape_variants(run)
-    saved = compare.save_escapes(run)
+    saved = compare.save_escapes(run, TEST_ESCAPES)
     lines = [
         f"{cls}: " + "; ".join(f"{v} x{n}" for v, n in variants.most_common()) for cls, variants in escapes.items()
     ]
-    return f"escapes ({saved} examples in {compare.ESCAPES_DIR}):\n" + "\n".join(lines)
+    return f"escapes ({saved} examples in {TEST_ESCAPES}):\n" + "\n".join(lines)
 
 
 @pytest.mark.parametrize("seed", [FIXED_SEED, RANDOM_SEED], ids=["fixed-seed", f"random-seed-{RANDOM_SEED}"])
