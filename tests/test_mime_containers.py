@@ -344,3 +344,12 @@ def test_bodies_that_are_no_message_are_not_read_as_one(part: bytes, work: Path,
     settings = make_settings(spool, fix_mime=2)
     unpacked = unpack_bytes(mixed(part), work, settings)
     assert blocking_rules(all_findings(unpacked, settings)) == set()
+
+
+def test_boundary_without_a_semicolon_before_it_is_read(work: Path, spool: Path) -> None:
+    message = mixed(program_part(), b"zz", b"").replace(
+        b"multipart/mixed; boundary=zz", b'multipart/mixed boundary="zz"'
+    )
+    found, rules = program_parts(message, work, spool)
+    assert found and all(p.scan_alone for p in found)
+    assert "application/x-dosexec" in rules

@@ -415,7 +415,9 @@ def boundary_spellings(value: bytes) -> list[str]:
         return []
     found: list[str] = []
     for spelled in dict.fromkeys((text, strip_unquoted_comments(text))):
-        _, _, rest = spelled.partition(";")
+        main, semicolon, rest = spelled.partition(";")
+        if not semicolon and main.strip().count(" ") and "=" in main:
+            rest = main.strip().split(None, 1)[1]  # `multipart/mixed boundary="x"`: ripmime reads it
         for name, raw in _raw_params(";" + rest):
             if name.lower() != "boundary":
                 continue
