@@ -50,6 +50,31 @@ def look_inside(sink: PartSink, part: Part, decoder: DecodingSink) -> None:
     if decoder.text_marks or part.declared_type in BINHEX_TYPES:
         look_into_text(sink, part)
     look_into_file(sink, part, decoder.head)
+    if decoder.alternative_path:
+        _other_reading(sink, part, decoder.alternative_path)
+
+
+def _other_reading(sink: PartSink, part: Part, path: str) -> None:
+    """The body as the readers that decode it another way get it: a part of its own, handed to clamd too."""
+    other = sink.new_part(
+        part.depth,
+        part.declared_type,
+        part.raw_headers,
+        filenames=part.filenames,
+        transfer_encoding=part.transfer_encoding,
+        reading="quoted-printable soft line break inside an escape",
+        scan_alone=True,
+    )
+    if other is None:
+        os.unlink(path)
+        return
+    other.decoded_path = sink.work_file(other)
+    os.rename(path, other.decoded_path)
+    other.size = os.path.getsize(other.decoded_path)
+    with open(other.decoded_path, "rb") as decoded:
+        head = decoded.read(magictype.HEAD_BYTES)
+    other.magic_type = magictype.detect(head, sink.settings)
+    look_into_file(sink, other, head)
 
 
 def look_into_text(sink: PartSink, part: Part) -> None:

@@ -38,6 +38,7 @@ SINK_ENCODINGS = {
 }
 ENCODED = ("base64", "quoted-printable")
 BINARY_HEAD = 4096  # a NUL in the first this many decoded bytes of an encoded body: binary, not watched
+_HEX = frozenset(bytes([c]) for c in b"0123456789ABCDEFabcdef")
 MARK_TAIL = 48  # bytes of the previous chunk kept so that a block start split between chunks is seen
 
 
@@ -92,6 +93,12 @@ class DecodingSink:
         self.block: TextBlock | None = None  # uuencode/binhex/yenc transfer encoding: the block being decoded
         self.block_state = "before"  # before the block's first line, "in" it, "after" it
         self.block_name: str | None = None  # the file name the block's header gave
+        # Quoted-printable with a soft line break inside an =XX escape ("=9=\n0"): Python's email,
+        # MIME-tools, ripmime and GMime keep the escape as text, mailparser joins the lines first
+        # and decodes it. From the first such break on, the joined reading goes to a second file.
+        self.alternative_path = ""
+        self._alternative_fd = -1
+        self._alternative_pending = b""
 
     def __call__(self, data: bytes) -> None:
         if self.encoding == "base64":
@@ -116,7 +123,10 @@ class DecodingSink:
             if cut == 0 and len(data) > MAX_LINE:
                 cut = len(data) - 2  # a soft break or =XX may straddle the cut
             self.pending = data[cut:]
-            self._emit(binascii.a2b_qp(data[:cut]))
+            lines = data[:cut]
+            if self._alternative_fd >= 0 or splits_an_escape(lines):
+                self._decode_joined(lines)
+            self._emit(binascii.a2b_qp(lines))
         elif self.encoding == "identity":
             self._emit(data)
         else:
@@ -172,6 +182,21 @@ class DecodingSink:
                 self.block_name = header_text(block.name)
         self.block_state = "after"
 
+    def _decode_joined(self, lines: bytes) -> None:
+        """Quoted-printable read as mailparser reads it: soft line breaks removed before the escapes are decoded."""
+        if self._alternative_fd < 0:
+            self.alternative_path = self.path + ".joined"
+            self._alternative_fd = os.open(self.alternative_path, NEW_FILE_FLAGS, 0o600)
+            with open(self.path, "rb") as so_far:  # both readings agree up to here
+                while chunk := so_far.read(1 << 16):
+                    _write_all(self._alternative_fd, chunk[: self.take_budget(len(chunk))])
+        joined = (self._alternative_pending + lines).replace(b"=\r\n", b"").replace(b"=\n", b"")
+        # A logical line that a soft break continues into the next piece waits for it.
+        cut = joined.rfind(b"\n") + 1 if lines.endswith((b"=\n", b"=\r\n")) else len(joined)
+        self._alternative_pending = joined[cut:]
+        decoded = binascii.a2b_qp(joined[:cut])
+        _write_all(self._alternative_fd, decoded[: self.take_budget(len(decoded))])
+
     def _emit(self, data: bytes) -> None:
         if not data:
             return
@@ -190,10 +215,7 @@ class DecodingSink:
         if allowed < len(data):
             data = data[:allowed]
         self.size += len(data)
-        view = memoryview(data)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
+        _write_all(self.fd, data)
 
     def close(self, last_newline: bool = False) -> None:
         """Flush what is pending and close the file."""
@@ -201,13 +223,39 @@ class DecodingSink:
             if self.encoding == "base64":
                 self._emit(decode_base64(self.pending + b"=" * (-len(self.pending) % 4)))
             elif self.encoding == "quoted-printable":
+                if self._alternative_fd >= 0 or splits_an_escape(self.pending):
+                    self._decode_joined(self.pending + b"\n" if self.pending.endswith(b"=") else self.pending)
                 self._emit(binascii.a2b_qp(self.pending))
             else:
                 self._line(self.pending)
             self.pending = b""
         if self.block_state == "in":
             self._end_block()  # cut off: what was decoded stays
+        if self._alternative_fd >= 0:
+            if self._alternative_pending:
+                decoded = binascii.a2b_qp(self._alternative_pending)
+                _write_all(self._alternative_fd, decoded[: self.take_budget(len(decoded))])
+            os.close(self._alternative_fd)
+            self._alternative_fd = -1
         os.close(self.fd)
+
+
+def splits_an_escape(lines: bytes) -> bool:
+    """Whether a soft line break in quoted-printable text falls inside an =XX escape ("==\n", "=A=\n")."""
+    for soft_break in (b"=\n", b"=\r\n"):
+        at = lines.find(soft_break)
+        while at >= 0:
+            if lines[at - 1 : at] == b"=" or (lines[at - 2 : at - 1] == b"=" and lines[at - 1 : at] in _HEX):
+                return True
+            at = lines.find(soft_break, at + 2)
+    return False
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
 
 
 def decode_base64(data: bytes) -> bytes:
