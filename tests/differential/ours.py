@@ -20,7 +20,9 @@ import tempfile
 import time
 
 # Settings as the generated program has them by default, plus what configure finds on this machine
-# (tnef, tnefparse); --fix-mime 1. Archive members are extracted (--unzip yes) unless --set unzip=0.
+# (tnef, tnefparse, libarchive, 7-Zip, inflate64); --fix-mime 1. And --unzip: without it the same
+# decoders keep small members that clamd reads in the raw message itself in memory (typed, not
+# written), and a payload is compared by the hash of a work file.
 BASE_SETTINGS: dict[str, object] = {"fix_mime": 1, "unzip": True, "block_password_protected": False}
 
 
@@ -36,9 +38,26 @@ def _settings(overrides: dict[str, object]) -> object:
         values["have_tnefparse"] = True
     except ImportError:
         values["have_tnefparse"] = False
+    values.update(_archive_readers())
     values.update(overrides)
     known = {f.name for f in fields(Settings)}
     return Settings(**{k: v for k, v in values.items() if k in known})
+
+
+def _archive_readers() -> dict[str, object]:
+    """libarchive, 7-Zip and inflate64 as configure's own probes find them (a tree before them has none)."""
+    try:
+        from qsconfigure.probes import probe_libarchive, probe_python_module, probe_sevenzip
+    except ImportError:
+        return {}
+    libarchive = probe_libarchive(sys.executable)
+    sevenzip = probe_sevenzip()
+    inflate64 = probe_python_module(sys.executable, "inflate64", "m.Inflater()")
+    return {
+        "libarchive_path": libarchive.value if libarchive.found else "",
+        "sevenzip_binary": sevenzip.value if sevenzip.found else "",
+        "have_inflate64": inflate64.found,
+    }
 
 
 def _unpack_function():
