@@ -33,6 +33,7 @@ from differential.generator import (
     simple_message,
     uuencode,
 )
+from differential.ours import archive_readers
 from qmail_scanner import inspection
 from qmail_scanner.settings import ScannerConfig
 from scanner_fixtures import scan_settings, spooled_message
@@ -211,9 +212,11 @@ def test_generated_eicar_messages_are_quarantined_with_a_real_clamd(tmp_path, cl
     sample = [item for items in by_class.values() for item in items[:3]][:EICAR_SAMPLE]
     assert sample
     config = ScannerConfig("clamd", "virus", (clamd_server.socket_path,), connect_timeout=2.0, scan_timeout=30.0)
+    readers = archive_readers()
     missed = []
     for number, (item, outcome) in enumerate(sample):
-        settings = scan_settings(config, spooldir=str(tmp_path / f"spool{number}"), fix_mime=1, unzip=True)
+        # The defaults: without --unzip, clamd reads the archives it can open in the raw message itself.
+        settings = scan_settings(config, spooldir=str(tmp_path / f"spool{number}"), fix_mime=1, **readers)
         message = spooled_message(tmp_path, item.message, settings)
         try:
             verdict = inspection.inspect(message)

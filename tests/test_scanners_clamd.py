@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 
@@ -248,3 +249,29 @@ def test_parts_clamd_cannot_find_in_the_message_are_streamed_decoded(tmp_path, c
         ]
     else:
         assert result.findings == ()
+
+
+AMBIGUOUS_EICAR = {
+    # Part headers run straight into the base64 body: one reading has no body at all.
+    "no-empty-line-after-part-headers": b"--b\nContent-Type: application/octet-stream; name=\"a.bin\"\n"
+    b"Content-Transfer-Encoding: base64\n" + base64.encodebytes(EICAR) + b"--b--\n",
+    # The boundary is matched exactly by some readers, as a line prefix by others.
+    "prefix-boundary": b"--b\nContent-Type: text/plain\n\nhello\n--bx\nContent-Type: application/octet-stream\n"
+    b"Content-Transfer-Encoding: base64\n\n" + base64.encodebytes(EICAR) + b"--b--\n",
+}
+
+
+@pytest.mark.parametrize("body", AMBIGUOUS_EICAR.values(), ids=AMBIGUOUS_EICAR.keys())
+def test_every_reading_of_an_ambiguous_message_reaches_clamd(tmp_path, clamd_server, body):
+    """clamd reads a message one way; the parts only another reading shows are handed to it decoded."""
+    from qmail_scanner import inspection
+
+    raw = b"From: a@example.org\nTo: b@example.net\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n"
+    settings = scan_settings(clamd_config(clamd_server.socket_path), spooldir=str(tmp_path / "spool"), fix_mime=1)
+    message = spooled_message(tmp_path, raw + body, settings)
+    try:
+        verdict = inspection.inspect(message)
+    finally:
+        os.close(message.message_fd)
+    assert verdict.action == "quarantine"
+    assert verdict.quarantine_kind == "viruses", verdict.reason

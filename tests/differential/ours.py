@@ -38,13 +38,13 @@ def _settings(overrides: dict[str, object]) -> object:
         values["have_tnefparse"] = True
     except ImportError:
         values["have_tnefparse"] = False
-    values.update(_archive_readers())
+    values.update(archive_readers())
     values.update(overrides)
     known = {f.name for f in fields(Settings)}
     return Settings(**{k: v for k, v in values.items() if k in known})
 
 
-def _archive_readers() -> dict[str, object]:
+def archive_readers() -> dict[str, object]:
     """libarchive, 7-Zip and inflate64 as configure's own probes find them (a tree before them has none)."""
     try:
         from qsconfigure.probes import probe_libarchive, probe_python_module, probe_sevenzip

@@ -33,6 +33,11 @@ def _finish(result: Unpacked) -> Unpacked:
         or not (part.declared_type in NON_ATTACHMENT_TYPES or part.declared_type.startswith("multipart/"))
         for part in result.parts
     )
+    if result.ambiguities:
+        # clamd reads an ambiguous message one way, maybe not the way that shows the payload:
+        # every decoded part of every reading is handed to it on its own.
+        for part in result.parts:
+            part.scan_alone = part.scan_alone or part.decoded_path is not None
     return result
 
 
