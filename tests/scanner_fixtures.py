@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import base64
-import io
 import os
-import struct
 import time
-import zipfile
 from pathlib import Path
 
+from archive_samples import zip_of
 from daemons import EICAR, GTUBE
 from qmail_scanner.message import Message
-from qmail_scanner.records import Envelope
+from qmail_scanner.records import Envelope, ScanResult
 from qmail_scanner.recordtype import replace
 from qmail_scanner.settings import ScannerConfig, Settings
 from qmail_scanner.spool import create_layout, create_work_area, spool_message
@@ -62,26 +60,7 @@ def with_attachment(filename: str, data: bytes, content_type: str = "application
 
 
 def zipped(name: str, data: bytes) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(name, data)
-    return buffer.getvalue()
-
-
-def tnef_with_attachment(name: str, data: bytes) -> bytes:
-    """A minimal winmail.dat: TNEF version, then one attachment's title and data."""
-
-    def attribute(level: int, attribute_id: int, payload: bytes) -> bytes:
-        checksum = sum(payload) & 0xFFFF
-        return struct.pack("<BII", level, attribute_id, len(payload)) + payload + struct.pack("<H", checksum)
-
-    out = struct.pack("<IH", 0x223E9F78, 0x0001)
-    out += attribute(1, 0x00089006, struct.pack("<I", 0x00010000))  # attTnefVersion
-    out += attribute(1, 0x00069007, b"1252\x00\x00\x00\x00")  # attOemCodepage
-    out += attribute(2, 0x00069002, b"\x01\x00" + b"\x00" * 12)  # attAttachRendData: starts the attachment
-    out += attribute(2, 0x00018010, name.encode() + b"\x00")  # attAttachTitle
-    out += attribute(2, 0x0006800F, data)  # attAttachData
-    return out
+    return zip_of([(name, data)])
 
 
 def scan_settings(*scanners: ScannerConfig, spooldir: str, **changes) -> Settings:
@@ -117,3 +96,18 @@ def spooled_message(
 
 
 __all__ = ["EICAR", "GTUBE", "HAM"]
+
+
+def clamd_scan_of_unpacked(tmp_path: Path, raw: bytes, settings: Settings) -> tuple[ScanResult, object]:
+    """The message unpacked as the pipeline unpacks it, then through the virus scanners: (the one result, unpacked)."""
+    from qmail_scanner.scanners import run_virus_scanners
+    from qmail_scanner.unpack import unpack
+
+    message = spooled_message(tmp_path, raw, settings)
+    try:
+        message.unpacked = unpack(message.area.message_path, message.area.unpack_dir, settings, lambda: 100.0)
+        (result,) = run_virus_scanners(message)
+    finally:
+        os.close(message.message_fd)
+    assert not result.failed, result.failure_reason
+    return result, message.unpacked

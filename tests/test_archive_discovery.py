@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from archive_samples import zip_of
 from mime_fixtures import all_findings, blocking_rules, make_settings, spool, unpack_bytes, work  # noqa: F401
-from test_archives import INNOCENT, PROGRAM, libarchive_path, made_by_tool, message_with, zip_of
+from test_archives import INNOCENT, PROGRAM, libarchive_path, made_by_tool, message_with
 
 PREFIXES = {
     "shell-script": b"#!/bin/sh\necho self-extracting archive\nexit 0\n" * 200,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from archive_samples import zip_of
 from daemons import EICAR, clamd_server_fixture  # noqa: F401 - fixture
 from mime_fixtures import ROOT, all_findings, blocking_rules, make_settings, spool, unpack_bytes, work  # noqa: F401
 from qmail_scanner.unpack import magictype
@@ -48,14 +49,6 @@ def message_with(name: str, data: bytes) -> bytes:
 
 def run(argv: list[str], cwd: Path) -> None:
     subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def zip_of(members: list[tuple[str, bytes]], method: int = zipfile.ZIP_DEFLATED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", method) as archive:
-        for name, data in members:
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 def made_by_tool(tmp_path: Path, kind: str, members: list[tuple[str, bytes]]) -> bytes:
@@ -288,8 +281,7 @@ def test_unusable_libarchive_path_falls_back_with_a_log_line(tmp_path, spool, wo
 
 
 def test_eicar_in_an_lzma_zip_is_found_by_real_clamd(tmp_path, spool, work, clamd_server):  # noqa: F811
-    from qmail_scanner.scanners import run_virus_scanners
-    from scanner_fixtures import scan_settings, spooled_message
+    from scanner_fixtures import clamd_scan_of_unpacked, scan_settings
     from test_scanners_clamd import clamd_config
 
     raw = message_with("statement.zip", zip_of([("statement.txt", EICAR)], zipfile.ZIP_LZMA))
@@ -298,13 +290,7 @@ def test_eicar_in_an_lzma_zip_is_found_by_real_clamd(tmp_path, spool, work, clam
         spooldir=str(tmp_path / "spool2"),
         libarchive_path=libarchive_path(),
     )
-    message = spooled_message(tmp_path, raw, settings)
-    message.unpacked = unpack_bytes(raw, work, settings)
-    try:
-        (result,) = run_virus_scanners(message)
-    finally:
-        os.close(message.message_fd)
-    assert not result.failed, result.failure_reason
+    result, _unpacked = clamd_scan_of_unpacked(tmp_path, raw, settings)
     assert [f.rule.startswith("Eicar-Test-Signature") for f in result.findings] == [True]
     assert result.findings[0].part_name == "statement.txt"  # found in the decoded member, not the raw message
 
@@ -317,21 +303,14 @@ def test_the_archive_tools_are_installed(tool):
 @pytest.mark.parametrize(("kind", "name"), [*FORMATS, ("iso", "a.iso")], ids=[k for k, _ in FORMATS] + ["iso"])
 def test_clamd_finds_eicar_in_every_format_raw_or_handed_decoded(tmp_path, work, clamd_server, kind, name):  # noqa: F811
     """What the unpacker leaves to clamd's own reading of the message, clamd must really read."""
-    from qmail_scanner.scanners import run_virus_scanners
-    from scanner_fixtures import scan_settings, spooled_message
+    from scanner_fixtures import clamd_scan_of_unpacked, scan_settings
     from test_scanners_clamd import clamd_config
 
     raw = message_with(name, made_by_tool(tmp_path, kind, [("statement.txt", EICAR)]))
     settings = scan_settings(
         clamd_config(clamd_server.socket_path), spooldir=str(tmp_path / "spool2"), libarchive_path=libarchive_path()
     )
-    message = spooled_message(tmp_path, raw, settings)
-    message.unpacked = unpack_bytes(raw, work, settings)
-    try:
-        (result,) = run_virus_scanners(message)
-    finally:
-        os.close(message.message_fd)
-    assert not result.failed, result.failure_reason
+    result, _unpacked = clamd_scan_of_unpacked(tmp_path, raw, settings)
     assert [f.rule.startswith("Eicar-Test-Signature") for f in result.findings] == [True]
 
 
@@ -433,8 +412,7 @@ def test_7zip_output_stops_at_the_decoded_bytes_budget(tmp_path, spool, work):  
 def test_clamd_reads_deflate64_and_implode_itself(tmp_path, work, clamd_server, sample):  # noqa: F811
     """clamav-testfiles' Deflate64 and implode zips: clamd finds clam.exe in the raw message, not handed over."""
     from daemons import CLAM_EXE_SIGNATURE
-    from qmail_scanner.scanners import run_virus_scanners
-    from scanner_fixtures import scan_settings, spooled_message
+    from scanner_fixtures import clamd_scan_of_unpacked, scan_settings
     from test_scanners_clamd import clamd_config
 
     raw = message_with(sample, (Path("/usr/share/clamav-testfiles") / sample).read_bytes())
@@ -444,21 +422,14 @@ def test_clamd_reads_deflate64_and_implode_itself(tmp_path, work, clamd_server, 
         libarchive_path=libarchive_path(),
         sevenzip_binary=SEVENZIP,
     )
-    message = spooled_message(tmp_path, raw, settings)
-    message.unpacked = unpack_bytes(raw, work, settings)
-    (member,) = [p for p in message.unpacked.parts if p.container]
+    result, unpacked = clamd_scan_of_unpacked(tmp_path, raw, settings)
+    (member,) = [p for p in unpacked.parts if p.container]
     assert member.magic_type == "application/x-dosexec" and not member.scan_alone
-    try:
-        (result,) = run_virus_scanners(message)
-    finally:
-        os.close(message.message_fd)
-    assert not result.failed, result.failure_reason
     assert [f.rule.startswith(CLAM_EXE_SIGNATURE) for f in result.findings] == [True]
 
 
 def test_eicar_in_a_deflate64_zip_is_found_by_real_clamd(tmp_path, work, clamd_server):  # noqa: F811
-    from qmail_scanner.scanners import run_virus_scanners
-    from scanner_fixtures import scan_settings, spooled_message
+    from scanner_fixtures import clamd_scan_of_unpacked, scan_settings
     from test_scanners_clamd import clamd_config
 
     # EICAR alone is too short for 7-Zip to compress: padding makes it a real Deflate64 stream.
@@ -470,13 +441,7 @@ def test_eicar_in_a_deflate64_zip_is_found_by_real_clamd(tmp_path, work, clamd_s
         libarchive_path=libarchive_path(),
         sevenzip_binary=SEVENZIP,
     )
-    message = spooled_message(tmp_path, raw, settings)
-    message.unpacked = unpack_bytes(raw, work, settings)
-    try:
-        (result,) = run_virus_scanners(message)
-    finally:
-        os.close(message.message_fd)
-    assert not result.failed, result.failure_reason
+    result, _unpacked = clamd_scan_of_unpacked(tmp_path, raw, settings)
     assert [f.rule.startswith("Eicar-Test-Signature") for f in result.findings] == [True]
 
 
@@ -528,23 +493,16 @@ def test_a_rar_nested_in_a_zip_is_opened(tmp_path, spool, work):  # noqa: F811
 )
 def test_viruses_in_a_rar_are_found_by_real_clamd(tmp_path, work, clamd_server, payload, signature, found_in):  # noqa: F811
     """clamd (no unrar) finds stored EICAR in the raw bytes, clam.exe (an MD5 signature) only in the decoded member."""
-    from qmail_scanner.scanners import run_virus_scanners
     from rar5 import rar5_stored
-    from scanner_fixtures import scan_settings, spooled_message
+    from scanner_fixtures import clamd_scan_of_unpacked, scan_settings
     from test_scanners_clamd import clamd_config
 
     raw = message_with("statement.rar", rar5_stored([("statement.pdf", payload)]))
     settings = scan_settings(
         clamd_config(clamd_server.socket_path), spooldir=str(tmp_path / "spool2"), libarchive_path=libarchive_path()
     )
-    message = spooled_message(tmp_path, raw, settings)
-    message.unpacked = unpack_bytes(raw, work, settings)
-    (member,) = [p for p in message.unpacked.parts if p.container]
+    result, unpacked = clamd_scan_of_unpacked(tmp_path, raw, settings)
+    (member,) = [p for p in unpacked.parts if p.container]
     assert member.scan_alone
-    try:
-        (result,) = run_virus_scanners(message)
-    finally:
-        os.close(message.message_fd)
-    assert not result.failed, result.failure_reason
     assert [f.rule.startswith(signature) for f in result.findings] == [True]
     assert result.findings[0].part_name == found_in

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import os
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from archive_samples import zip_of
 from mime_fixtures import (
     CORPUS,
     ROOT,
@@ -43,14 +43,6 @@ def b64_part(name: str, data: bytes, content_type: str = "application/octet-stre
     return (f'Content-Type: {content_type}; name="{name}"\nContent-Transfer-Encoding: base64\n\n').encode() + (
         base64.encodebytes(data)
     )
-
-
-def zip_bytes(members: list[tuple[str, bytes]], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression) as archive:
-        for name, data in members:
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 # ---------------------------------------------------------------- the corpus
@@ -165,7 +157,7 @@ def test_missing_close_delimiter_and_truncated_message(spool: Path, work: Path) 
 
 
 def test_zip_members_listed_with_sizes_and_types_without_unzip(spool: Path, work: Path) -> None:
-    message = mixed(b64_part("a.zip", zip_bytes([("doc/readme.txt", b"hello" * 10), ("tool.exe", FAKE_EXE)])))
+    message = mixed(b64_part("a.zip", zip_of([("doc/readme.txt", b"hello" * 10), ("tool.exe", FAKE_EXE)])))
     settings = make_settings(spool, unzip=False)
     unpacked = unpack_bytes(message, work, settings)
     members = [p for p in unpacked.parts if p.container]
@@ -179,9 +171,9 @@ def test_zip_members_listed_with_sizes_and_types_without_unzip(spool: Path, work
 
 
 def test_nested_zips_are_followed_with_unzip(spool: Path, work: Path) -> None:
-    inner = zip_bytes([("x/evil.scr", b"not really")])
-    middle = zip_bytes([("inner.zip", inner)])
-    outer = zip_bytes([("middle.zip", middle)])
+    inner = zip_of([("x/evil.scr", b"not really")])
+    middle = zip_of([("inner.zip", inner)])
+    outer = zip_of([("middle.zip", middle)])
     settings = make_settings(spool, unzip=True)
     unpacked = unpack_bytes(mixed(b64_part("outer.zip", outer)), work, settings)
     deepest = [p for p in unpacked.parts if p.filenames == ("x/evil.scr",)]
@@ -192,7 +184,7 @@ def test_nested_zips_are_followed_with_unzip(spool: Path, work: Path) -> None:
 
 
 def test_zip_bomb_by_ratio(spool: Path, work: Path) -> None:
-    bomb = zip_bytes([("zeros.bin", b"\x00" * (20 << 20))])
+    bomb = zip_of([("zeros.bin", b"\x00" * (20 << 20))])
     settings = make_settings(spool, max_expansion_ratio=100)
     unpacked = unpack_bytes(mixed(b64_part("bomb.zip", bomb)), work, settings)
     rules = blocking_rules(all_findings(unpacked, settings))
@@ -202,7 +194,7 @@ def test_zip_bomb_by_ratio(spool: Path, work: Path) -> None:
 
 
 def test_zip_bomb_by_member_count(spool: Path, work: Path) -> None:
-    many = zip_bytes([(f"f{i}.txt", b"x") for i in range(300)])
+    many = zip_of([(f"f{i}.txt", b"x") for i in range(300)])
     settings = make_settings(spool, max_parts=100)
     unpacked = unpack_bytes(mixed(b64_part("many.zip", many)), work, settings)
     assert {"zip-bomb", "mime-parts"} & blocking_rules(all_findings(unpacked, settings))
@@ -210,7 +202,7 @@ def test_zip_bomb_by_member_count(spool: Path, work: Path) -> None:
 
 
 def test_zip_total_size_limit(spool: Path, work: Path) -> None:
-    archive = zip_bytes([("a.txt", os.urandom(300_000))], zipfile.ZIP_STORED)
+    archive = zip_of([("a.txt", os.urandom(300_000))], zipfile.ZIP_STORED)
     settings = make_settings(spool, max_zip_size=100_000)
     unpacked = unpack_bytes(mixed(b64_part("big.zip", archive)), work, settings)
     assert "zip-bomb" in blocking_rules(unpacked.findings)
@@ -405,6 +397,7 @@ def test_reformime_gives_the_same_part_list(name: str, spool: Path, work: Path) 
         return [
             (p.depth, p.declared_type, p.filenames, p.size, p.magic_type, p.container, p.raw_headers)
             for p in unpacked.parts
+            if p.index not in unpacked.lenient_parts  # what ripmime alone makes of text: the internal one's extra
         ]
 
     assert shape(external) == shape(internal)

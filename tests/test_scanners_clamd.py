@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from archive_samples import tnef_with_attachment
 from daemons import (
     CLAM_EXE_SIGNATURE,
     CLAMAV_TESTFILES,
@@ -27,7 +28,6 @@ from scanner_fixtures import (
     plain_message,
     scan_settings,
     spooled_message,
-    tnef_with_attachment,
     with_attachment,
     zipped,
 )

@@ -18,7 +18,6 @@ import lzma
 import os
 import random
 import shutil
-import struct
 import subprocess
 import tarfile
 import tempfile
@@ -26,6 +25,8 @@ import zipfile
 from dataclasses import dataclass
 
 from hypothesis import strategies as st
+
+from archive_samples import tnef_with_attachment, zip_of
 
 EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 _serial = itertools.count(1)
@@ -467,14 +468,6 @@ def text_encodings(draw: st.DrawFn) -> Case:
 # ---------------------------------------------------------------- (6, 7) archives and limits
 
 
-def _zip(members: list[tuple[str, bytes]], method: int = zipfile.ZIP_DEFLATED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", method) as archive:
-        for name, data in members:
-            archive.writestr(name, data)
-    return buffer.getvalue()
-
-
 def _tool_archive(argv_for: object, name: str, payload: bytes, out_name: str) -> bytes | None:
     """An archive made by an external program from one member file; None when the program is missing."""
     with tempfile.TemporaryDirectory(prefix="qs-diff-arc-") as work:
@@ -491,22 +484,6 @@ def _tool_archive(argv_for: object, name: str, payload: bytes, out_name: str) ->
             return None
         with open(out, "rb") as made:
             return made.read()
-
-
-def tnef(name: str, data: bytes) -> bytes:
-    """A minimal winmail.dat: TNEF version, code page, then one attachment's title and data."""
-
-    def attribute(level: int, attribute_id: int, value: bytes) -> bytes:
-        checksum = sum(value) & 0xFFFF
-        return struct.pack("<BII", level, attribute_id, len(value)) + value + struct.pack("<H", checksum)
-
-    out = struct.pack("<IH", 0x223E9F78, 0x0001)
-    out += attribute(1, 0x00089006, struct.pack("<I", 0x00010000))  # attTnefVersion
-    out += attribute(1, 0x00069007, b"1252\x00\x00\x00\x00")  # attOemCodepage
-    out += attribute(2, 0x00069002, b"\x01\x00" + b"\x00" * 12)  # attAttachRendData: starts the attachment
-    out += attribute(2, 0x00018010, name.encode() + b"\x00")  # attAttachTitle
-    out += attribute(2, 0x0006800F, data)  # attAttachData
-    return out
 
 
 ARCHIVE_KINDS = [
@@ -539,11 +516,11 @@ def make_archive(kind: str, name: str, payload: bytes) -> tuple[bytes | None, st
         "zip-lzma": zipfile.ZIP_LZMA,
     }
     if kind in methods:
-        return _zip([(name, payload)], methods[kind]), "files.zip"
+        return zip_of([(name, payload)], methods[kind]), "files.zip"
     if kind == "zip-in-zip":
-        return _zip([("inner.zip", _zip([(name, payload)]))]), "files.zip"
+        return zip_of([("inner.zip", zip_of([(name, payload)]))]), "files.zip"
     if kind == "zip-after-junk":
-        return b"GIF89a" + os.urandom(40) + _zip([(name, payload)]), "files.zip"
+        return b"GIF89a" + os.urandom(40) + zip_of([(name, payload)]), "files.zip"
     if kind == "zip-deflate64":
         return _tool_archive(
             lambda s, n, o: ["7zz", "a", "-bd", "-tzip", "-mm=Deflate64", o, n], name, payload, "a.zip"
@@ -572,7 +549,7 @@ def make_archive(kind: str, name: str, payload: bytes) -> tuple[bytes | None, st
     if kind == "cab":
         return _tool_archive(lambda s, n, o: ["gcab", "-c", "-z", o, n], name, payload, "a.cab"), "files.cab"
     if kind == "tnef":
-        return tnef(name, payload), "winmail.dat"
+        return tnef_with_attachment(name, payload), "winmail.dat"
     raise ValueError(kind)
 
 
@@ -583,7 +560,7 @@ def archives(draw: st.DrawFn) -> Case:
     name = draw(st.sampled_from(["setup.exe", "invoice.pdf", "readme.txt"]))
     archive, filename = make_archive(kind, name, payload)
     if archive is None:
-        archive, filename, kind = _zip([(name, payload)]), "files.zip", "zip-deflate (tool missing)"
+        archive, filename, kind = zip_of([(name, payload)]), "files.zip", "zip-deflate (tool missing)"
     message = mixed([part("application/octet-stream", b64(archive), "base64", filename)])
     return case("archives", f"{kind} member {name}", draw(line_ending(message)), payload, archive)
 
@@ -598,9 +575,9 @@ def past_limits(draw: st.DrawFn) -> Case:
         for _ in range(depth):
             message = mixed([part("message/rfc822", message, "7bit")])
         return case("past-limits", f"message nested {depth}", draw(line_ending(message)), payload)
-    archive = _zip([("setup.exe", payload)])
+    archive = zip_of([("setup.exe", payload)])
     for level in range(depth - 1):
-        archive = _zip([(f"level{level}.zip", archive)])
+        archive = zip_of([(f"level{level}.zip", archive)])
     message = mixed([part("application/zip", b64(archive), "base64", "files.zip")])
     return case("past-limits", f"zip nested {depth}", draw(line_ending(message)), payload, archive)
 
