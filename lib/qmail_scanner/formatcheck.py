@@ -214,7 +214,9 @@ def check(unpacked: Unpacked, settings: Settings) -> list[Finding]:
     defined_boundaries: set[str] = set()
     for part in unpacked.parts:
         name = part.display_name
-        if not part.container:
+        # What only ripmime makes of text (a preamble, an epilogue, header lines in a body or a
+        # delivery status) has no header block a client shows: its shape is not the sender's MIME.
+        if not part.container and part.index not in unpacked.lenient_parts:
             for rule, detail in _check_header_block(part, settings):
                 hit(rule, name, detail)
             if part.declared_type.startswith("multipart/"):

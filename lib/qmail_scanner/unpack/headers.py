@@ -458,3 +458,32 @@ def first_header(headers: list[tuple[str, bytes]], name: str) -> bytes | None:
         if key == name:
             return value
     return None
+
+
+# ripmime unpacks every decoded file again as a message when its first 100 lines (fgets of 1023
+# bytes) start two of these (case-blind; a "Content-" line counts twice, it matches two of its
+# spellings): a text body, a preamble or a delivery status holding header lines hands out what follows them.
+MESSAGE_LINE_STARTS = (b"received: ", b"from: ", b"subject: ", b"date: ", b"content-", b"boundary=", b"mime-version")
+MESSAGE_TEST_LINES = 100
+MESSAGE_TEST_BYTES = MESSAGE_TEST_LINES * 1023
+
+
+def reads_as_message(text: bytes) -> bool:
+    """Whether ripmime reads a decoded file starting with `text` as a message of its own (MIME_is_file_RFC822)."""
+    if b":" not in text:
+        return False  # no header line to read there, whatever ripmime thinks: most text stops here (one memchr)
+    lower = text[:MESSAGE_TEST_BYTES].lower()
+    if b"content-" not in lower and lower.count(b": ") < 2 and b"boundary=" not in lower and b"mime-v" not in lower:
+        return False  # no line can score twice
+    hits = 0
+    lines = 0
+    for line in lower.split(b"\n"):
+        for start in range(0, max(len(line), 1), 1023):  # fgets hands a long line over in pieces
+            lines += 1
+            if lines > MESSAGE_TEST_LINES:
+                return False
+            if line.startswith(MESSAGE_LINE_STARTS, start):
+                hits += 2 if line.startswith(b"content-", start) else 1
+                if hits >= 2:
+                    return True
+    return False

@@ -132,7 +132,9 @@ def note_readings(findings: list[Finding], unpacked: Unpacked, first_reading: li
     noted = []
     for finding in findings:
         texts: list[str] = []
-        if finding.kind == "policy" and (finding.rule, finding.part_name) not in first:
+        if finding.kind == "policy" and (
+            (finding.rule, finding.part_name) not in first or _only_lenient(finding.part_name, firsts, unpacked)
+        ):
             texts = [p.reading for p in others if p.reading and finding.part_name in _shown_names(p)]
             texts = texts or [p.reading for p in others if p.reading]
         elif finding.part_name:
@@ -142,6 +144,17 @@ def note_readings(findings: list[Finding], unpacked: Unpacked, first_reading: li
             finding = Finding(finding.kind, finding.rule, reason, finding.part_name, finding.monitor_only)
         noted.append(finding)
     return noted
+
+
+def _only_lenient(shown: str, firsts: list, unpacked: Unpacked) -> bool:
+    """Whether the first reading shows this name only in what ripmime alone makes of text (an epilogue...).
+
+    Then the reading that shows it as a part of its own is the one to name.
+    """
+    if not unpacked.lenient_parts or not shown:
+        return False
+    showing = [p for p in firsts if shown in _shown_names(p)]
+    return bool(showing) and all(p.index in unpacked.lenient_parts for p in showing)
 
 
 def _shown_names(part: object) -> list[str]:

@@ -34,6 +34,7 @@ class Unpacked:
     has_attachments: bool = False
     crypto: list[str] = field(default_factory=list)  # "PGP(signed)", "SMIME(encrypted)", "ZIP(encrypted)"
     ambiguities: list[Ambiguity] = field(default_factory=list)  # where mail clients may read it differently
+    lenient_parts: set[int] = field(default_factory=set)  # parts only forgiving readers make: no format rules
     readings: int = 1  # passes the unpacker made
     first_reading_parts: int = 0  # parts[:this] are the first reading's; later readings add the rest
     message_size: int = 0

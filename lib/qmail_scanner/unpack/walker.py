@@ -16,6 +16,8 @@ from .content import look_inside
 from .decoding import NEW_FILE_FLAGS, DecodingSink, sink_encoding
 from .headers import (
     HEADER_SPELLING,
+    MESSAGE_TEST_BYTES,
+    MESSAGE_TEST_LINES,
     boundary_candidates,
     boundary_spellings,
     claimed_filenames,
@@ -24,6 +26,7 @@ from .headers import (
     is_header_line,
     looks_like_parameter,
     parse_headers,
+    reads_as_message,
     split_content_header,
     transfer_token,
 )
@@ -49,6 +52,7 @@ SPLITTABLE_HEADERS = (b"content-type", b"content-disposition")
 ALONE_DEPTH = 12
 MAX_BARE_CRS = 10000  # beyond this many, every text part of the copy with CRs as line ends is read again
 IDENTITY_ENCODINGS = ("", "7bit", "8bit", "binary")
+PLAIN_OUTSIDE = 512  # a one-line preamble/epilogue this short is not read ("This is a multi-part...")
 TEXT_DECODINGS = ("uuencode", "binhex", "yenc")  # files written as text, decoded from the body's blocks
 __all__ = ["Reader", "Walker"]
 
@@ -226,6 +230,10 @@ class Walker:
         self.alone = False  # parts met now reach us by a way clamd does not read: hand them to it decoded
         self.unopened = False  # in a container clamd may not open: encoded parts are handed to it decoded
         self.lines: list[int] | bool | None = False  # walking a copy with bare CRs made line ends: where they were
+        # Walking what only forgiving readers (ripmime) make of text: its choice points and format notes are not
+        # recorded (a bounce is not held for the shape of its status fields), its parts are scanned like any other.
+        self.lenient = False
+        self.cr_run_copies: dict[str, str] = {}  # a file with CRs before LFs -> its copy with those CRs dropped
 
     def run(self) -> Unpacked:
         """Walk the message once; if it is ambiguous (--fix-mime 1), once more per planned reading."""
@@ -275,11 +283,13 @@ class Walker:
         alone: bool = True,
         top: bool = False,
         lines: list[int] | bool | None = False,
+        lenient: bool = False,
     ) -> None:
         """Walk a decoded body as readers do: a message of its own, or (with `boundary`) a multipart's body.
 
         `origin_key` names the container whose body this is (None: the message itself); `lines`:
-        the file is a copy with bare CRs made line ends, read at the offsets of the original.
+        the file is a copy with bare CRs made line ends, read at the offsets of the original;
+        `lenient`: read as only forgiving readers read it (no choice points, no format notes).
         """
         origin = 0
         if origin_key is not None:
@@ -287,19 +297,25 @@ class Walker:
 
             origin = DECODED_ORIGIN * self.origins.setdefault(origin_key, len(self.origins) + 1)
         reader = Reader(path, self.sink.tick, origin)
-        saved = self.alone, self.unopened, self.lines
+        saved = self.alone, self.unopened, self.lines, self.lenient
         self.alone, self.unopened, self.lines = self.alone or alone, self.unopened or not alone, lines
+        self.lenient = self.lenient or lenient
+        first_part = len(self.result.parts)
         try:
             self.sink.tick()
             if boundary:
                 self.read_multipart(reader, depth, [], boundary, origin)
             else:
                 self.read_entity(reader, depth, [], top=top, embedded=not top)
+            reader.close()
+            if reader.bare_cr and lines is False:
+                self.lines = saved[2]  # the copy is walked as the file is: lenient stays as it is
+                self.walk_lines(path, origin_key, depth, boundary, top)
         finally:
             reader.close()
-            self.alone, self.unopened, self.lines = saved
-        if reader.bare_cr and lines is False:
-            self.walk_lines(path, origin_key, depth, boundary, top)
+            if self.lenient:
+                self.result.lenient_parts.update(range(first_part, len(self.result.parts)))
+            self.alone, self.unopened, self.lines, self.lenient = saved
 
     def walk_lines(
         self, path: str, origin_key: tuple | None, depth: int, boundary: bytes = b"", top: bool = False
@@ -311,11 +327,40 @@ class Walker:
         """
         if path not in self.line_copies:
             self.line_copies[path] = self.copy_lines(path, origin_key)
-        copy, bare_crs = self.line_copies[path]
+        copy, bare_crs, cr_runs = self.line_copies[path]
         self.walk_file(copy, origin_key, depth, boundary, top=top, lines=bare_crs)
+        if cr_runs:  # MIME-tools and ripmime end such a line once, at the LF: a third reading, at offsets of its own
+            if path not in self.cr_run_copies:
+                self.cr_run_copies[path] = self.copy_without_cr_runs(path)
+            self.walk_file(self.cr_run_copies[path], ("cr-runs", path), depth, boundary, top=top)
 
-    def copy_lines(self, path: str, origin_key: tuple | None) -> tuple[str, list[int] | None]:
-        """A copy of the file with every bare CR an LF; and the offsets of those CRs (None: more than listed)."""
+    def copy_without_cr_runs(self, path: str) -> str:
+        """A copy of the file with every run of CRs before an LF made one CR (CR CR LF read as CR LF)."""
+        import re
+
+        copy = os.path.join(self.sink.unpack_dir, f"crruns{len(self.cr_run_copies):04d}")
+        out = os.open(copy, NEW_FILE_FLAGS, 0o600)
+        try:
+            with open(path, "rb") as source:
+                pending = b""
+                while True:
+                    self.sink.tick()
+                    chunk = source.read(CHUNK_BYTES)
+                    data = pending + chunk
+                    kept = data.rstrip(b"\r") if chunk else data
+                    pending, data = data[len(kept) :], kept
+                    data = re.sub(rb"\r\r+\n", b"\r\n", data)
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(out, view) :]
+                    if not chunk:
+                        break
+        finally:
+            os.close(out)
+        return copy
+
+    def copy_lines(self, path: str, origin_key: tuple | None) -> tuple[str, list[int] | None, bool]:
+        """A copy with every bare CR an LF; the offsets of those CRs (None: more than listed); CR CR LF seen?"""
         import re
 
         from .readings import DECODED_ORIGIN
@@ -323,6 +368,7 @@ class Walker:
         origin = DECODED_ORIGIN * self.origins[origin_key] if origin_key is not None else 0
         copy = os.path.join(self.sink.unpack_dir, f"lines{len(self.line_copies):04d}")
         bare_crs: list[int] | None = []
+        cr_runs = False
         out = os.open(copy, NEW_FILE_FLAGS, 0o600)
         try:
             with open(path, "rb") as source:
@@ -332,8 +378,9 @@ class Walker:
                     self.sink.tick()
                     chunk = source.read(CHUNK_BYTES)
                     data = pending + chunk
-                    pending = data[-1:] if chunk and data.endswith(b"\r") else b""
-                    data = data[: len(data) - len(pending)]
+                    kept = data.rstrip(b"\r") if chunk else data
+                    pending, data = data[len(kept) :], kept
+                    cr_runs = cr_runs or b"\r\r\n" in data
                     if bare_crs is not None:
                         bare_crs += [done + m.start() for m in re.finditer(rb"\r(?!\n)", data)]
                         if len(bare_crs) > MAX_BARE_CRS:
@@ -347,10 +394,12 @@ class Walker:
                         break
         finally:
             os.close(out)
-        return copy, bare_crs
+        return copy, bare_crs, cr_runs
 
     def choose_way(self, point: tuple, rule: str, text: str, count: int) -> int:
         """Name an ambiguity read in `count` ways; which way this pass reads it (0 the first)."""
+        if self.lenient:
+            return 0
         self.note(rule, text)
         if self.reading is None:
             self.first_met[point] = text
@@ -360,6 +409,8 @@ class Walker:
 
     def choose(self, point: tuple, rule: str, text: str, part_name: str = "") -> bool:
         """Name an ambiguity with a choice point; True when this pass reads it the other way."""
+        if self.lenient:
+            return False
         self.note(rule, text, part_name)
         if self.reading is None:
             self.first_met[point] = text
@@ -368,6 +419,8 @@ class Walker:
 
     def note(self, rule: str, text: str, part_name: str = "") -> None:
         """Name an ambiguity once (the trace header and --fix-mime 2 list them)."""
+        if self.lenient:
+            return
         if not any(a.text == text for a in self.result.ambiguities):
             from .readings import Ambiguity
 
@@ -601,7 +654,7 @@ class Walker:
         if reused:  # too deep to open, and read as a leaf by an earlier reading
             return reader.scan_body(boundaries, None, self.match)
         first_child = len(self.result.parts)
-        hit = self.read_leaf(reader, part, boundaries, decoding)
+        hit = self.read_leaf(reader, part, boundaries, decoding, message)
         self.leaves.setdefault(key, set()).add(reader.offset())
         if message:
             bodies = [part.decoded_path] if part.decoded_path else []
@@ -717,7 +770,7 @@ class Walker:
             return reader.scan_body(boundaries, None, self.match)  # the enclosing multipart takes the delimiters
         inner = [*boundaries, boundary]
         own = len(boundaries)
-        hit = reader.scan_body(inner, None, self.match)  # the preamble
+        hit = self.read_outside(reader, depth + 1, inner, "preamble", b"")
         while hit == (own, False) and not self.sink.stopped:
             hit = self.read_entity(reader, depth + 1, inner, default_type=default_type)
         if self.sink.stopped and hit == (own, False):
@@ -725,11 +778,44 @@ class Walker:
             while hit == (own, False):
                 hit = reader.scan_body(inner, None, self.match)
         if hit == (own, True):
-            return reader.scan_body(boundaries, None, self.match)  # the epilogue
+            return self.read_outside(reader, depth + 1, boundaries, "epilogue", boundary)
         return hit  # an enclosing delimiter (this multipart was not closed) or EOF
 
-    def read_leaf(self, reader: Reader, part: Part, boundaries: list[bytes], decoding: str) -> Hit:
-        """Decode a body to a work file, then look inside it (type, uuencode, archives)."""
+    def read_outside(self, reader: Reader, depth: int, boundaries: list[bytes], kind: str, boundary: bytes) -> Hit:
+        """A preamble or epilogue: skipped when blank or one short line, else read as a text leaf, as ripmime does.
+
+        ripmime decodes uuencode in a preamble, and after a closing delimiter keeps reading: header
+        lines there start a part, and so does a later delimiter of the closed boundary. Such an
+        epilogue is walked once more as the rest of that multipart's body.
+        """
+        start = reader.offset()
+        probe = _Probe(b"--" + boundary if boundary else b"")
+        hit = reader.scan_body(boundaries, probe, self.match)
+        if probe.plain() or self.sink.stopped or depth >= self.sink.max_depth:
+            return hit
+        key = (start, start, kind, "", ())
+        end = reader.offset()
+        if end in self.leaves.get(key, ()):
+            return hit  # an earlier reading read it
+        part = self.sink.new_part(depth, "text/plain", b"", scan_alone=True)
+        if part is None:
+            return hit
+        first_part = part.index
+        reader.seek(start)
+        hit = self.read_leaf(reader, part, boundaries, "identity")
+        self.leaves.setdefault(key, set()).add(reader.offset())
+        if probe.delimiter and part.decoded_path:
+            self.walk_file(part.decoded_path, (key, end), depth, boundary, lenient=True)
+        self.result.lenient_parts.update(range(first_part, len(self.result.parts)))
+        return hit
+
+    def read_leaf(
+        self, reader: Reader, part: Part, boundaries: list[bytes], decoding: str, message: bool = False
+    ) -> Hit:
+        """Decode a body to a work file, then look inside it (type, uuencode, archives, header lines ripmime reads).
+
+        `message`: the body is walked as a message anyway (message/*).
+        """
         first_child = len(self.result.parts)
         is_text = (
             decoding in TEXT_DECODINGS
@@ -750,7 +836,42 @@ class Walker:
         if part.scan_alone:  # what the text held came the same unusual way
             for child in self.result.parts[first_child:]:
                 child.scan_alone = child.scan_alone or not child.container
+        if not message and self.reads_as_message(part, sink):
+            self.walk_file(path, ("as-message", path), part.depth + 1, lenient=True)
         return hit
+
+    def reads_as_message(self, part: Part, decoder: DecodingSink) -> bool:
+        """Whether ripmime unpacks this decoded body again as a message (header lines in its first 100 lines)."""
+        if self.sink.stopped or part.depth + 1 >= self.sink.max_depth or self.lines is not False:
+            # ripmime stops at a recursion limit of its own (no finding for forwarded text), and it
+            # never ends lines at bare CRs: that copy's text is not read its way.
+            return False
+        head = decoder.head
+        if decoder.size > len(head) and head.count(b"\n") < MESSAGE_TEST_LINES:
+            with open(part.decoded_path or "", "rb") as body:
+                head = body.read(MESSAGE_TEST_BYTES)
+        return reads_as_message(head)
+
+
+class _Probe:
+    """What a skipped preamble or epilogue holds: more than blanks or one short line? a line starting `delimiter`?"""
+
+    def __init__(self, delimiter: bytes) -> None:
+        self.head = b""
+        self.size = 0
+        self.delimiter_line = delimiter
+        self.delimiter = False
+
+    def __call__(self, data: bytes) -> None:
+        if self.size < PLAIN_OUTSIDE:
+            self.head += data[:PLAIN_OUTSIDE]
+        self.size += len(data)
+        if self.delimiter_line and not self.delimiter:  # the walker hands bodies over in pieces cut at line ends
+            self.delimiter = data.startswith(self.delimiter_line) or b"\n" + self.delimiter_line in data
+
+    def plain(self) -> bool:
+        text = self.head.strip()
+        return not text or (self.size <= PLAIN_OUTSIDE and b"\n" not in text)
 
 
 def _has_bare_cr(chunk: bytes, after_cr: bool) -> bool:
