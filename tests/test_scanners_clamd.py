@@ -275,3 +275,27 @@ def test_every_reading_of_an_ambiguous_message_reaches_clamd(tmp_path, clamd_ser
         os.close(message.message_fd)
     assert verdict.action == "quarantine"
     assert verdict.quarantine_kind == "viruses", verdict.reason
+
+
+def test_a_decoded_part_longer_than_clamd_reads_is_quarantined_not_a_retry(tmp_path, clamd_small_stream):
+    """The message fits clamd's StreamMaxLength, the part only the unpacker can hand over does not: past a limit."""
+    from qmail_scanner.records import Part
+    from qmail_scanner.unpack import Unpacked
+    from qmail_scanner.verdict import decide
+
+    settings = scan_settings(clamd_config(clamd_small_stream.socket_path), spooldir=str(tmp_path / "spool"))
+    message = spooled_message(tmp_path, HAM, settings)
+    decoded = tmp_path / "p00001"
+    decoded.write_bytes(os.urandom(400_000))  # e.g. an LZMA zip member: small in the message, big decoded
+    part = Part(1, 1, "", ("big\nname.bin",), decoded_path=str(decoded), scan_alone=True)
+    message.unpacked = Unpacked(parts=[Part(0, 0, "text/plain"), part])
+    try:
+        (result,) = run_virus_scanners(message)
+    finally:
+        os.close(message.message_fd)
+    assert not result.failed, result.failure_reason
+    (finding,) = result.findings
+    assert (finding.kind, finding.rule) == ("policy", "av-size-limit")
+    assert "StreamMaxLength" in finding.reason and "\n" not in finding.reason
+    verdict = decide(settings, [], [result])
+    assert (verdict.action, verdict.quarantine_kind) == ("quarantine", "policy")

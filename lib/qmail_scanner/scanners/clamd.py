@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from ..message import Message
     from ..settings import ScannerConfig
 
+class StreamTooLong(ScannerFailure):
+    """clamd refused the stream as longer than its StreamMaxLength."""
+
+
 END_OF_STREAM = b"\0\0\0\0"
 MAX_REPLY_BYTES = 4096
 # clamd closes the socket when a stream passes StreamMaxLength; the writer then sees one of these.
@@ -37,6 +41,12 @@ def scan(config: ScannerConfig, message: Message) -> ScanResult:
     for label, fd in _streams(message):
         try:
             name = scan_fd_with_failover(config, fd, deadline)
+        except StreamTooLong as failure:
+            if fd == message.message_fd:
+                raise  # the message itself: the failure policy decides (temporary failure by default)
+            # A decoded part clamd cannot find in the message and will not read: past a limit, never clean.
+            findings.append(Finding("policy", "av-size-limit", _too_long_reason(label, failure), part_name=label))
+            continue
         finally:
             if fd != message.message_fd:
                 os.close(fd)
@@ -63,19 +73,30 @@ def _streams(message: Message):
         yield part.display_name, fd
 
 
+def _too_long_reason(label: str, failure: ScannerFailure) -> str:
+    from ..message_headers import header_safe
+
+    return (
+        f"Disallowed: decoded part {header_safe(label) or '(no name)'} is longer than clamd reads"
+        f" (StreamMaxLength), it cannot be scanned ({failure})"
+    )
+
+
 def scan_fd_with_failover(config: ScannerConfig, fd: int, deadline: Deadline) -> str:
     """Try each address in order; return the virus name or "" for clean; ScannerFailure when none answered."""
     if not config.addresses:
         raise ScannerFailure("no clamd address configured")
     problems = []
+    too_long = True  # every server that answered refused the stream's length
     for address in config.addresses:
         try:
             return instream(address, fd, config.connect_timeout, deadline)
         except ScannerFailure as failure:
+            too_long = too_long and isinstance(failure, StreamTooLong)
             problems.append(f"{address}: {failure}" if not str(failure).startswith(address) else str(failure))
             if deadline.at <= time.monotonic():
                 break
-    raise ScannerFailure("; ".join(problems))
+    raise (StreamTooLong if too_long else ScannerFailure)("; ".join(problems))
 
 
 def instream(address: str, fd: int, connect_timeout: float, deadline: Deadline) -> str:
@@ -201,10 +222,10 @@ def parse_reply(reply: bytes, hung_up: bool = False) -> str:
                 return name
     if text.endswith("ERROR"):
         if "size limit" in text:
-            raise ScannerFailure(f"message over clamd's StreamMaxLength ({one_line(text)})")
+            raise StreamTooLong(f"message over clamd's StreamMaxLength ({one_line(text)})")
         raise ScannerFailure(f"clamd error: {one_line(text)}")
     if hung_up:
-        raise ScannerFailure("clamd closed the connection while the message was sent (StreamMaxLength?)")
+        raise StreamTooLong("clamd closed the connection while the message was sent (StreamMaxLength?)")
     if not text:
         raise ScannerFailure("clamd closed the connection without a reply")
     raise ScannerFailure(f"reply not understood: {one_line(text)}")
