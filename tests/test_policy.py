@@ -413,3 +413,19 @@ def test_libmagic_com_guess_on_random_data_is_not_a_program(spool: Path) -> None
     # A real program under a harmless name is still found by its content.
     found = evaluate(spool, shipped, message_with(("backup.gpg", EXE)), **with_libmagic)
     assert blocking_rules(found) == {"application/x-dosexec"}
+
+
+def test_header_rules_see_attached_messages_but_not_header_lines_quoted_in_a_reply(spool: Path) -> None:
+    rules = "You are 0wNed\tSubject:\tworm subject\n"
+    quoted = b"> From: worm@example.org\n> Subject: you are 0wned\n"
+    reply = (
+        b"From: a@example.org\nSubject: re: that mail\nMIME-Version: 1.0\nContent-Type: text/plain\n\n"
+        b"Subject: you are 0wned\nFrom: worm@example.org\nDate: Mon, 1 Jan 2024 10:00:00 +0000\n\n"
+        b"Did you really send this?\n" + quoted
+    )
+    assert evaluate(spool, rules, reply) == []
+    forward = message_with(subject="fwd").replace(
+        b"--B--\n",
+        b"--B\nContent-Type: message/rfc822\n\nFrom: worm@example.org\nSubject: you are 0wned\n\nhi\n--B--\n",
+    )
+    assert [f.rule for f in evaluate(spool, rules, forward)] == ["Subject:"]

@@ -356,8 +356,12 @@ def _header_values(message: Message, header: str, cache: dict[str, list[str]]) -
         from .unpack.headers import decode_words, header_text, parse_headers
 
         values = unpacked.header_values(header)
+        # Header lines quoted in a text body, which only ripmime-like readers take for a message
+        # (lenient parts), are not the headers of an attached message: a reply quoting a
+        # Subject the site blocks is not that message.
+        lenient = unpacked.lenient_parts
         for part in unpacked.parts[1:]:
-            if part.raw_headers and not part.container:
+            if part.raw_headers and not part.container and part.index not in lenient:
                 for name, value in parse_headers(part.raw_headers):
                     if name == header:
                         text = header_text(value)
