@@ -13,7 +13,7 @@ import os
 
 from . import magictype
 from .content import look_inside
-from .decoding import NEW_FILE_FLAGS, DecodingSink, sink_encoding
+from .decoding import DecodingSink, sink_encoding
 from .headers import (
     HEADER_SPELLING,
     MESSAGE_TEST_BYTES,
@@ -50,7 +50,6 @@ MAX_BOUNDARY_LINE = 4096  # a line this long cannot be a delimiter we honour
 SPLITTABLE_HEADERS = (b"content-type", b"content-disposition")
 # Parts this deep are handed to clamd decoded: its own recursion limit may stop short of them.
 ALONE_DEPTH = 12
-MAX_BARE_CRS = 10000  # beyond this many, every text part of the copy with CRs as line ends is read again
 IDENTITY_ENCODINGS = ("", "7bit", "8bit", "binary")
 PLAIN_OUTSIDE = 512  # a one-line preamble/epilogue this short is not read ("This is a multi-part...")
 TEXT_DECODINGS = ("uuencode", "binhex", "yenc")  # files written as text, decoded from the body's blocks
@@ -334,67 +333,23 @@ class Walker:
                 self.cr_run_copies[path] = self.copy_without_cr_runs(path)
             self.walk_file(self.cr_run_copies[path], ("cr-runs", path), depth, boundary, top=top)
 
-    def copy_without_cr_runs(self, path: str) -> str:
-        """A copy of the file with every run of CRs before an LF made one CR (CR CR LF read as CR LF)."""
-        import re
-
-        copy = os.path.join(self.sink.unpack_dir, f"crruns{len(self.cr_run_copies):04d}")
-        out = os.open(copy, NEW_FILE_FLAGS, 0o600)
-        try:
-            with open(path, "rb") as source:
-                pending = b""
-                while True:
-                    self.sink.tick()
-                    chunk = source.read(CHUNK_BYTES)
-                    data = pending + chunk
-                    kept = data.rstrip(b"\r") if chunk else data
-                    pending, data = data[len(kept) :], kept
-                    data = re.sub(rb"\r\r+\n", b"\r\n", data)
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(out, view) :]
-                    if not chunk:
-                        break
-        finally:
-            os.close(out)
-        return copy
-
     def copy_lines(self, path: str, origin_key: tuple | None) -> tuple[str, list[int] | None, bool]:
         """A copy with every bare CR an LF; the offsets of those CRs (None: more than listed); CR CR LF seen?"""
-        import re
-
+        from .lineends import bare_crs_as_line_ends
         from .readings import DECODED_ORIGIN
 
         origin = DECODED_ORIGIN * self.origins[origin_key] if origin_key is not None else 0
         copy = os.path.join(self.sink.unpack_dir, f"lines{len(self.line_copies):04d}")
-        bare_crs: list[int] | None = []
-        cr_runs = False
-        out = os.open(copy, NEW_FILE_FLAGS, 0o600)
-        try:
-            with open(path, "rb") as source:
-                done = origin
-                pending = b""
-                while True:
-                    self.sink.tick()
-                    chunk = source.read(CHUNK_BYTES)
-                    data = pending + chunk
-                    kept = data.rstrip(b"\r") if chunk else data
-                    pending, data = data[len(kept) :], kept
-                    cr_runs = cr_runs or b"\r\r\n" in data
-                    if bare_crs is not None:
-                        bare_crs += [done + m.start() for m in re.finditer(rb"\r(?!\n)", data)]
-                        if len(bare_crs) > MAX_BARE_CRS:
-                            bare_crs = None
-                    data = data.replace(b"\r\n", b"\0\n").replace(b"\r", b"\n").replace(b"\0\n", b"\r\n")
-                    done += len(data)
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(out, view) :]
-                    if not chunk:
-                        break
-        finally:
-            os.close(out)
+        bare_crs, cr_runs = bare_crs_as_line_ends(path, copy, origin, self.sink.tick)
         return copy, bare_crs, cr_runs
+
+    def copy_without_cr_runs(self, path: str) -> str:
+        """A copy with every run of CRs before an LF made one CR (CR CR LF read as CR LF)."""
+        from .lineends import cr_runs_as_one
+
+        copy = os.path.join(self.sink.unpack_dir, f"crruns{len(self.cr_run_copies):04d}")
+        cr_runs_as_one(path, copy, self.sink.tick)
+        return copy
 
     def choose_way(self, point: tuple, rule: str, text: str, count: int) -> int:
         """Name an ambiguity read in `count` ways; which way this pass reads it (0 the first)."""
