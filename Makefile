@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: all demo test deps venv lint bench bench-engine corpus differential load load-engine soak clean help
+.PHONY: all demo test deps venv lint bench bench-compare bench-engine corpus differential load load-engine soak clean help
 
 all: help
 
@@ -11,6 +11,7 @@ help:
 	@echo "make demo    configure, install into ./demo, run sample messages, show what happened"
 	@echo "make test    install what the tests need (Debian packages as root, a venv), run every test"
 	@echo "make bench   per-message cost and unpacking speed, as ratios against a baseline"
+	@echo "make bench-compare [BASE=rev]  this tree against another revision, installed side by side, interleaved"
 	@echo "make bench-smtp  SMTP sessions through the real qmail-smtpd: no filter, simscan, this project (root)"
 	@echo "make corpus  real-world mail from other projects through the program: outcomes per kind"
 	@echo "make differential [N=3000]  crafted messages: what real mail parsers extract that the unpacker misses"
@@ -40,6 +41,10 @@ lint: venv
 bench: deps
 	$(PY) benchmarks/run.py
 	if [ "$$(id -u)" = 0 ]; then $(PY) benchmarks/engine.py latency; else echo "engine vs standalone: needs root"; fi
+
+BASE ?= HEAD~1
+bench-compare: deps
+	$(PY) benchmarks/compare_trees.py --base $(BASE)
 
 bench-engine: deps
 	$(PY) benchmarks/engine.py soak

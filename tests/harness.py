@@ -298,13 +298,15 @@ def strip_added_headers(message: bytes) -> bytes:
     return b"\n".join(lines[index:])
 
 
-def install(prefix: Path, standin: Path, *configure_args: str, python: str | None = None) -> Installation:
-    """configure.py --prefix prefix --install with the stand-in as next hop."""
+def install(
+    prefix: Path, standin: Path, *configure_args: str, python: str | None = None, configure: Path = CONFIGURE
+) -> Installation:
+    """configure.py --prefix prefix --install with the stand-in as next hop (`configure`: another tree's)."""
     sink = prefix / "queue"
     sink.mkdir(parents=True, exist_ok=True)
     args = [
         python or sys.executable,
-        str(CONFIGURE),
+        str(configure),
         "--prefix",
         str(prefix),
         "--qmail-queue-binary",
