@@ -5,7 +5,9 @@ Modules, each with one job, above one sink:
   headers    header blocks, parameters, encoded words
   decoding   transfer encodings of bodies
   content    what is inside a decoded body: encodings in text, archives
-  archives   archive formats (ziplisting: the zip reader)
+  archives   archive formats (ziplisting: the zip reader; libarchive: the system library; tnef: winmail.dat)
+  textcodings  uuencode, BinHex and yEnc blocks
+  lineends   copies of a message with its line ends read as other readers read them
   magictype  the real type of content
   reformime  maildrop's reformime as the MIME walk instead of the walker
   sink       the message's limits, work files and findings, which all of the above write to

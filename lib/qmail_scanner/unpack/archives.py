@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from .sink import PartSink
 
 RATIO_MIN_BYTES = 1 << 20  # a high ratio matters only for members that expand to this much
-TNEF_IN_MEMORY_LIMIT = 32 << 20  # tnefparse reads the whole file; bigger ones go to the tnef program
 COPY_CHUNK = 1 << 16
 MEMORY_MEMBER_BYTES = 4 << 20  # a member clamd reads itself stays in memory up to this size, no work file
 ARCHIVE_SUFFIXES = (".zip", ".rar", ".7z", ".tnef")
@@ -85,7 +84,9 @@ def _inspect(sink: PartSink, part: Part, container: str, depth: int, level: int)
         or part.declared_type in TNEF_TYPES
         or any(name.endswith(TNEF_NAMES) for name in names)
     ):
-        _inspect_tnef(sink, part, container, depth)
+        from .tnef import inspect_tnef
+
+        inspect_tnef(sink, part, container, depth)
         return
     try:
         with open(path, "rb") as source:
@@ -125,7 +126,7 @@ def _inspect(sink: PartSink, part: Part, container: str, depth: int, level: int)
                 "archive-unreadable", f"Disallowed archive: {_printable(container)}: {problem}", container
             )
         else:
-            _log(f"{container} looks like a {kind} archive, but no member of it can be read ({problem})")
+            log_line(f"{container} looks like a {kind} archive, but no member of it can be read ({problem})")
 
 
 def _printable(text: str) -> str:
@@ -133,7 +134,8 @@ def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)[:300]
 
 
-def _log(text: str) -> None:
+def log_line(text: str) -> None:
+    """One line in the smtpd log, whatever the archive's names contain."""
     sys.stderr.write(f"qmail-scanner: {_printable(text)}\n")
 
 
@@ -141,7 +143,7 @@ def _bomb(sink: PartSink, reason: str, name: str = "") -> None:
     sink.result.add_finding("zip-bomb", f"Disallowed archive: {_printable(reason)} (decompression bomb)", name)
 
 
-def _member_part(
+def member_part(
     sink: PartSink, name: str, size: int, container: str, depth: int, encrypted: bool, kind: str = "ZIP"
 ) -> Part | None:
     part = sink.new_part(depth, "", b"", filenames=(name,) if name else (), size=size, container=container)
@@ -189,7 +191,7 @@ class _Walk:
         if self.members > sink.settings.max_parts:
             self.too_many(self.members)
             return False
-        part = _member_part(sink, name, max(size, 0), self.container, self.depth, encrypted, self.crypto_tag)
+        part = member_part(sink, name, max(size, 0), self.container, self.depth, encrypted, self.crypto_tag)
         if part is None:
             return False
         if names:
@@ -351,7 +353,7 @@ def _open_zip_member(walk: _Walk, source: object, entry: object) -> object:
         try:
             return _LibarchiveMember(walk, source, entry)
         except (OSError, AttributeError) as error:
-            _log(f"libarchive at {settings.libarchive_path} is unusable ({error})")
+            log_line(f"libarchive at {settings.libarchive_path} is unusable ({error})")
     if settings.sevenzip_binary:
         return _SevenZipMember(walk, source, entry)
     if method == DEFLATE64 and settings.have_inflate64:
@@ -535,7 +537,7 @@ def _read_libarchive(walk: _Walk, path: str, head: bytes, part: Part) -> None:
     try:
         reader = Reader(sink.settings.libarchive_path, path, raw=single)
     except (OSError, AttributeError) as error:
-        _log(f"libarchive at {sink.settings.libarchive_path} is unusable ({error})")
+        log_line(f"libarchive at {sink.settings.libarchive_path} is unusable ({error})")
         _read_without_libarchive(walk, path, part)
         return
     except ArchiveError as error:
@@ -567,7 +569,7 @@ def _read_libarchive(walk: _Walk, path: str, head: bytes, part: Part) -> None:
 def _archive_error(walk: _Walk, error: str) -> None:
     """An encrypted archive is a crypto tag, as zip's encrypted members; anything else is unreadable."""
     if "encrypt" in error.lower() or "passphrase" in error.lower():
-        _member_part(walk.sink, "", 0, walk.container, walk.depth, True, walk.crypto_tag)
+        member_part(walk.sink, "", 0, walk.container, walk.depth, True, walk.crypto_tag)
         return
     raise Unreadable(error)
 
@@ -664,105 +666,6 @@ def _single_file_opener(kind: str) -> Callable:
     return lzma.open
 
 
-def _add_extracted(
-    sink: PartSink, name: str, data_path: str | None, data: bytes | None, container: str, depth: int
-) -> None:
-    """One TNEF member: a work file of our own naming, its type, and a look inside."""
-    member = _member_part(sink, name, 0, container, depth, False)
-    if member is None:
-        return
-    path = sink.work_file(member)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
-    if data is not None:
-        data = data[: sink.take_budget(len(data))]
-        fd = os.open(path, flags, 0o600)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        head = data[: magictype.HEAD_BYTES]
-        member.size = len(data)
-    else:
-        os.rename(data_path or "", path)
-        member.size = os.path.getsize(path)
-        if sink.take_budget(member.size) < member.size:
-            os.truncate(path, 0)
-        with open(path, "rb") as extracted:
-            head = extracted.read(magictype.HEAD_BYTES)
-    member.decoded_path = path
-    member.magic_type = magictype.detect(head, sink.settings)
-    if looks_like_archive(member, head):
-        inspect_archive(sink, member, f"{container}/{name}", depth + 1)
-
-
-def _inspect_tnef(sink: PartSink, part: Part, container: str, depth: int) -> None:
-    settings = sink.settings
-    if settings.have_tnefparse and part.size <= TNEF_IN_MEMORY_LIMIT:
-        import struct
-
-        for directory in settings.extra_sys_path:
-            if directory not in sys.path:
-                sys.path.append(directory)
-        try:
-            from tnefparse.tnef import TNEF
-
-            with open(part.decoded_path or "", "rb") as source:
-                tnef = TNEF(source.read(), do_checksum=False)
-            attachments = [(a.long_filename() or a.name or "", a.data) for a in tnef.attachments]
-        except (ValueError, IndexError, KeyError, TypeError, struct.error) as error:
-            _log(f"tnefparse failed on {container} ({type(error).__name__}: {error}); trying tnef")
-        else:
-            for name, data in attachments[: settings.max_parts]:
-                _add_extracted(
-                    sink, name.strip("\x00"), None, data if isinstance(data, bytes) else b"", container, depth
-                )
-            return
-    if settings.tnef_binary:
-        _tnef_program(sink, part, container, depth)
-
-
-def _tnef_program(sink: PartSink, part: Part, container: str, depth: int) -> None:
-    """Unpack with the tnef program into a fresh dir; retry with --ignore-checksum (Debian's tnef needs it)."""
-    import shutil
-    import subprocess
-
-    settings = sink.settings
-    out_dir = sink.work_file(part, ".tnef")
-    for extra in ([], ["--ignore-checksum"]):
-        shutil.rmtree(out_dir, ignore_errors=True)
-        os.mkdir(out_dir, 0o700)
-        argv = [
-            settings.tnef_binary,
-            *extra,
-            "--number-backups",
-            f"--maxsize={settings.max_zip_size}",
-            "-C",
-            out_dir,
-            "-f",
-            part.decoded_path or "",
-        ]
-        try:
-            done = subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                timeout=max(1.0, min(sink.remaining(), 60.0)),
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as error:
-            _log(f"tnef failed on {container}: {error}")
-            return
-        if done.returncode == 0:
-            break
-    else:
-        _log(f"tnef could not read {container}: {done.stderr[:200]!r}")
-    with os.scandir(out_dir) as entries:
-        found = sorted((entry.name, entry.path) for entry in entries if entry.is_file(follow_symlinks=False))
-    for name, path in found[: settings.max_parts]:
-        _add_extracted(sink, name, path, None, container, depth)
-
-
 def _optional_module(sink: PartSink, name: str) -> object | None:
     for directory in sink.settings.extra_sys_path:
         if directory not in sys.path:
@@ -784,7 +687,7 @@ def _list_rar(walk: _Walk, path: str) -> None:
             listing = [(info.filename, info.file_size, info.needs_password()) for info in members]
     except (rarfile.Error, OSError) as error:  # type: ignore[attr-defined]
         if isinstance(error, rarfile.PasswordRequired):  # type: ignore[attr-defined]
-            _member_part(walk.sink, "", 0, walk.container, walk.depth, True, "RAR")
+            member_part(walk.sink, "", 0, walk.container, walk.depth, True, "RAR")
             return
         raise Unreadable(f"rarfile: {type(error).__name__}: {error}") from None
     _list_members(walk, listing)
@@ -801,7 +704,7 @@ def _list_7z(walk: _Walk, path: str) -> None:
             members = [info for info in archive.list() if not info.is_directory]
             listing = [(info.filename, info.uncompressed or 0, encrypted) for info in members]
     except py7zr.PasswordRequired:  # type: ignore[attr-defined]
-        _member_part(walk.sink, "", 0, walk.container, walk.depth, True, "7Z")
+        member_part(walk.sink, "", 0, walk.container, walk.depth, True, "7Z")
         return
     except (py7zr.exceptions.ArchiveError, OSError, EOFError, ValueError) as error:  # type: ignore[attr-defined]
         raise Unreadable(f"py7zr: {type(error).__name__}: {error}") from None
@@ -814,7 +717,7 @@ def _list_members(walk: _Walk, members: list[tuple[str, int, bool]]) -> None:
         return
     if sum(size for _, size, _ in members) > settings.max_zip_size:
         _bomb(walk.sink, f"{walk.container} expands beyond {settings.max_zip_size} bytes", walk.container)
-    _log(f"{walk.container}: {walk.kind} members listed by name only (no libarchive)")
+    log_line(f"{walk.container}: {walk.kind} members listed by name only (no libarchive)")
     for name, size, encrypted in members:
         if not walk.member(name, size, None, True, encrypted=encrypted):
             return
