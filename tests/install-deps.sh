@@ -43,7 +43,11 @@ node_deps() {
             echo "install-deps: node and npm are missing (run as root to install them)" >&2
             return 0
         fi
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm >/dev/null
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q --no-install-recommends nodejs npm >/dev/null 2>&1 || {
+            apt-get update -q >/dev/null
+            apt-get install -y -q --no-install-recommends nodejs npm >/dev/null
+        }
     fi
     stamp=tests/differential/node_modules/.installed
     if [ ! -f "$stamp" ] || [ tests/differential/package-lock.json -nt "$stamp" ]; then
