@@ -411,7 +411,10 @@ class Walker:
         size = 0
         skipped = 0
         last_name = b""
-        settled = top  # the message's own header block is read as today; parts and attached messages are checked
+        # Readers end a header block at its first line that is no header (Python's email, GMime),
+        # or run on to the empty line: both readings, for the message's own block too. The rarer
+        # shapes (a folded first line, a blank continuation) are choices in parts only.
+        settled = False
         while True:
             line = reader.readline()
             if not line:
@@ -425,7 +428,9 @@ class Walker:
                 hit = self.match(line[2:].rstrip(b"\r\n"), boundaries)
                 if hit is not None:
                     return b"".join(lines), skipped, hit
-            if embedded and not lines and line.startswith((b"From ", b">From ")):
+            if top and line.startswith((b"From ", b">From ")):
+                pass  # an mbox separator (also under the Received line qmail-smtpd adds): kept, no choice
+            elif embedded and not lines and line.startswith((b"From ", b">From ")):
                 # The mbox separator left on top of an attached message: every client skips it.
                 self.note("broken-header-line", "mbox From line on top of an attached message")
                 skipped = len(line)
@@ -440,14 +445,14 @@ class Walker:
                         reader.unread(line)
                         return b"".join(lines), skipped, None
                 last_name = line.split(b":", 1)[0].strip().lower()
-            elif not lines and not settled and is_header_line(line.lstrip(b" \t")):
+            elif not lines and not settled and not top and is_header_line(line.lstrip(b" \t")):
                 settled = True  # a folded first line: some clients take it as the header it looks like
                 if self.choose(
                     ("header-end", start), "broken-continuation", "header block starting with a folded line"
                 ):
                     line = line.lstrip(b" \t")
                     last_name = line.split(b":", 1)[0].strip().lower()
-            elif not settled and not line.strip():
+            elif not settled and not top and not line.strip():
                 settled = True
                 if self.choose(
                     ("header-end", start),
