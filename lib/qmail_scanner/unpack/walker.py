@@ -68,6 +68,7 @@ class Reader:
         self.pos = 0
         self.base = 0  # file offset of buf[0]
         self.eof = False
+        self.content_end = -1
         self.tick = tick
         self.origin = origin  # added to offsets: a decoded container's file has offsets of its own
         self.bare_cr = False  # a CR not followed by LF was read: some readers end a line there
@@ -137,6 +138,7 @@ class Reader:
         break before a delimiter belongs to the delimiter, as RFC 2046 says.
         """
         at_line_start = True
+        self.content_end = -1  # where the body ended before a delimiter; at EOF, the end of the file
         while True:
             if not self._fill(1):
                 return -1, False
@@ -174,6 +176,7 @@ class Reader:
                             content_end -= 1
                     if sink and content_end > start:
                         sink(buf[start:content_end])
+                    self.content_end = self.base + content_end
                     self.pos = line_end + 1 if line_end >= 0 else stop
                     return hit
                 search = candidate + 1
@@ -200,6 +203,11 @@ class Reader:
             if not self._fill(len(self.buf) - self.pos + CHUNK_BYTES) and self.pos >= len(self.buf):
                 return -1, False
 
+    def body_end(self) -> tuple[int, int]:
+        """After scan_body: where the body's bytes ended and where reading stopped (after its delimiter line)."""
+        end = self.offset()
+        return (self.content_end if self.content_end >= 0 else end), end
+
     def close(self) -> None:
         self.file.close()
 
@@ -217,7 +225,7 @@ class Walker:
         self.entity_ends: dict[int, int] = {}  # where each entity ended (the furthest of all readings), by its start
         self.passes = 0
         self.containers: dict[tuple, Part] = {}  # multiparts and attached messages met, by where and how read
-        self.leaves: dict[tuple, set[int]] = {}  # leaves decoded, by where and how read -> where they ended
+        self.leaves: dict[tuple, set[tuple[int, int]]] = {}  # leaves decoded, by where and how read -> body_end()s
         self.first_counts: dict[tuple, int] = {}  # choice points of more than two ways the first pass met
         # Readers decode some containers before they parse them (a message/* or multipart under a
         # transfer encoding, any message/* they hand out whole): those bodies are decoded to work
@@ -582,7 +590,7 @@ class Walker:
             if container:
                 self.containers[key] = part
             elif early_end is not None:
-                self.leaves.setdefault(key, set()).add(reader.offset())
+                self.leaves.setdefault(key, set()).add(reader.body_end())
         if early_end is not None:
             return early_end
         if declared.startswith("multipart/"):
@@ -615,7 +623,7 @@ class Walker:
             return reader.scan_body(boundaries, None, self.match)
         first_child = len(self.result.parts)
         hit = self.read_leaf(reader, part, boundaries, decoding, message)
-        self.leaves.setdefault(key, set()).add(reader.offset())
+        self.leaves.setdefault(key, set()).add(reader.body_end())
         if message:
             bodies = [part.decoded_path] if part.decoded_path else []
             if decoding in TEXT_DECODINGS:  # the message may be what a block in the text holds
@@ -678,8 +686,9 @@ class Walker:
         """
         body_offset = reader.offset()
         hit = reader.scan_body(boundaries, None, self.match)
-        end = reader.offset()
-        if end in self.leaves[key] and not (text and self.lines is not False and self.bare_cr_in(body_offset, end)):
+        ends = reader.body_end()
+        end = ends[1]
+        if ends in self.leaves[key] and not (text and self.lines is not False and self.bare_cr_in(body_offset, end)):
             return hit
         reader.seek(body_offset)
         return None
@@ -755,7 +764,7 @@ class Walker:
             return hit
         key = (start, start, kind, "", ())
         end = reader.offset()
-        if end in self.leaves.get(key, ()):
+        if reader.body_end() in self.leaves.get(key, ()):
             return hit  # an earlier reading read it
         part = self.sink.new_part(depth, "text/plain", b"", scan_alone=True)
         if part is None:
@@ -763,7 +772,7 @@ class Walker:
         first_part = part.index
         reader.seek(start)
         hit = self.read_leaf(reader, part, boundaries, "identity")
-        self.leaves.setdefault(key, set()).add(reader.offset())
+        self.leaves.setdefault(key, set()).add(reader.body_end())
         if probe.delimiter and part.decoded_path:
             self.walk_file(part.decoded_path, (key, end), depth, boundary, lenient=True)
         self.result.lenient_parts.update(range(first_part, len(self.result.parts)))
