@@ -24,6 +24,8 @@ import time
 
 from ..records import Part
 from . import magictype
+from .content import TNEF_NAMES, TNEF_TYPES, may_be_archive
+from .decoding import NEW_FILE_FLAGS
 
 TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
@@ -34,10 +36,6 @@ if TYPE_CHECKING:
 RATIO_MIN_BYTES = 1 << 20  # a high ratio matters only for members that expand to this much
 COPY_CHUNK = 1 << 16
 MEMORY_MEMBER_BYTES = 4 << 20  # a member clamd reads itself stays in memory up to this size, no work file
-ARCHIVE_SUFFIXES = (".zip", ".rar", ".7z", ".tnef")
-TNEF_NAMES = ("winmail.dat", "win.dat")
-TNEF_TYPES = ("application/ms-tnef", "application/vnd.ms-tnef")
-NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
 
 # clamd's default MaxRecursion: a member nested deeper (MIME levels included) is not scanned by
 # clamd reading the raw message; it is handed over decoded.
@@ -57,13 +55,6 @@ SINGLE_FILE_SUFFIXES = (".tgz", ".gz", ".bz2", ".tbz2", ".tbz", ".xz", ".txz", "
 
 class Unreadable(Exception):
     """A member or an archive could not be read: the text says what, for the finding."""
-
-
-def looks_like_archive(part: Part, head: bytes) -> bool:
-    """Whether a decoded part or member is worth opening as an archive."""
-    if part.magic_type in magictype.ARCHIVE_TYPES or part.declared_type in TNEF_TYPES:
-        return True
-    return any(name.lower().endswith(ARCHIVE_SUFFIXES + TNEF_NAMES) for name in part.filenames)
 
 
 def inspect_archive(sink: PartSink, part: Part, container: str, depth: int) -> None:
@@ -209,7 +200,7 @@ class _Walk:
         self.output_left -= part.size
         part.magic_type = magictype.detect(head, settings)
         part.scan_alone = scan_alone and part.decoded_path is not None
-        if _nested_kind(head, data, part) or looks_like_archive(part, head):
+        if _nested_kind(head, data, part) or may_be_archive(part):
             if part.decoded_path is None:
                 _write_member(sink, part, data)
             _inspect(sink, part, f"{self.container}/{name}", self.depth + 1, self.level + 1)

@@ -22,16 +22,16 @@ if TYPE_CHECKING:
 TEXT_ENCODINGS = {"uuencode": "x-uuencode", "binhex": "x-binhex", "yenc": "x-yencode"}
 
 
+ARCHIVE_SUFFIXES = (".zip", ".rar", ".7z", ".tnef")
+TNEF_NAMES = ("winmail.dat", "win.dat")
+TNEF_TYPES = ("application/ms-tnef", "application/vnd.ms-tnef")
+
+
 def may_be_archive(part: Part) -> bool:
     """Cheap test before importing the archive code: content, declared type or name says archive."""
-    if part.magic_type in magictype.ARCHIVE_TYPES or part.declared_type in (
-        "application/ms-tnef",
-        "application/vnd.ms-tnef",
-    ):
+    if part.magic_type in magictype.ARCHIVE_TYPES or part.declared_type in TNEF_TYPES:
         return True
-    return any(
-        name.lower().endswith((".zip", ".rar", ".7z", ".tnef", "winmail.dat", "win.dat")) for name in part.filenames
-    )
+    return any(name.lower().endswith(ARCHIVE_SUFFIXES + TNEF_NAMES) for name in part.filenames)
 
 
 def look_into_file(sink: PartSink, part: Part, head: bytes) -> None:

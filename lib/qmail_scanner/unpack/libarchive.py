@@ -58,7 +58,6 @@ def _bind(path: str) -> ctypes.CDLL:
         "archive_read_free": ([pointer], ctypes.c_int),
         "archive_error_string": ([pointer], ctypes.c_char_p),
         "archive_format_name": ([pointer], ctypes.c_char_p),
-        "archive_filter_bytes": ([pointer, ctypes.c_int], ctypes.c_int64),
         "archive_entry_pathname": ([pointer], ctypes.c_char_p),
         "archive_entry_pathname_utf8": ([pointer], ctypes.c_char_p),
         "archive_entry_size": ([pointer], ctypes.c_int64),
@@ -114,11 +113,6 @@ class Reader:
         """What libarchive took the archive for ("ZIP 2.0 (deflation)", "RAR5", "raw"...)."""
         name = self._lib.archive_format_name(self._handle)
         return (name or b"").decode("ascii", "replace")
-
-    @property
-    def bytes_read(self) -> int:
-        """Compressed bytes consumed from the file so far."""
-        return max(0, int(self._lib.archive_filter_bytes(self._handle, -1)))
 
     def next_entry(self) -> Entry | None:
         """The next entry's header, None at the end; ArchiveError when the archive cannot be read further."""

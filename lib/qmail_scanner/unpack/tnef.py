@@ -6,7 +6,9 @@ import os
 import sys
 
 from . import magictype
-from .archives import inspect_archive, log_line, looks_like_archive, member_part
+from .archives import inspect_archive, log_line, member_part
+from .content import may_be_archive
+from .decoding import NEW_FILE_FLAGS
 
 TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
@@ -24,10 +26,9 @@ def _add_member(
     if member is None:
         return
     path = sink.work_file(member)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
     if data is not None:
         data = data[: sink.take_budget(len(data))]
-        fd = os.open(path, flags, 0o600)
+        fd = os.open(path, NEW_FILE_FLAGS, 0o600)
         try:
             os.write(fd, data)
         finally:
@@ -43,7 +44,7 @@ def _add_member(
             head = extracted.read(magictype.HEAD_BYTES)
     member.decoded_path = path
     member.magic_type = magictype.detect(head, sink.settings)
-    if looks_like_archive(member, head):
+    if may_be_archive(member):
         inspect_archive(sink, member, f"{container}/{name}", depth + 1)
 
 
