@@ -10,7 +10,7 @@ DEBIAN_PACKAGES="gcc libc6-dev libmagic1 tnef maildrop clamav clamav-daemon clam
 spamassassin spamd spamc rspamd chromium logrotate perl
 make groff-base ucspi-tcp ripmime
 libarchive13 libarchive-tools 7zip xorriso gcab zstd xz-utils bzip2
-libmime-tools-perl maildir-utils libconvert-binhex-perl uudeview"
+libmime-tools-perl maildir-utils libconvert-binhex-perl uudeview prometheus-node-exporter"
 
 debian() {
     missing=""
@@ -30,7 +30,7 @@ debian() {
         apt-get install -y -q --no-install-recommends $missing >/dev/null
     }
     # The packaged daemons must not hold the default sockets or eat memory: tests start their own.
-    for service in clamav-daemon clamav-freshclam spamd spamassassin rspamd; do
+    for service in clamav-daemon clamav-freshclam spamd spamassassin rspamd prometheus-node-exporter; do
         if command -v systemctl >/dev/null 2>&1; then systemctl stop "$service" >/dev/null 2>&1 || true; fi
     done
 }
