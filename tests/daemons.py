@@ -120,7 +120,10 @@ class ClamdServer(PrivateDaemon):
 
     program = "clamd"
 
-    def __init__(self, name: str = "clamd", stream_max_length: str = "25M", tcp: bool = False) -> None:
+    def __init__(
+        self, name: str = "clamd", stream_max_length: str = "25M", tcp: bool = False, read_timeout: int = 0
+    ) -> None:
+        """read_timeout: clamd's ReadTimeout, which also ends an idle IDSESSION (0: clamd's default, 120 s)."""
         self.name = name
         self.directory = _private_dir(f"qs-{name}-")
         self.socket_path = str(self.directory / "clamd.sock")
@@ -140,6 +143,8 @@ class ClamdServer(PrivateDaemon):
         ]
         if self.tcp_port:
             lines += [f"TCPSocket {self.tcp_port}", "TCPAddr 127.0.0.1"]
+        if read_timeout:
+            lines.append(f"ReadTimeout {read_timeout}")
         self.config_path.write_text("\n".join(lines) + "\n")
         self.process: subprocess.Popen | None = None
         self.startup_seconds = 0.0
@@ -168,8 +173,10 @@ class SpamdServer(PrivateDaemon):
 
     program = "spamd"
 
-    def __init__(self, name: str = "spamd") -> None:
+    def __init__(self, name: str = "spamd", timeout: int = 0) -> None:
+        """timeout: spamd's --timeout-tcp, how long it waits for a client's request, in seconds (0: its default)."""
         self.name = name
+        self.timeout = timeout
         self.directory = _private_dir(f"qs-{name}-")
         self.socket_path = str(self.directory / "spamd.sock")
         self.log_path = self.directory / "spamd.log"
@@ -182,6 +189,8 @@ class SpamdServer(PrivateDaemon):
             f"--socketpath={self.socket_path}", "--socketmode=0666",
             f"--pidfile={self.directory / 'spamd.pid'}", "-s", "stderr",
         ]
+        if self.timeout:
+            argv.append(f"--timeout-tcp={self.timeout}")
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         self.startup_seconds = _wait(self.name, self.answers, self.process, 60, self.log_path)
@@ -375,6 +384,19 @@ def clamd_small_stream_fixture():
     """A clamd whose StreamMaxLength is 100 KiB, to see the over-limit handling."""
     ClamdServer.require()
     server = ClamdServer("clamd-small", stream_max_length="100K").start()
+    yield server
+    server.remove()
+
+
+# clamd's ReadTimeout in the quick-idle fixture: an idle session ends after this (and up to a second more).
+QUICK_IDLE_SECONDS = 2
+
+
+@pytest.fixture(scope="session", name="clamd_quick_idle")
+def clamd_quick_idle_fixture():
+    """A clamd that ends an idle IDSESSION after QUICK_IDLE_SECONDS, as a real one does after ReadTimeout."""
+    ClamdServer.require()
+    server = ClamdServer("clamd-quick-idle", read_timeout=QUICK_IDLE_SECONDS).start()
     yield server
     server.remove()
 

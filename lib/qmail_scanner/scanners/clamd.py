@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import socket
 import struct
 import time
 
 from ..records import Finding, ScanResult
+from ..recordtype import record
 from .common import (
     STREAM_CHUNK_BYTES,
     Deadline,
@@ -133,8 +135,29 @@ def _stream(sock: socket.socket, fd: int, deadline: Deadline) -> tuple[bytes, bo
 
 # ---------------------------------------------------------------- sessions (the resident engine)
 
-# address -> an open IDSESSION connection; None: no sessions (the standalone program, one message).
-_sessions: dict[str, socket.socket] | None = None
+# clamd ends an IDSESSION that stays idle for its ReadTimeout (120 s upstream, 180 s in Debian's
+# clamd.conf; it also bounds the wait for each chunk of a stream, so no site sets it much lower),
+# writing "COMMAND READ TIMED OUT" as it closes. A session idle longer than this is not reused: a
+# fresh connection costs a fraction of a millisecond, a stale one a retry. Shorter timeouts are
+# caught by the check before reuse and the one retry after it.
+SESSION_MAX_IDLE_SECONDS = 10.0
+
+
+@record
+class _Session:
+    """A kept IDSESSION connection: clamd numbers its replies, so we know which one answers us."""
+
+    sock: socket.socket
+    next_id: int = 1  # clamd's number for the next command on this connection
+    idle_since: float = 0.0  # monotonic time of the last reply
+
+
+class _SessionLost(Exception):
+    """A reused session ended before clamd answered our command (its idle timeout, a restart)."""
+
+
+# address -> the kept session; None: no sessions (the standalone program, one message).
+_sessions: dict[str, _Session] | None = None
 
 
 def keep_sessions() -> None:
@@ -145,43 +168,64 @@ def keep_sessions() -> None:
 
 
 def _instream_in_session(address: str, fd: int, connect_timeout: float, deadline: Deadline) -> str:
-    """INSTREAM on the kept connection; one that clamd closed meanwhile (IdleTimeout) is replaced once."""
+    """INSTREAM on the kept session when it is still open; a session lost before the answer is replaced once."""
     assert _sessions is not None
-    sock = _sessions.pop(address, None)  # pop: a connection serves one scan at a time
-    if sock is not None:
+    session = _sessions.pop(address, None)  # pop: a connection serves one scan at a time
+    if session is not None and not _reusable(session):
+        session.sock.close()
+        session = None
+    if session is not None:
         try:
-            reply, hung_up = _stream(sock, fd, deadline)
-        except ScannerFailure:
-            reply, hung_up = b"", True
-        if reply:
-            return _finish_session_scan(address, sock, reply, hung_up)
-        sock.close()  # nothing came back: clamd had closed it; a fresh one decides
+            return _scan_in_session(address, session, fd, deadline, reused=True)
+        except _SessionLost:
+            pass  # clamd closed it as we sent: scanning is idempotent, a fresh session decides
     sock = connect(address, connect_timeout, deadline)
     try:
         sock.settimeout(deadline.left())
         sock.sendall(b"zIDSESSION\0")
-        reply, hung_up = _stream(sock, fd, deadline)
+    except OSError as error:
+        sock.close()
+        raise ScannerFailure(f"{address}: IDSESSION failed: {error.strerror or error}") from None
     except BaseException:
         sock.close()
         raise
-    return _finish_session_scan(address, sock, reply, hung_up)
+    return _scan_in_session(address, _Session(sock), fd, deadline, reused=False)
 
 
-def _finish_session_scan(address: str, sock: socket.socket, reply: bytes, hung_up: bool) -> str:
-    """Strip the session's `<n>: ` from the reply; keep the connection only after a clean exchange."""
-    number, colon, rest = reply.partition(b": ")
-    if colon and number.isdigit():
-        reply = rest
+def _reusable(session: _Session) -> bool:
+    """Not idle too long, and clamd has neither spoken (its timeout text) nor hung up since its last answer."""
+    if time.monotonic() - session.idle_since > SESSION_MAX_IDLE_SECONDS:
+        return False
+    poller = select.poll()
+    poller.register(session.sock, select.POLLIN | select.POLLPRI)  # POLLHUP and POLLERR are always reported
+    return not poller.poll(0)
+
+
+def _scan_in_session(address: str, session: _Session, fd: int, deadline: Deadline, reused: bool) -> str:
+    """One INSTREAM in the session; keep it after an answer to our command, close it otherwise."""
+    ours = b"%d: " % session.next_id
     try:
-        found = parse_reply(reply, hung_up)
+        try:
+            reply, hung_up = _stream(session.sock, fd, deadline)
+        except ScannerFailure:
+            if reused and deadline.at > time.monotonic():
+                raise _SessionLost from None
+            raise
+        if reply.startswith(ours):
+            reply = reply[len(ours) :]
+        elif reused and deadline.at > time.monotonic():
+            raise _SessionLost  # nothing, or text that answers no command of ours ("COMMAND READ TIMED OUT")
+        found = parse_reply(reply, hung_up)  # raises after a hang-up: the session is over
     except BaseException:
-        sock.close()
+        session.sock.close()
         raise
+    session.next_id += 1
+    session.idle_since = time.monotonic()
     assert _sessions is not None
     previous = _sessions.pop(address, None)
     if previous is not None:
-        previous.close()
-    _sessions[address] = sock
+        previous.sock.close()
+    _sessions[address] = session
     return found
 
 
