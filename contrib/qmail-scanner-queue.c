@@ -1,18 +1,23 @@
 /*
  * qmail-scanner-queue: the setuid wrapper qmail runs as $QMAILQUEUE.
  *
- * Python scripts cannot be setuid, so this small program is: installed owned by the
- * scanner account (qscand) with the setuid and setgid bits, it
- *   1. makes sure fds 0, 1 and 2 are open (a closed fd 2 would otherwise become the first
+ * Python scripts cannot be setuid, so this small program is: installed root:root 4755
+ * (setuid root), it
+ *   1. first of all becomes the scanner account completely: no supplementary groups, real,
+ *      effective and saved gid and uid the scanner's; then checks that root cannot be regained
+ *      (setuid(0) fails) and refuses to run otherwise. It is owned by root, not by the scanner
+ *      account, so code running as the scanner account cannot rewrite it; root is needed only
+ *      for this drop (a setuid-to-the-account binary could not drop the caller's groups),
+ *   2. makes sure fds 0, 1 and 2 are open (a closed fd 2 would otherwise become the first
  *      file the scanner opens, and its error lines would land in the message); with no
  *      message or envelope fd it exits 54 as qmail-queue does,
- *   2. becomes the scanner account completely (real, effective and saved ids), so the
- *      caller can neither signal nor trace the scanner,
- *   3. throws the caller's environment away except the variables qmail's callers set for
+ *   3. unblocks every signal and sets every disposition to the default: a caller that ignores
+ *      SIGCHLD or blocks SIGALRM would otherwise break the wait for qmail-queue or the deadline,
+ *   4. throws the caller's environment away except the variables qmail's callers set for
  *      the scanner (TCP*, RELAYCLIENT, DATABYTES, SMTPAUTHUSER, QS_*), bounded in size,
  *      and sets a fixed PATH and umask,
- *   4. hands the message to the resident engine when it runs (below), else
- *   5. execs the interpreter frozen at configure time with -I -S on the installed program:
+ *   5. hands the message to the resident engine when it runs (below), else
+ *   6. execs the interpreter frozen at configure time with -I -S on the installed program:
  *      no PYTHON* variables, no user site, no site-packages, no current directory on sys.path.
  * Administrator flags (-h -v -z -g -r --engine-status) are passed on only for root and the
  * scanner account.
@@ -33,6 +38,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,24 +122,42 @@ static void open_standard_fds(int carries_message) {
   }
 }
 
+/* The first thing main does: with root (setuid root, or run by root) drop to the scanner account for
+ * good; without root, go on only when the caller already is the scanner account (a plain install). */
 static void become_scanner_account(void) {
-  uid_t uid = (uid_t)(QS_UID);
-  gid_t gid = (gid_t)(QS_GID);
-  if (geteuid() == 0) {
-    /* Run by root (cron, or a setuid-root install): drop everything, groups first. */
-    if (setgroups(1, &gid) != 0) trouble("setgroups failed");
+  uid_t uid = (uid_t)(QS_UID), ruid, euid, suid;
+  gid_t gid = (gid_t)(QS_GID), rgid, egid, sgid;
+  int was_root = geteuid() == 0;
+  if (was_root) {
+    /* Groups first (only root may), then the gid (while still root), then the uid. */
+    if (setgroups(0, NULL) != 0) trouble("setgroups failed");
     if (setresgid(gid, gid, gid) != 0) trouble("setresgid failed");
     if (setresuid(uid, uid, uid) != 0) trouble("setresuid failed");
-  } else {
-    /* Setuid/setgid to the scanner account: make the real and saved ids match the
-     * effective ones, so no way back to the caller's ids remains. */
-    gid_t egid = getegid();
-    uid_t euid = geteuid();
-    if (setresgid(egid, egid, egid) != 0) trouble("setresgid failed");
-    if (setresuid(euid, euid, euid) != 0) trouble("setresuid failed");
   }
-  if (getuid() != uid || geteuid() != uid || getgid() != gid || getegid() != gid)
-    trouble("not running as the scanner account: is the wrapper installed setuid and setgid to it?");
+  if (getresuid(&ruid, &euid, &suid) != 0 || getresgid(&rgid, &egid, &sgid) != 0) trouble("cannot read the ids");
+  if (ruid != uid || euid != uid || suid != uid || rgid != gid || egid != gid || sgid != gid)
+    trouble("not running as the scanner account: is the wrapper installed root:root with mode 4755?");
+  /* A caller that is the scanner account keeps its own groups when the wrapper holds no root. */
+  if (was_root && getgroups(0, NULL) != 0) trouble("supplementary groups remain after dropping them");
+  /* With the scanner account root (--qs-user root, installed without the setuid bit) there is nothing to lose. */
+  if (uid != 0 && (setuid(0) == 0 || setgid(0) == 0)) trouble("root could be regained after dropping it");
+}
+
+/* Start what follows as a fresh process would: no blocked signal, every disposition the default. */
+static void default_signals(void) {
+  sigset_t none;
+  struct sigaction fresh;
+  int sig;
+  sigemptyset(&none);
+  if (sigprocmask(SIG_SETMASK, &none, NULL) != 0) trouble("cannot unblock signals");
+  memset(&fresh, 0, sizeof fresh);
+  fresh.sa_handler = SIG_DFL;
+  sigemptyset(&fresh.sa_mask);
+  for (sig = 1; sig < NSIG; ++sig) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    /* EINVAL: a number the C library keeps for itself (glibc's 32 and 33). */
+    if (sigaction(sig, &fresh, NULL) != 0 && errno != EINVAL) trouble("cannot reset a signal");
+  }
 }
 
 static int name_allowed(const char *entry, size_t name_len) {
@@ -344,7 +368,9 @@ int main(int argc, char **argv, char **envp) {
   int i;
   uid_t caller = getuid();
 
+  become_scanner_account(); /* before anything else: nothing below runs with root */
   open_standard_fds(argc <= 1);
+  default_signals();
   umask(QS_UMASK);
   if (argc > 1) {
     if (caller != 0 && caller != (uid_t)(QS_UID)) {
@@ -362,7 +388,6 @@ int main(int argc, char **argv, char **envp) {
       }
     }
   }
-  become_scanner_account();
   char **clean = clean_environment(envp);
   if (chdir("/") != 0) trouble("cannot chdir to /");
 #ifdef QS_ENGINE_SOCKET

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from engine_fixtures import engine, engine_installation  # noqa: F401 - fixtures
 from security_fixtures import (
     SCANNER_USER,
     caller_ids,
@@ -131,18 +132,194 @@ def next_hop_environment(result) -> dict[str, str]:
     return names
 
 
-def test_wrapper_is_installed_setuid_to_the_scanner_account_and_the_program_is_root_only(wrapped):  # noqa: F811
-    scanner_uid, scanner_gid = wrapped.scanner_ids
+def test_wrapper_is_root_owned_setuid_root_and_everything_root_runs_is_roots(wrapped):  # noqa: F811
     info = wrapped.wrapper.stat()
-    assert (info.st_uid, info.st_gid) == (scanner_uid, scanner_gid)
-    assert stat.S_IMODE(info.st_mode) == 0o6755
-    program = wrapped.program.stat()
-    assert program.st_uid == 0 and not program.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-    for path in (wrapped.prefix / "lib").rglob("*"):
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 0, 0o4755)
+    for path in [wrapped.program, *installed_engine_files(wrapped), wrapped.program.parent]:
         mode = path.lstat().st_mode
         assert path.lstat().st_uid == 0, path
         assert not mode & (stat.S_IWGRP | stat.S_IWOTH), path
     assert "installed the setuid wrapper" in wrapped.configure_output
+    assert "root:root, mode 4755; it runs as qstest" in wrapped.configure_output
+
+
+def installed_engine_files(installation) -> list[Path]:
+    """What root, qmail's callers or the engine run or read as code: the engine dir, the run file, the unit."""
+    lib = installation.prefix / "lib"
+    bindir = installation.program.parent
+    return [lib, *sorted(lib.rglob("*")), bindir / "qmail-scanner-engine.run", bindir / "qmail-scanner-engine.service"]
+
+
+# Run as the scanner account: every way to change a file or what its name points to. Only
+# PermissionError counts as refused; anything else (success or another error) is printed.
+TAMPER = r"""
+import os
+for path in {paths!r}:
+    is_dir = os.path.isdir(path)
+    def write():
+        name = os.path.join(path, "planted") if is_dir else path
+        os.close(os.open(name, os.O_WRONLY | (os.O_CREAT | os.O_EXCL if is_dir else 0), 0o755))
+    def replace():
+        if is_dir:
+            os.rename(path, path + ".moved")
+            return
+        with open(path + ".evil", "wb") as evil:
+            evil.write(b"#!/bin/sh\necho owned\n")
+        os.replace(path + ".evil", path)
+    attempts = {{
+        "write": write,
+        "chmod": lambda: os.chmod(path, 0o6777),
+        "chown": lambda: os.chown(path, os.getuid(), os.getgid()),
+        "replace": replace,
+    }}
+    for what, attempt in attempts.items():
+        try:
+            attempt()
+        except PermissionError:
+            continue
+        except OSError as error:
+            print(what, path, "failed otherwise:", error)
+            continue
+        print(what, path, "allowed")
+"""
+
+
+def tamper_as_scanner(installation, paths: list[Path]) -> list[str]:
+    uid, gid = installation.scanner_ids
+    probe = run_as(uid, gid, TAMPER.format(paths=[str(p) for p in paths]))
+    assert probe.returncode == 0, probe.stderr
+    return probe.stdout.splitlines()
+
+
+def test_scanner_account_cannot_rewrite_the_wrapper_the_program_or_the_engine(wrapped):  # noqa: F811
+    before = {path: (path.read_bytes() if path.is_file() else b"", path.lstat()) for path in
+              [wrapped.wrapper, wrapped.program, *installed_engine_files(wrapped)]}
+    assert tamper_as_scanner(wrapped, list(before)) == []
+    for path, (content, info) in before.items():
+        now = path.lstat()
+        assert (now.st_mode, now.st_uid, now.st_gid, now.st_ino) == (info.st_mode, info.st_uid, info.st_gid,
+                                                                       info.st_ino), path
+        assert not path.is_file() or path.read_bytes() == content, path
+    assert not (wrapped.program.parent / "qmail-scanner-queue.evil").exists()
+
+
+def test_control_the_same_tampering_succeeds_on_a_wrapper_the_scanner_account_owns(wrapped):  # noqa: F811
+    """The original's model (owned by the account, 6755, in a dir it may write): every attempt works."""
+    uid, gid = wrapped.scanner_ids
+    directory = public_dir("qs-old-model-")
+    try:
+        os.chown(directory, uid, gid)
+        copy = directory / "qmail-scanner-queue"
+        copy.write_bytes(wrapped.wrapper.read_bytes())
+        os.chown(copy, uid, gid)
+        copy.chmod(0o6755)
+        assert sorted(line.split()[0] for line in tamper_as_scanner(wrapped, [copy])) == [
+            "chmod", "chown", "replace", "write"]
+        assert copy.read_bytes().startswith(b"#!/bin/sh")
+    finally:
+        import shutil
+
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def proc_status(pid: int) -> dict[str, list[str]]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        fields[name] = value.split()
+    return fields
+
+
+def signal_numbers(status: dict[str, list[str]], field: str) -> set[int]:
+    mask = int(status[field][0], 16)
+    return {number for number in range(1, 65) if mask & (1 << (number - 1))}
+
+
+def test_wrapper_ends_as_the_scanner_account_with_no_groups_and_no_way_back(wrapped):  # noqa: F811
+    """A caller with supplementary groups (qmaild's nofiles): the scanner gets none of them, and no root."""
+    import grp
+
+    groups = (grp.getgrnam("users").gr_gid, grp.getgrnam("nogroup").gr_gid)
+    with message_in_flight(wrapped, b"Subject: slow\n\n", work_files=1, groups=groups) as process:
+        status = proc_status(process.pid)
+    uid, gid = wrapped.scanner_ids
+    assert status["Uid"] == [str(uid)] * 4
+    assert status["Gid"] == [str(gid)] * 4
+    assert status["Groups"] == []
+    assert status["CapPrm"] == status["CapEff"] == ["0000000000000000"]
+
+
+@pytest.mark.parametrize("model", ["not setuid", "setuid to the scanner account (the original's 6755)"])
+def test_wrapper_refuses_to_run_when_it_cannot_drop_root_for_the_scanner_account(wrapped, model):  # noqa: F811
+    """Without the setuid-root bit the wrapper cannot become the scanner account: exit 81, nothing queued."""
+    directory = public_dir("qs-wrong-mode-")
+    try:
+        copy = directory / "qmail-scanner-queue"
+        copy.write_bytes(wrapped.wrapper.read_bytes())
+        if model == "not setuid":
+            copy.chmod(0o755)
+        else:
+            os.chown(copy, *wrapped.scanner_ids)
+            copy.chmod(0o6755)
+        result = wrapped.run(CLEAN, executable=copy)
+        assert result.exit_code == 81
+        assert "not running as the scanner account" in result.stderr
+        assert result.queued == []
+    finally:
+        import shutil
+
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def odd_caller_signals() -> None:
+    """What a careless caller leaves behind: SIGCHLD and SIGHUP ignored, SIGALRM and SIGTERM blocked."""
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGTERM})
+
+
+ODD_IGNORED = {signal.SIGCHLD, signal.SIGHUP}
+ODD_BLOCKED = {signal.SIGALRM, signal.SIGTERM}
+# Python itself ignores SIGPIPE at start-up and the program ignores SIGXFSZ: these are theirs.
+PROGRAMS_OWN_IGNORED = {signal.SIGPIPE, signal.SIGXFSZ}
+
+
+def test_program_starts_from_a_clean_signal_state_whatever_the_caller_left(wrapped):  # noqa: F811
+    with message_in_flight(wrapped, b"Subject: slow\n\n", work_files=1, setup=odd_caller_signals) as process:
+        status = proc_status(process.pid)
+    assert signal_numbers(status, "SigBlk") == set()
+    assert signal_numbers(status, "SigIgn") <= PROGRAMS_OWN_IGNORED
+
+
+def test_control_the_odd_signal_state_reaches_a_program_started_without_the_wrapper():
+    uid, gid = caller_ids()
+
+    def become_caller() -> None:
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+        odd_caller_signals()
+
+    process = subprocess.Popen(["sleep", "30"], preexec_fn=become_caller)
+    try:
+        time.sleep(0.2)
+        status = proc_status(process.pid)
+        assert signal_numbers(status, "SigBlk") >= ODD_BLOCKED
+        assert signal_numbers(status, "SigIgn") >= ODD_IGNORED
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_wrapper_waiting_for_the_engine_has_a_clean_signal_state(engine):  # noqa: F811
+    """On the engine path the wrapper itself waits for the worker's answer: no inherited mask or SIG_IGN there."""
+    installation = engine.installation
+    with message_in_flight(installation, b"Subject: slow\n\n", work_files=1, setup=odd_caller_signals) as process:
+        assert engine.busy_workers(), "the message did not go to the engine"
+        status = proc_status(process.pid)
+    assert signal_numbers(status, "SigBlk") == set()
+    assert signal_numbers(status, "SigIgn") == set()
+    assert status["Groups"] == []
 
 
 def test_unprivileged_caller_gets_the_message_queued_as_the_scanner_account(wrapped):  # noqa: F811
@@ -259,9 +436,10 @@ def test_caller_cannot_signal_or_trace_the_running_scanner(wrapped):  # noqa: F8
 
 
 @contextlib.contextmanager
-def message_in_flight(installation, first_bytes: bytes, work_files: int):
+def message_in_flight(installation, first_bytes: bytes, work_files: int, groups: tuple[int, ...] = (), setup=None):
     """Run the wrapper as the unprivileged caller, stalled mid-message until the block ends.
 
+    groups: the caller's supplementary groups; setup: run in the caller just before exec.
     Yields the process once `work_files` work files exist; then finishes the message and
     the envelope and requires a clean exit.
     """
@@ -270,9 +448,11 @@ def message_in_flight(installation, first_bytes: bytes, work_files: int):
     envelope_read, envelope_write = os.pipe()
 
     def become_caller() -> None:
-        os.setgroups([])
+        os.setgroups(list(groups))
         os.setgid(gid)
         os.setuid(uid)
+        if setup:
+            setup()
 
     process = subprocess.Popen([str(installation.wrapper)], stdin=message_read, stdout=envelope_read,
                                stderr=subprocess.DEVNULL, env={}, preexec_fn=become_caller)
@@ -494,7 +674,7 @@ def test_destdir_install_stages_the_wrapper_with_the_final_paths_compiled_in(sta
     from harness import CONFIGURE
     from security_fixtures import ensure_account
 
-    uid, gid = ensure_account(SCANNER_USER)
+    ensure_account(SCANNER_USER)
     stage = public_dir("qs-destdir-")
     final = f"/opt/qs-destdir-{os.urandom(3).hex()}"
     try:
@@ -508,7 +688,7 @@ def test_destdir_install_stages_the_wrapper_with_the_final_paths_compiled_in(sta
         assert completed.returncode == 0, completed.stderr
         wrapper = stage / final.lstrip("/") / "bin" / "qmail-scanner-queue"
         info = wrapper.stat()
-        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (uid, gid, 0o6755)
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 0, 0o4755)
         binary = wrapper.read_bytes()
         assert f"{final}/bin/qmail-scanner-queue.py".encode() in binary
         assert str(stage).encode() not in binary
@@ -517,3 +697,97 @@ def test_destdir_install_stages_the_wrapper_with_the_final_paths_compiled_in(sta
         import shutil
 
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def plant_as_scanner(installation, code: str) -> None:
+    uid, gid = installation.scanner_ids
+    probe = run_as(uid, gid, f"import os\nspool = {str(installation.spool)!r}\n{code}")
+    assert probe.returncode == 0, probe.stderr
+
+
+# What the scanner account can do in its spool before root runs --install again; {outside} is a
+# root-owned dir with `precious` (root 0600) and `dir` (root 0755) in it.
+PLANTS = {
+    "log file -> root file": "os.unlink(spool + '/quarantine.log'); os.symlink('{outside}/precious', "
+                             "spool + '/quarantine.log')",
+    "maildir -> root dir": "os.rename(spool + '/quarantine/viruses/new', spool + '/old');"
+                           " os.symlink('{outside}/dir', spool + '/quarantine/viruses/new')",
+    "work dir on the way -> root dir": "os.rename(spool + '/working', spool + '/old');"
+                                       " os.symlink('{outside}/dir', spool + '/working')",
+    "policy file -> missing root file": "os.unlink(spool + '/quarantine-events.txt');"
+                                        " os.symlink('{outside}/created-by-root', spool + '/quarantine-events.txt')",
+}
+
+
+def outside_snapshot(outside: Path) -> dict[str, tuple]:
+    return {path.name: (path.lstat().st_mode, path.lstat().st_uid, path.lstat().st_gid,
+                        path.read_bytes() if path.is_file() else sorted(p.name for p in path.iterdir()))
+            for path in outside.iterdir()}
+
+
+@pytest.mark.parametrize("plant", list(PLANTS))
+def test_reinstall_never_follows_a_link_the_scanner_account_planted_in_the_spool(wrapped_fresh, plant):  # noqa: F811
+    """Root's configure --install chmods and chowns in the spool: a planted link must not aim that at root's files."""
+    outside = public_dir("qs-outside-")
+    (outside / "precious").write_bytes(b"root's own")
+    (outside / "precious").chmod(0o600)
+    (outside / "dir").mkdir(mode=0o755)
+    (outside / "dir" / "file").write_bytes(b"root's too")
+    before = outside_snapshot(outside)
+    plant_as_scanner(wrapped_fresh, PLANTS[plant].format(outside=outside))
+    completed = subprocess.run(wrapped_fresh.configure_argv, capture_output=True, text=True, check=False)
+    assert outside_snapshot(outside) == before
+    assert not (outside / "created-by-root").exists()
+    if completed.returncode != 0:
+        assert "--install follows no link there" in completed.stderr, completed.stderr
+
+
+def test_reinstall_refuses_a_hard_link_to_a_root_file_in_the_spool(wrapped_fresh):  # noqa: F811
+    """fs.protected_hardlinks stops the scanner account making one; a host without it must not lose root's file."""
+    outside = public_dir("qs-outside-")
+    (outside / "precious").write_bytes(b"root's own")
+    (outside / "precious").chmod(0o600)
+    (wrapped_fresh.spool / "mailstats.csv").unlink()
+    os.link(outside / "precious", wrapped_fresh.spool / "mailstats.csv")  # as root: what the sysctl would allow
+    before = outside_snapshot(outside)
+    completed = subprocess.run(wrapped_fresh.configure_argv, capture_output=True, text=True, check=False)
+    assert completed.returncode == 1
+    assert "not a plain file with one name" in completed.stderr
+    assert outside_snapshot(outside) == before
+
+
+def test_policy_is_compiled_as_the_scanner_account_not_as_root(wrapped_fresh):  # noqa: F811
+    """Root's `-g` read the account's policy file: linked to a root-only file, its lines became readable rules."""
+    outside = public_dir("qs-outside-")
+    secret = outside / "root-only"
+    secret.write_text("secret.exe\tSIZE=-1\troot-only line\n")
+    secret.chmod(0o600)
+    plant_as_scanner(wrapped_fresh, f"os.unlink(spool + '/quarantine-events.txt')\n"
+                                    f"os.symlink({str(secret)!r}, spool + '/quarantine-events.txt')\n"
+                                    f"os.unlink(spool + '/quarantine-events.compiled')")
+    completed = subprocess.run(wrapped_fresh.configure_argv, capture_output=True, text=True, check=False)
+    assert completed.returncode == 0, completed.stderr
+    assert "warning: compiling the policy file failed" in completed.stdout
+    compiled = wrapped_fresh.spool / "quarantine-events.compiled"
+    assert not compiled.exists() or b"root-only line" not in compiled.read_bytes()
+
+
+def test_reinstall_signals_only_the_scanner_accounts_engine(wrapped_fresh, tmp_path):  # noqa: F811
+    """engine.status is the account's file: a forged pid of a root process running `--serve` gets no SIGHUP."""
+    record = tmp_path / "hup"
+    code = ("import signal, sys, time\n"
+            f"signal.signal(signal.SIGHUP, lambda *_: open({str(record)!r}, 'w').close())\n"
+            "print('ready', flush=True)\ntime.sleep(60)\n")
+    victim = subprocess.Popen([sys.executable, "-c", code, "--serve"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert victim.stdout.readline().strip() == "ready"
+        plant_as_scanner(wrapped_fresh, "import json\nwith open(spool + '/engine.status', 'w') as f:\n"
+                                        f"    json.dump({{'state': 'running', 'pid': {victim.pid}}}, f)\n")
+        completed = subprocess.run(wrapped_fresh.configure_argv, capture_output=True, text=True, check=False)
+        assert completed.returncode == 0, completed.stderr
+        time.sleep(0.5)
+        assert not record.exists()
+        assert victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait()

@@ -10,6 +10,9 @@ import json
 import os
 import signal
 
+from .nofollow import open_entry
+from .probes import ConfigureError
+
 RUN_FILE_NAME = "qmail-scanner-engine.run"
 UNIT_NAME = "qmail-scanner-engine.service"
 STOP_GRACE_SECONDS = 30  # on top of the deadline: messages in flight finish before systemd kills
@@ -70,15 +73,20 @@ def print_engine_advice(run_path: str, unit_path: str, final_run: str, final_uni
     print("               && ln -s /etc/sv/qmail-scanner-engine /etc/service/")
 
 
-def reload_running_engine(spooldir: str) -> int:
-    """SIGHUP the engine serving this spool, if one runs: new workers take the new program. Returns its pid or 0."""
+def reload_running_engine(spooldir: str, scanner_uid: int) -> int:
+    """SIGHUP the engine serving this spool, if one runs: new workers take the new program. Returns its pid or 0.
+
+    engine.status is the scanner account's file: root trusts a pid in it only when that process
+    runs `--serve` as the scanner account, so a forged file cannot make root signal anything else.
+    """
     try:
-        with open(os.path.join(spooldir, "engine.status"), encoding="utf-8") as handle:
-            values = json.load(handle)
+        fd = open_entry(os.path.join(spooldir, "engine.status"), os.O_RDONLY)
+        with os.fdopen(fd, encoding="utf-8") as handle:
+            values = json.loads(handle.read(65536))
         pid = int(values.get("pid", 0)) if values.get("state") == "running" else 0
-    except (OSError, ValueError, TypeError, AttributeError):
+    except (OSError, ValueError, TypeError, AttributeError, ConfigureError):
         return 0
-    if pid <= 1 or not _is_engine(pid):
+    if pid <= 1 or not _is_engine(pid, scanner_uid):
         return 0
     try:
         os.kill(pid, signal.SIGHUP)
@@ -87,11 +95,13 @@ def reload_running_engine(spooldir: str) -> int:
     return pid
 
 
-def _is_engine(pid: int) -> bool:
-    """The pid still belongs to a `--serve` process (not a recycled pid)."""
+def _is_engine(pid: int, scanner_uid: int) -> bool:
+    """The pid still belongs to a `--serve` process of the scanner account (not a recycled or forged pid)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
             words = handle.read().split(b"\0")
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as handle:
+            uids = next((line.split()[1:] for line in handle if line.startswith("Uid:")), [])
     except OSError:
         return False
-    return b"--serve" in words
+    return b"--serve" in words and uids == [str(scanner_uid)] * 4

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 
+from .nofollow import open_directory, open_entry
 from .probes import ConfigureError, find_program
 from .wrapper import WRAPPER_NAME
 
@@ -30,11 +31,14 @@ PROGRAM_NAME = "qmail-scanner-queue.py"
 SPOOL_DIRS = ("tmp", "working/tmp", "working/new", "working/cur")
 SPOOL_MAILDIRS = ("quarantine/viruses", "quarantine/policy", "quarantine/spam", "archives", "failed")
 LOG_FILES = ("quarantine.log", "mailstats.csv", "qmail-queue.log")
-COMPILED_POLICY = "quarantine-events.compiled"
 
 
 class Installer:
-    """Writes under destdir (may be empty), owning spool files by the scanner account."""
+    """Writes under destdir (may be empty), owning spool files by the scanner account.
+
+    The spool is the scanner account's: everything in it is created, chmodded and chowned
+    through fds opened without following links (nofollow.py), never by path.
+    """
 
     def __init__(self, destdir: str, owner: str, group: str, may_chown: bool) -> None:
         self.destdir = destdir
@@ -49,16 +53,45 @@ class Installer:
     def path(self, target: str) -> str:
         return os.path.join(self.destdir, target.lstrip("/")) if self.destdir else target
 
-    def own(self, path: str, mode: int) -> None:
-        os.chmod(path, mode)
+    def _own_fd(self, fd: int, mode: int) -> None:
+        os.fchmod(fd, mode)
         if self.uid >= 0 and os.geteuid() == 0:
-            os.lchown(path, self.uid, self.gid)
+            os.fchown(fd, self.uid, self.gid)
+            os.fchmod(fd, mode)  # chown may clear set-id bits: the mode is what was asked
+
+    def own(self, path: str, mode: int) -> None:
+        """Give an existing plain file the mode and the scanner account (a link there is refused)."""
+        fd = open_entry(path, os.O_RDONLY)
+        try:
+            self._own_fd(fd, mode)
+        finally:
+            os.close(fd)
+
+    def create_file(self, path: str, mode: int, content: bytes | None = None) -> bool:
+        """Create path (content None: an empty file if missing, else only if missing); own it. True if created."""
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if content is not None else os.O_APPEND)
+        try:
+            fd = open_entry(path, flags, mode)
+        except FileExistsError:
+            return False
+        try:
+            if content is not None:
+                view = memoryview(content)
+                while view:
+                    view = view[os.write(fd, view) :]
+            self._own_fd(fd, mode)
+        finally:
+            os.close(fd)
+        return True
 
     def directory(self, target: str, mode: int, owned: bool = True) -> str:
         path = self.path(target)
-        os.makedirs(path, mode, exist_ok=True)
-        if owned:
-            self.own(path, mode)
+        fd = open_directory(path, mode)
+        try:
+            if owned:
+                self._own_fd(fd, mode)
+        finally:
+            os.close(fd)
         return path
 
 
@@ -150,17 +183,14 @@ def install_spool(installer: Installer, spooldir: str, etcdir: str = "", logdir:
             installer.directory(os.path.join(spooldir, relative, sub), 0o700)
     for name in LOG_FILES:
         path = installer.path(os.path.join(logdir, name))
-        if not os.path.exists(path):
-            with open(path, "a", encoding="utf-8"):
-                pass
-        installer.own(path, 0o640)
+        installer.create_file(path, 0o640)
     policy = installer.path(os.path.join(etcdir, "quarantine-events.txt"))
     shipped = os.path.join(TEMPLATES, "quarantine-events.txt")
-    if not os.path.exists(policy) and os.path.exists(shipped):
-        shutil.copyfile(shipped, policy)
-        installer.own(policy, 0o640)
-    elif os.path.exists(policy):
-        print(f"kept the site's {policy}")
+    if not os.path.exists(shipped):
+        return
+    with open(shipped, "rb") as template:
+        if not installer.create_file(policy, 0o640, template.read()):
+            print(f"kept the site's {policy}")
 
 
 def _prefixes(relative: str) -> list[str]:
@@ -181,10 +211,7 @@ def install(args, settings: dict, rendered: str) -> None:
     install_spool(installer, settings["spooldir"], settings.get("etcdir", ""), settings.get("logdir", ""))
     wrapper = _install_wrapper(args, installer, program)
     if not args.destdir:
-        _compile_policy(program)
-        compiled = installer.path(os.path.join(settings.get("etcdir") or settings["spooldir"], COMPILED_POLICY))
-        if os.path.exists(compiled):
-            installer.own(compiled, 0o640)  # compiled as root here; the scanner rewrites it later
+        _compile_policy(program, installer)
     # The advice names the final paths, also when staged under --destdir.
     print(f"installed {program}")
     if not wrapper:
@@ -209,7 +236,7 @@ def _install_engine_files(args, installer: Installer, program: str, settings: di
     run_path, unit_path = write_engine_files(os.path.dirname(program), final_program, settings["deadline_seconds"])
     print_engine_advice(run_path, unit_path, _final_path(args, run_path), _final_path(args, unit_path))
     if not args.destdir:
-        pid = reload_running_engine(settings["spooldir"])
+        pid = reload_running_engine(settings["spooldir"], installer.uid if installer.uid >= 0 else os.geteuid())
         if pid:
             print(f"the running engine (pid {pid}) reloads: new workers use this installation")
 
@@ -221,8 +248,21 @@ def _final_path(args, staged: str) -> str:
     return staged
 
 
-def _compile_policy(program: str) -> None:
-    completed = subprocess.run([program, "-g"], capture_output=True, text=True, check=False)
+def _compile_policy(program: str, installer: Installer) -> None:
+    """`program -g` as the scanner account: root never reads or writes the account's files by path."""
+    account = (installer.uid, installer.gid) if installer.uid > 0 and os.geteuid() == 0 else None
+
+    def become_account() -> None:
+        os.umask(0o027)  # the compiled rules: 0640, as the source
+        if account:
+            os.setgroups([])
+            os.setresgid(account[1], account[1], account[1])
+            os.setresuid(account[0], account[0], account[0])
+
+    completed = subprocess.run(
+        [program, "-g"], capture_output=True, text=True, check=False, cwd="/", preexec_fn=become_account,
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin"},
+    )
     if completed.returncode != 0:
         print(f"warning: compiling the policy file failed: {completed.stdout.strip()} {completed.stderr.strip()}")
 

@@ -4,8 +4,9 @@ Python scripts cannot be setuid; qmail's callers (qmail-smtpd as qmaild, qmail-i
 any local user) run the wrapper, which becomes the scanner account, cleans the environment
 and execs the frozen interpreter with -I -S on the installed program.
 
-Modes, as the original: the wrapper is owned by the scanner account with the setuid and
-setgid bits (06755); the program and the engine stay owned by root and writable by root only.
+Modes: the wrapper is root:root with the setuid bit (04755) and drops to the scanner account
+before anything else, so the account it runs as cannot rewrite it (the original's wrapper was
+owned by that account, which could). The program and the engine are root's and writable by root only.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_ROOT = os.path.dirname(os.path.dirname(HERE))
 WRAPPER_SOURCE = os.path.join(SOURCE_ROOT, "contrib", "qmail-scanner-queue.c")
 WRAPPER_NAME = "qmail-scanner-queue"
-SETUID_MODE = 0o6755  # setuid + setgid to the scanner account, runnable by qmail's callers
+SETUID_MODE = 0o4755  # setuid root, runnable by qmail's callers; it drops to the scanner account at once
+OWNER = (0, 0)  # root:root: nothing the scanner account runs can rewrite or chmod it
 PLAIN_MODE = 0o755  # when we may not change owners (a --prefix install as a normal user)
 UMASK = 0o077  # work and quarantine files are the scanner account's alone
 FIXED_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -105,7 +107,7 @@ def check_wrapper(wrapper: str, user: str) -> None:
 
 
 def build_and_install_wrapper(args, installer, program_path: str, python_executable: str) -> str:
-    """Build the wrapper for this site and install it setuid into bindir; return its path ("" if skipped)."""
+    """Build the wrapper for this site and install it setuid root into bindir; return its path ("" if skipped)."""
     compiler = find_program("cc") or find_program("gcc")
     if not compiler:
         print("no C compiler found: the setuid wrapper is not installed; run the program as the scanner account")
@@ -132,15 +134,18 @@ def build_and_install_wrapper(args, installer, program_path: str, python_executa
         except FileNotFoundError:
             pass
         shutil.copyfile(built, staging)
-    # Never a setuid-root wrapper: with the scanner account root, it is installed plain.
-    may_chown = os.geteuid() == 0 and uid != 0
-    if may_chown:
-        os.chown(staging, uid, gid)
-    # chmod after chown: chown clears the setuid bits.
-    mode = SETUID_MODE if may_chown else PLAIN_MODE
+    # With the scanner account root (--qs-user root) there is nothing to switch to: installed plain.
+    setuid = os.geteuid() == 0 and uid != 0
+    if setuid:
+        os.chown(staging, *OWNER)
+    # chmod after chown: chown clears the setuid bit.
+    mode = SETUID_MODE if setuid else PLAIN_MODE
     os.chmod(staging, mode)
     os.rename(staging, destination)
     if not destdir and not getattr(args, "skip_setuid_test", False):
         check_wrapper(destination, args.qs_user)
-    print(f"installed the setuid wrapper {destination} ({args.qs_user}:{args.qs_group}, mode {mode:04o})")
+    if setuid:
+        print(f"installed the setuid wrapper {destination} (root:root, mode {mode:04o}; it runs as {args.qs_user})")
+    else:
+        print(f"installed the wrapper {destination} (mode {mode:04o}, not setuid: only {args.qs_user} can run it)")
     return destination
