@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from actions_fixtures import make_message, make_settings
+from actions_fixtures import envelope_bytes, make_message, make_settings, queued
 from qmail_scanner.actions import carry_out
 from qmail_scanner.notify import alert_targets, encode_words
 from qmail_scanner.records import Finding, Verdict
@@ -18,6 +18,7 @@ from qmail_scanner.recordtype import replace
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))
 from qsconfigure.alert_texts import available_languages, render_alert_texts
 
+pytest_plugins = ("inject_fixtures",)
 ENGLISH = render_alert_texts("en_GB")
 HEADERS = b"From: a@example.net\nSubject: hello\n"
 VIRUS = Verdict(
@@ -309,3 +310,57 @@ def test_hanging_qmail_inject_and_its_children_are_stopped(tmp_path, monkeypatch
         time.sleep(0.05)
     else:
         raise AssertionError("the grandchild of qmail-inject is still running")
+
+
+# Envelope senders that qmail-inject's getopt ("aAhHnNf:") would read as options if they came first
+# among its arguments: -f would change the alert's sender, -n print it instead of queueing it, -h/-H
+# take the recipients from the headers, -a drop them, an unknown letter make it fail.
+OPTION_LIKE_SENDERS = ["-fevil@example.net", "-n@example.net", "-h@example.net", "-a@example.net",
+                       "-Nfevil@example.net", "-t@example.net", "--@example.net", "a b@example.net",
+                       "x@example.net,victim@example.org"]  # fmt: skip
+
+
+@pytest.mark.parametrize("sender", OPTION_LIKE_SENDERS)
+def test_sender_that_looks_like_an_option_is_alerted_literally_by_the_real_qmail_inject(
+    tmp_path, real_qmail_inject, queue_dir, sender
+):
+    settings = make_settings(
+        tmp_path / "spool", qmail_inject_binary=real_qmail_inject, notify=("psender",), alert_texts=ENGLISH,
+        log_details="no",
+    )  # fmt: skip
+    message = make_message(settings, HEADERS + b"\nbody\n", sender=sender)
+    assert carry_out(message, POLICY) == 0
+    [(alert, envelope)] = queued(queue_dir)
+    assert envelope == envelope_bytes("root@example.org", [sender])
+    assert b"\nX-Qmail-Scanner-Alert: policy\n" in alert
+
+
+@pytest.mark.parametrize(
+    "sender",
+    ["a\nb@example.net", "evil@example.net\nBcc: victim@example.org", "a\x1b[2J@example.net",
+     "x@example.net (victim@example.org)", "x@example.org,victim.example.net", "x@example.net victim.example.org",
+     "x@<example.net>", "-n"],
+)  # fmt: skip
+def test_sender_that_is_no_single_plain_address_gets_no_alert(tmp_path, real_qmail_inject, queue_dir, capfd, sender):
+    settings = make_settings(
+        tmp_path / "spool", qmail_inject_binary=real_qmail_inject, notify=("psender", "admin"), alert_texts=ENGLISH,
+        log_details="no",
+    )  # fmt: skip
+    message = make_message(settings, HEADERS + b"\nbody\n", sender=sender)
+    assert carry_out(message, POLICY) == 0
+    assert "alert failed" not in capfd.readouterr().err
+    envelopes = [envelope for _, envelope in queued(queue_dir)]
+    assert envelopes == [envelope_bytes("root@example.org", ["root@example.org"])]  # the admin's only
+
+
+def test_recipient_that_looks_like_an_option_is_alerted_literally(tmp_path, real_qmail_inject, queue_dir):
+    settings = make_settings(
+        tmp_path / "spool", qmail_inject_binary=real_qmail_inject, notify=("precips",), alert_texts=ENGLISH,
+        log_details="no", local_domains=("example.org",),
+    )  # fmt: skip
+    recipients = ("-fevil@example.org", "-n@example.org", "bob\n-n@example.org")
+    message = make_message(settings, HEADERS + b"\nbody\n", recipients=recipients)
+    assert carry_out(message, POLICY) == 0
+    envelopes = sorted(envelope for _, envelope in queued(queue_dir))
+    expected = [envelope_bytes("root@example.org", [r]) for r in ("-fevil@example.org", "-n@example.org")]
+    assert envelopes == sorted(expected)

@@ -40,6 +40,7 @@ BULK_PRECEDENCE = (b"bulk", b"list", b"junk")
 MAX_RECIPIENT_NOTICES = 50
 MAX_HEADER_BYTES = 16384
 INJECT_TIMEOUT = 15.0  # the SMTP client is still waiting for our answer
+PLAIN_DOMAIN_EXCLUDED = frozenset(' \t()<>[]@,;:\\"')  # RFC 5322 specials and white space
 
 
 def send_alerts(message: Message, verdict: Verdict) -> list[str]:
@@ -85,14 +86,20 @@ def alert_targets(
         return []
     mailing_list = is_mailing_list(sender, headers)
     targets: list[tuple[str, str]] = []
-    if ("sender" in words or ("psender" in words and kind == "policy")) and sender_may_be_alerted(
-        settings, sender, verdict, headers, mailing_list
+    if (
+        ("sender" in words or ("psender" in words and kind == "policy"))
+        and is_one_plain_address(sender)
+        and sender_may_be_alerted(settings, sender, verdict, headers, mailing_list)
     ):
         targets.append(("sender", sender))
     if ("recips" in words or ("precips" in words and kind == "policy")) and not mailing_list:
         local = tuple(d.lower() for d in (settings.local_domains or (settings.domain,)))
         for recipient in recipients:
-            if recipient.rpartition("@")[2].lower() in local and not is_system_address(recipient):
+            if (
+                recipient.rpartition("@")[2].lower() in local
+                and not is_system_address(recipient)
+                and is_one_plain_address(recipient)
+            ):
                 targets.append(("recipient", recipient))
     wants_admin = "admin" in words
     wants_admin |= "nmladm" in words and not mailing_list
@@ -128,6 +135,22 @@ def is_silent_virus(settings: Settings, verdict: Verdict) -> bool:
     for entry in settings.silent_viruses:
         patterns += SILENT_VIRUSES_AUTO if entry.lower() == "auto" else [entry.lower()]
     return any(pattern and pattern in name for name in names for pattern in patterns)
+
+
+def is_one_plain_address(address: str) -> bool:
+    """An address qmail-inject reads back as itself: a local part of printable characters, a plain domain.
+
+    qmail-inject parses its recipient arguments as RFC 822 addresses: it quotes the local part, but a
+    domain with spaces, comments or other specials would be read as something else (`a@b.c (x)` is
+    a@b.c), and an envelope address with a control character (a newline from a caller other than
+    qmail-smtpd) has no place in a header or in qmail's logs. Such an address gets no alert.
+    """
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain or not address.isprintable():
+        return False
+    if domain.startswith("[") and domain.endswith("]"):  # an address literal: [192.0.2.1]
+        domain = domain[1:-1]
+    return not any(c in PLAIN_DOMAIN_EXCLUDED for c in domain)
 
 
 def is_system_address(address: str) -> bool:
@@ -235,7 +258,9 @@ def inject(settings: Settings, target: str, alert: bytes) -> None:
     try:
         pid = os.posix_spawn(
             binary,
-            [binary, "-f", settings.admin_address, target],
+            # `--` ends qmail-inject's options (getopt "aAhHnNf:"): an address that starts with `-`
+            # (`-fevil@x`, `-n@x`) is a recipient, never an option that changes the sender or the queueing.
+            [binary, "-f", settings.admin_address, "--", target],
             environment,
             file_actions=[(os.POSIX_SPAWN_DUP2, read_end, 0), (os.POSIX_SPAWN_DUP2, devnull, 1)],
             setpgroup=0,  # its own process group: a timeout kills whatever it started too
