@@ -24,8 +24,9 @@ START_SECONDS = 30.0
 class Engine:
     """One `--serve` process of an installation."""
 
-    def __init__(self, installation: WrappedInstallation) -> None:
+    def __init__(self, installation: WrappedInstallation, launcher: list[str] | None = None) -> None:
         self.installation = installation
+        self.launcher = launcher or []  # a supervisor's own start-up (its signal state), exec'ing the program
         self.socket = installation.spool / "engine.sock"
         self.status_file = installation.spool / "engine.status"
         self.log_path = installation.prefix / "engine.log"
@@ -34,8 +35,12 @@ class Engine:
     def start(self) -> Engine:
         self.log_handle = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
-            [str(self.installation.program), "--serve"], stdin=subprocess.DEVNULL, stdout=self.log_handle,
-            stderr=self.log_handle, env={"PATH": "/usr/bin:/bin"}, cwd="/",
+            [*self.launcher, str(self.installation.program), "--serve"],
+            stdin=subprocess.DEVNULL,
+            stdout=self.log_handle,
+            stderr=self.log_handle,
+            env={"PATH": "/usr/bin:/bin"},
+            cwd="/",
         )
         self.wait_until(lambda: self.serving() and len(self.workers()) >= self.status().get("configured", 1))
         return self

@@ -168,6 +168,12 @@ def hand_on(binary: str, pieces: list, envelope_raw: bytes) -> int:
                     pass
     try:
         _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        # ECHILD: the kernel reaped it for us (SIGCHLD ignored) and its exit code is gone. It may have
+        # committed the message, so a temporary failure may bring it twice; but 0 could lose it. Only
+        # a clean start prevents this: main.clean_signal_state() sets SIGCHLD to SIG_DFL. No kill here:
+        # the pid may already belong to another process.
+        raise TemporaryFailure(QUEUE_FAILED, TEMP_REJECTED, f"{binary} ended unseen (SIGCHLD ignored?)") from None
     except BaseException:
         # Deadline or termination while qmail-queue runs: it has not committed, stop it.
         try:
@@ -183,4 +189,3 @@ def hand_on(binary: str, pieces: list, envelope_raw: bytes) -> int:
         detail = f"{binary} exited 0 without reading the whole message"
         raise TemporaryFailure(QUEUE_FAILED, TEMP_WRITE_ERROR, detail)
     return code
-

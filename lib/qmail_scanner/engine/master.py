@@ -37,7 +37,8 @@ BACKLOG = 128
 # More unexpected worker deaths than this within RESPAWN_WINDOW slows respawning to one a second.
 RESPAWN_BURST = 10
 RESPAWN_WINDOW = 10.0
-# Re-executing passes the socket, the lock, the retiring workers and the counters in this variable.
+# Re-executing passes the socket, the lock, the retiring workers (with their event pipes) and the
+# counters in this variable.
 INHERIT_VARIABLE = "QS_ENGINE_INHERITED"
 # Held blocked until run() has its handlers: a stop or reload sent while the engine starts (or
 # re-executes itself, which resets handlers but keeps the mask) waits instead of killing it.
@@ -51,9 +52,10 @@ class Slot:
     pid: int
     control_fd: int  # closing it tells the worker to finish and exit
     events_fd: int  # BUSY / DONE bytes from the worker
-    busy_since: float | None = None
+    busy_since: float | None = None  # time.monotonic() of this master
     killed: bool = False
     retired: bool = False  # told to finish and exit (reload or stop): its exit is no restart
+    retired_since: float | None = None  # an idle retired worker still alive this long after is stuck
 
 
 def default_workers() -> int:
@@ -63,7 +65,8 @@ def default_workers() -> int:
 
 def serve(settings: Settings, program: str) -> int:
     """Run the engine until SIGTERM; return the exit code for the supervisor."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, CONTROL_SIGNALS)
+    # SETMASK, not BLOCK: whatever else the supervisor blocked (SIGALRM: the workers' deadline) is cleared.
+    signal.pthread_sigmask(signal.SIG_SETMASK, CONTROL_SIGNALS)
     inherited = _inherited()
     if inherited is None:
         problem = _become_scanner_account(settings)
@@ -98,6 +101,45 @@ def _inherited() -> dict | None:
         return values if isinstance(values, dict) else None
     except ValueError:
         return None
+
+
+def _slot_state(slot: Slot, now: float) -> dict:
+    """A worker as the re-executed master needs it: durations, not times.
+
+    The new master rebases them on its own monotonic clock. (CLOCK_MONOTONIC is system-wide and
+    survives exec, so the times themselves would do; durations do not depend on that.)
+    """
+
+    def age(since: float | None) -> float | None:
+        return None if since is None else max(0.0, now - since)
+
+    return {
+        "events_fd": slot.events_fd,
+        "busy_for": age(slot.busy_since),
+        "retired_for": age(slot.retired_since),
+        "killed": slot.killed,
+    }
+
+
+def _inherited_slots(passed: dict, now: float) -> dict[int, Slot]:
+    """The retiring workers a master before the reload passed on, on this master's clock."""
+    slots = {}
+    for key, values in passed.items():
+        slot = Slot(int(key), -1, -1, retired=True, retired_since=now)
+        if isinstance(values, dict):
+            slot.events_fd = int(values["events_fd"])
+            os.set_inheritable(slot.events_fd, False)
+            slot.killed = bool(values.get("killed"))
+            slot.retired_since = now - float(values.get("retired_for") or 0.0)
+            busy_for = values.get("busy_for")
+        else:
+            # A master from before this format (a reload is how an upgrade starts): it passed
+            # busy_since - now, minus the time busy, and no event pipe.
+            busy_for = None if values is None else -float(values)
+        if busy_for is not None:
+            slot.busy_since = now - float(busy_for)
+        slots[slot.pid] = slot
+    return slots
 
 
 def _become_scanner_account(settings: Settings) -> str:
@@ -209,14 +251,16 @@ class Master:
         self.lock_fd = lock_fd
         self.size = settings.engine_workers or default_workers()
         self.slots: dict[int, Slot] = {}
-        # Workers of the generation before a reload: they finish their message; we still enforce the deadline.
-        self.retiring: dict[int, float | None] = {int(k): v for k, v in inherited.get("retiring", {}).items()}
+        now = time.monotonic()
+        # Workers of the generations before a reload: they finish their message; we still read their
+        # events (served, busy) and enforce the deadline.
+        self.retiring: dict[int, Slot] = _inherited_slots(inherited.get("retiring", {}), now)
         self.counters = {
             name: int(inherited.get("counters", {}).get(name, 0))
             for name in ("served", "restarts", "killed", "recycled", "reloads")
         }
         self.started = float(inherited.get("started", time.time()))
-        self.deaths: list[float] = []
+        self.deaths: list[float] = [now - float(age) for age in inherited.get("death_ages", [])]
         self.stopping = False
         self.reload_wanted = False
         self.last_status: tuple = ()
@@ -261,9 +305,10 @@ class Master:
         poller = select.poll()
         poller.register(self.wake_read, select.POLLIN)
         by_fd = {}
-        for slot in self.slots.values():
-            poller.register(slot.events_fd, select.POLLIN)
-            by_fd[slot.events_fd] = slot
+        for slot in (*self.slots.values(), *self.retiring.values()):
+            if slot.events_fd >= 0:
+                poller.register(slot.events_fd, select.POLLIN)
+                by_fd[slot.events_fd] = slot
         for fd, _ in poller.poll(STATUS_EVERY_SECONDS * 1000):
             if fd == self.wake_read:
                 try:
@@ -301,6 +346,9 @@ class Master:
                 for slot in self.slots.values():
                     os.close(slot.control_fd)
                     os.close(slot.events_fd)
+                for slot in self.retiring.values():
+                    if slot.events_fd >= 0:
+                        os.close(slot.events_fd)
                 Worker(self.settings, self.listener, control_read, events_write, self.engine_log_fd).run()
             finally:
                 os._exit(70)
@@ -317,24 +365,34 @@ class Master:
                 return
             if pid == 0:
                 return
-            if pid in self.retiring:
-                del self.retiring[pid]
+            code = os.waitstatus_to_exitcode(wait_status)
+            retired = self.retiring.pop(pid, None)
+            if retired is not None:
+                if retired.events_fd >= 0:
+                    self._take_events(retired)  # its last DONE counts as served
+                    os.close(retired.events_fd)
+                if code != 0 or retired.busy_since is not None:
+                    self._say_death(retired, code)
                 continue
             slot = self.slots.pop(pid, None)
             if slot is None:
-                continue  # a worker of a generation before a reload that we never knew as busy
+                continue  # not a worker (none of ours is unknown: reloads pass every one on)
             self._take_events(slot)  # a DONE written just before the worker exited
             os.close(slot.control_fd)
             os.close(slot.events_fd)
-            code = os.waitstatus_to_exitcode(wait_status)
             if code == 0 and slot.busy_since is None:
                 self.counters["recycled"] += not slot.retired
                 continue
             self.counters["restarts"] += 1
             self.deaths.append(time.monotonic())
-            how = f"killed by signal {-code}" if code < 0 else f"exited {code}"
-            during = " during a message (the client temp-failed)" if slot.busy_since is not None else ""
-            say(f"engine: worker {pid} {how}{during}")
+            self._say_death(slot, code)
+
+    @staticmethod
+    def _say_death(slot: Slot, code: int) -> None:
+        how = f"killed by signal {-code}" if code < 0 else f"exited {code}"
+        during = " during a message (the client temp-failed)" if slot.busy_since is not None else ""
+        which = "retired worker" if slot.retired else "worker"
+        say(f"engine: {which} {slot.pid} {how}{during}")
 
     def _take_events(self, slot: Slot) -> None:
         """Read what a worker reported (BUSY, DONE, IDLE bytes) and update its state and the counters."""
@@ -350,21 +408,23 @@ class Master:
                 self.counters["served"] += event == DONE[0]
 
     def _enforce_deadlines(self) -> None:
+        """Kill a worker busy past the deadline (its own alarm failed), or retired but not gone as long."""
         limit = self.settings.deadline_seconds + KILL_GRACE_SECONDS
         now = time.monotonic()
-        for slot in self.slots.values():
-            if slot.busy_since is not None and not slot.killed and now - slot.busy_since > limit:
-                say(
-                    f"engine: worker {slot.pid} still busy {now - slot.busy_since:.0f} s after taking a message: killed"
-                )
-                self._kill(slot.pid)
-                slot.killed = True
-                self.counters["killed"] += 1
-        for pid, busy_since in list(self.retiring.items()):
-            if busy_since is not None and now - busy_since > limit:
-                self._kill(pid)
-                self.counters["killed"] += 1
-                self.retiring[pid] = None
+        for slot in (*self.slots.values(), *self.retiring.values()):
+            if slot.killed:
+                continue
+            if slot.busy_since is not None and now - slot.busy_since > limit:
+                doing = f"still busy {now - slot.busy_since:.0f} s after taking a message"
+            elif slot.busy_since is None and slot.retired_since is not None and now - slot.retired_since > limit:
+                doing = f"still there {now - slot.retired_since:.0f} s after being told to exit"
+            else:
+                continue
+            which = "retired worker" if slot.retired else "worker"
+            say(f"engine: {which} {slot.pid} {doing}: killed")
+            self._kill(slot.pid)
+            slot.killed = True
+            self.counters["killed"] += 1
 
     @staticmethod
     def _kill(pid: int) -> None:
@@ -377,8 +437,10 @@ class Master:
 
     def _retire_all(self) -> None:
         """Tell every worker to finish its message and exit."""
+        now = time.monotonic()
         for slot in self.slots.values():
             slot.retired = True
+            slot.retired_since = now
             try:
                 os.close(slot.control_fd)
             except OSError:
@@ -401,20 +463,20 @@ class Master:
         say("engine: reloading: running workers finish their message, new ones start with the new settings")
         self._retire_all()
         now = time.monotonic()
-        retiring = dict(self.retiring)
-        for pid, slot in self.slots.items():
-            # The new master counts time from its own clock: pass how long each worker has been busy.
-            retiring[pid] = None if slot.busy_since is None else slot.busy_since - now
+        retiring = [*self.slots.values(), *self.retiring.values()]
         self.counters["reloads"] += 1
         state = {
             "listen_fd": self.listener.fileno(),
             "lock_fd": self.lock_fd,
-            "retiring": {str(pid): since for pid, since in retiring.items()},
+            "retiring": {str(slot.pid): _slot_state(slot, now) for slot in retiring},
             "counters": self.counters,
             "started": self.started,
+            "death_ages": [now - t for t in self.deaths],
         }
-        os.set_inheritable(self.listener.fileno(), True)
-        os.set_inheritable(self.lock_fd, True)
+        # Their event pipes go along: the new master sees their DONE (served) and when they turn busy.
+        passed = [self.listener.fileno(), self.lock_fd, *(slot.events_fd for slot in retiring if slot.events_fd >= 0)]
+        for fd in passed:
+            os.set_inheritable(fd, True)
         environment = dict(os.environ, **{INHERIT_VARIABLE: json.dumps(state)})
         sys.stderr.flush()
         try:
@@ -422,8 +484,8 @@ class Master:
         except OSError as error:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, CONTROL_SIGNALS)
             say(f"engine: reload failed, cannot run {self.program}: {error.strerror}; keeping the old settings")
-            os.set_inheritable(self.listener.fileno(), False)
-            os.set_inheritable(self.lock_fd, False)
+            for fd in passed:
+                os.set_inheritable(fd, False)
 
     def _stop_delivered(self) -> bool:
         """SIGTERM or SIGINT came, even if its Python handler has not run yet (the wakeup fd has its number)."""
@@ -447,8 +509,8 @@ class Master:
         say(f"engine: stopping: {sum(s.busy_since is not None for s in self.slots.values())} message(s) in flight")
 
     def _write_status(self, state: str, force: bool = False) -> None:
-        busy = sum(slot.busy_since is not None for slot in self.slots.values())
-        snapshot = (state, len(self.slots), busy, tuple(self.counters.values()))
+        busy = sum(slot.busy_since is not None for slot in (*self.slots.values(), *self.retiring.values()))
+        snapshot = (state, len(self.slots), busy, len(self.retiring), tuple(self.counters.values()))
         now = time.monotonic()
         if not force and snapshot == self.last_status and now - self.last_status_time < status.FRESH_SECONDS / 3:
             return
@@ -462,6 +524,7 @@ class Master:
             "workers": len(self.slots),
             "configured": self.size,
             "busy": busy,
+            "retiring": len(self.retiring),
             **self.counters,
         }
         try:

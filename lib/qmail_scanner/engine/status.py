@@ -78,8 +78,10 @@ def show_status(settings: Settings) -> int:
     else:
         last = f"last seen pid {values.get('pid')}, state {values.get('state')}"
         print(f"engine: not running ({last}); messages run standalone")
+    retiring = f"; {values['retiring']} more finishing before a reload" if values.get("retiring") else ""
     print(
-        f"workers: {values.get('workers', 0)} (busy {values.get('busy', 0)}, configured {values.get('configured', 0)})"
+        f"workers: {values.get('workers', 0)} (busy {values.get('busy', 0)}, configured {values.get('configured', 0)}"
+        f"{retiring})"
     )
     print(f"messages served: {values.get('served', 0)}")
     print(

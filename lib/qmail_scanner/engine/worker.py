@@ -40,6 +40,9 @@ class Worker:
     def run(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)  # the master stops us through the control pipe
+        # Nothing blocked (the master forks us with a clean mask; this does not depend on it): a
+        # blocked SIGALRM would take the message's deadline away.
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
         if any(config.name == "clamd" for config in self.settings.scanners):
             from ..scanners import clamd
 
