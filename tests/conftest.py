@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness import Installation, build_standin, install
+from testbed.isolation import describe_changes, stock_qmail_snapshot
 
 # Fixture modules shared by several test files, registered once here.
 pytest_plugins = ("actions_fixtures", "mime_fixtures", "testbed.fixtures", "engine_fixtures")
@@ -21,6 +22,19 @@ def pytest_runtest_makereport(item, call):
     if os.environ.get("CI") == "true" and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped under CI=true (nothing may be skipped in CI): {report.longrepr}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stock_qmail_untouched():
+    """The session fails if /var/qmail's bin/ or control/ or the stock qmail accounts changed while it ran.
+
+    `make test` may run on a host whose live qmail is there; the test bed lives in a prefix of its own.
+    """
+    before = stock_qmail_snapshot()
+    yield
+    changes = describe_changes(before, stock_qmail_snapshot())
+    if changes:
+        pytest.fail("the host's qmail changed during the test session:\n" + "\n".join(changes[:50]), pytrace=False)
 
 
 @pytest.fixture(scope="session")

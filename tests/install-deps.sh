@@ -56,7 +56,8 @@ node_deps() {
     fi
 }
 
-# The real qmail test bed (tests/testbed/build.py): notqmail in /var/qmail and simscan, built once
+# The real qmail test bed (tests/testbed/build.py): notqmail and simscan in /opt/qmail-scanner-testbed
+# (never /var/qmail; accounts qsbed-*), built once
 # from the shared vendor sources and rebuilt only when they change.
 testbed() {
     if [ "$(id -u)" != 0 ]; then

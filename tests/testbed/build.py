@@ -1,21 +1,28 @@
 #!/usr/bin/env python3
-"""Build the real qmail test bed on this machine (root): notqmail in /var/qmail and simscan, the C peer.
+"""Build the real qmail test bed on this machine (root): notqmail and simscan in a prefix of its own.
 
 Usage: tests/testbed/build.py [--quiet]. Safe to re-run: each build is skipped while the installed
 one carries the stamp of the same tarball, recipe and account ids. The sources come from the
 shared vendor directory (<repo>/../shared/vendor, or $QS_SHARED_DIR/vendor); nothing of them is
-copied into this repository. What it sets up:
-- the qmail accounts (before the build: notqmail compiles the uids in) and a mailbox account,
-- notqmail in /var/qmail, control files for a host that only ever talks to itself (every remote
-  delivery is routed to 127.0.0.1:2525, so no DNS lookup happens), aliases to the mailbox account,
-- simscan-clam and simscan-spam in /var/qmail/bin, each with a `-fd6` shim that moves simscan's
-  reject text from fd 4 to notqmail's custom-error fd 6.
-The daemons are not started here: tests/testbed/qmail.py runs them for a test session or benchmark.
+copied into this repository. What it sets up, all under /opt/qmail-scanner-testbed:
+- qmail accounts of its own (qsbed-alias, qsbed-qmaild, ... before the build: notqmail compiles the
+  uids in), so the ids of a live qmail's qmaild, qmailq, ... are never looked at or changed; accounts
+  that exist already are used as they are, never modified; and a mailbox account,
+- notqmail with conf-qmail /opt/qmail-scanner-testbed/qmail, control files for a host that only ever
+  talks to itself (every remote delivery is routed to 127.0.0.1:2525, so no DNS lookup happens),
+  aliases to the mailbox account,
+- simscan-clam and simscan-spam in its bin/, built against this qmail (its qmail-queue, control/ and
+  work dir), each with a `-fd6` shim that moves simscan's reject text from fd 4 to notqmail's fd 6.
+Nothing is written to /var/qmail: a live qmail on the same machine keeps its programs, control files,
+queue, accounts and running daemons. The daemons are not started here: tests/testbed/qmail.py runs
+them for a test session or benchmark.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import grp
 import hashlib
 import os
@@ -28,25 +35,69 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-QMAIL = Path("/var/qmail")
-TESTBED = QMAIL / "testbed"  # run-time files of the bed: rules, logs, scanner configs, locks
-RECIPE = "1"  # bump when a build recipe below changes: forces a rebuild everywhere
+# /opt, not /tmp or /var/tmp: the bed holds setuid programs and root builds into it, so no other user may
+# create or swap the directory first (/var/tmp is world-writable), nosuid mounts of /tmp and /var/tmp
+# would break qmail-queue and simscan, and systemd-tmpfiles ages out files under /var/tmp. One directory
+# to remove (with the qsbed-* accounts) when the bed is no longer wanted.
+BED_ROOT = Path("/opt/qmail-scanner-testbed")
+TESTBED = BED_ROOT / "run"  # run-time files of the bed: rules, logs, scanner configs, locks
+RECIPE = "2"  # bump when a build recipe below changes: forces a rebuild everywhere
+STOCK_QMAIL = Path("/var/qmail")  # a live qmail's usual home: the bed never writes there
+# conf-users order of notqmail: alias, daemon, log, owner of the binaries, passwd, queue, remote, send.
+QMAIL_ROLES = ("alias", "qmaild", "qmaill", "root", "qmailp", "qmailq", "qmailr", "qmails")
+QMAIL_GROUP_ROLES = ("qmail", "nofiles")  # conf-groups order
+ROLE_GROUPS = {"alias": "nofiles", "qmaild": "nofiles", "qmaill": "nofiles", "qmailp": "nofiles",
+               "qmailq": "qmail", "qmailr": "qmail", "qmails": "qmail"}  # fmt: skip
 
-QMAIL_GROUPS = ("nofiles", "qmail")
-# user -> (group, home), as INSTALL.ids.md of notqmail
-QMAIL_USERS = {
-    "alias": ("nofiles", "/var/qmail/alias"),
-    "qmaild": ("nofiles", "/var/qmail"),
-    "qmaill": ("nofiles", "/var/qmail"),
-    "qmailp": ("nofiles", "/var/qmail"),
-    "qmailq": ("qmail", "/var/qmail"),
-    "qmailr": ("qmail", "/var/qmail"),
-    "qmails": ("qmail", "/var/qmail"),
-}
+
+@dataclass(frozen=True)
+class QmailInstance:
+    """One notqmail build: its home (conf-qmail) and its account names (conf-users, conf-groups)."""
+
+    home: Path
+    account_prefix: str  # "qsbed-": the bed's qmaild is qsbed-qmaild; "" would be the stock names
+
+    def user(self, role: str) -> str:
+        """The account for a role of INSTALL.ids.md (root stays root: it owns the binaries)."""
+        return role if role == "root" else self.account_prefix + role
+
+    def group(self, role: str) -> str:
+        return self.account_prefix + role
+
+    @property
+    def users(self) -> dict[str, tuple[str, str]]:
+        """user -> (group, home) of the accounts to create, as INSTALL.ids.md but named with the prefix."""
+        return {
+            self.user(role): (self.group(group), str(self.home / "alias" if role == "alias" else self.home))
+            for role, group in ROLE_GROUPS.items()
+        }
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return tuple(self.group(role) for role in QMAIL_GROUP_ROLES)
+
+    @property
+    def bin(self) -> Path:
+        return self.home / "bin"
+
+    def conf_files(self) -> dict[str, str]:
+        """conf-qmail, conf-users and conf-groups for this home and these names (read by notqmail's make)."""
+        return {
+            "conf-qmail": f"{self.home}\n",
+            "conf-users": "".join(f"{self.user(role)}\n" for role in QMAIL_ROLES),
+            "conf-groups": "".join(f"{self.group(role)}\n" for role in QMAIL_GROUP_ROLES),
+        }
+
+
+BED = QmailInstance(BED_ROOT / "qmail", "qsbed-")
+QMAIL = BED.home
+QMAIL_DAEMON_USER = BED.user("qmaild")  # qmail-smtpd runs as this (tcpserver -u/-g)
+QMAIL_LOG_USER = BED.user("qmaill")  # qmail-send's logger runs as this
+QMAIL_USERS = BED.users
 MAILBOX_USER = "qmailtest"  # receives the bed's mail in ~/Maildir
 MAILBOX_HOME = Path("/home") / MAILBOX_USER
 SCANNER_USER = "qscand"  # the account this project's wrapper becomes
-SIMSCAN_USER = "simscan"
+SIMSCAN_USER = BED.user("simscan")  # not a live simscan's account: its id is never reused or changed
 SIMSCAN_WORKDIR = QMAIL / "simscan"
 LOOPBACK_SMTP_PORT = 2525  # where smtproutes sends every remote delivery: back to ourselves, refused
 
@@ -71,7 +122,7 @@ SPAMD_SOCKET_LINK = TESTBED / "spamd.sock"
 
 @dataclass(frozen=True)
 class SimscanVariant:
-    """One simscan build: installed as /var/qmail/bin/simscan-<name>, run through simscan-<name>-fd6."""
+    """One simscan build: installed as <bed>/qmail/bin/simscan-<name>, run through simscan-<name>-fd6."""
 
     name: str
     options: tuple[str, ...]
@@ -87,6 +138,12 @@ class SimscanVariant:
 
 CLAM_OPTIONS = (
     f"--enable-user={SIMSCAN_USER}",
+    # Every path simscan compiles in, named: its configure looks for /var/qmail by itself, and a simscan
+    # built that way would hand the bed's mail to a live qmail's qmail-queue and read its control files.
+    f"--enable-qmaildir={QMAIL}",
+    f"--enable-workdir={SIMSCAN_WORKDIR}",
+    f"--enable-controldir={QMAIL / 'control'}",
+    f"--enable-qmail-queue={QMAIL / 'bin' / 'qmail-queue'}",
     "--enable-clamav=y",
     f"--enable-clamdscan={CLAMDSCAN_SHIM}",
     "--enable-attach=y",
@@ -149,12 +206,17 @@ def ensure_user(name: str, group: str, home: str, system: bool = True) -> pwd.st
         return pwd.getpwnam(name)
 
 
-def ensure_accounts() -> None:
-    """The qmail accounts, the mailbox account, the scanner accounts of this project and of simscan."""
-    for group in QMAIL_GROUPS:
+def ensure_qmail_accounts(instance: QmailInstance) -> None:
+    """The groups and users of one notqmail build (created when missing; existing ones are left as they are)."""
+    for group in instance.groups:
         ensure_group(group)
-    for user, (group, home) in QMAIL_USERS.items():
+    for user, (group, home) in instance.users.items():
         ensure_user(user, group, home)
+
+
+def ensure_accounts() -> None:
+    """The bed's qmail accounts, the mailbox account, the scanner accounts of this project and of simscan."""
+    ensure_qmail_accounts(BED)
     ensure_group(MAILBOX_USER)
     ensure_user(MAILBOX_USER, MAILBOX_USER, str(MAILBOX_HOME), system=False)
     for user in (SCANNER_USER, SIMSCAN_USER):
@@ -185,9 +247,10 @@ def _unpack(tarball: Path, into: Path) -> Path:
     return source
 
 
-def _build_once(name: str, tarball: Path, stamp: str, installed: tuple[Path, ...], steps, quiet: bool) -> None:
-    """Unpack the tarball and run steps(source, log) unless the stamp says this build is installed."""
-    stamp_file = QMAIL / f".testbed-{name}"
+def _build_once(name: str, tarball: Path, stamp: str, installed: tuple[Path, ...], steps, quiet: bool,
+                home: Path = QMAIL) -> None:  # fmt: skip
+    """Unpack the tarball and run steps(source, log) unless the stamp in home says this build is installed."""
+    stamp_file = home / f".testbed-{name}"
     if _is_current(stamp_file, stamp, *installed):
         _say(quiet, f"{name}: {tarball.name} already installed")
         return
@@ -198,25 +261,29 @@ def _build_once(name: str, tarball: Path, stamp: str, installed: tuple[Path, ...
     stamp_file.write_text(stamp)
 
 
-def build_notqmail(quiet: bool) -> None:
-    """make it man && make setup check, unless /var/qmail already holds this build for these ids."""
+def build_notqmail(quiet: bool, instance: QmailInstance = BED) -> None:
+    """make it man && make setup check with this home and these names, unless the home holds that build."""
     tarball = vendor_tarball("notqmail")
 
     def steps(source: Path, log: Path) -> None:
+        for name, text in instance.conf_files().items():
+            (source / name).write_text(text)
         _run(["make", f"-j{os.cpu_count() or 1}", "it", "man"], source, log)
         _run(["make", "setup", "check"], source, log)
 
-    installed = (QMAIL / "bin" / "qmail-smtpd", QMAIL / "bin" / "qmail-queue")
-    _build_once("notqmail", tarball, _stamp(tarball, _ids_fingerprint(tuple(QMAIL_USERS))), installed, steps, quiet)
+    instance.home.mkdir(mode=0o755, parents=True, exist_ok=True)
+    installed = (instance.bin / "qmail-smtpd", instance.bin / "qmail-queue")
+    stamp = _stamp(tarball, str(instance.home), _ids_fingerprint(tuple(instance.users)))
+    _build_once("notqmail", tarball, stamp, installed, steps, quiet, instance.home)
 
 
-def configure_qmail() -> None:
+def configure_qmail(instance: QmailInstance = BED, control_files: dict[str, str] = CONTROL_FILES) -> None:
     """Control files, aliases and the mailbox account's Maildir (rewritten every time: cheap, idempotent)."""
-    control = QMAIL / "control"
-    for name, text in CONTROL_FILES.items():
+    control = instance.home / "control"
+    for name, text in control_files.items():
         _write_if_changed(control / name, text, 0o644)
-    alias = QMAIL / "alias"
-    alias_ids = pwd.getpwnam("alias")
+    alias = instance.home / "alias"
+    alias_ids = pwd.getpwnam(instance.user("alias"))
     for name in ALIASES:
         path = alias / f".qmail-{name}"
         _write_if_changed(path, f"&{MAILBOX_USER}\n", 0o644)
@@ -227,7 +294,6 @@ def configure_qmail() -> None:
         directory.mkdir(mode=0o700, exist_ok=True)
         os.chown(directory, owner.pw_uid, owner.pw_gid)
     MAILBOX_HOME.chmod(0o755)  # qmail-getpw refuses a home writable by others; readable is fine
-    TESTBED.mkdir(mode=0o755, exist_ok=True)
 
 
 def _write_if_changed(path: Path, text: str, mode: int) -> None:
@@ -249,7 +315,7 @@ def build_simscan(quiet: bool) -> None:
     for variant in SIMSCAN_VARIANTS:
         # simscan writes its reject text to fd 4; notqmail reads the custom-error pipe on fd 6.
         _write_if_changed(variant.shim, f"#!/bin/sh\nexec {variant.binary} 4>&6\n", 0o755)
-        stamp = _stamp(tarball, " ".join(variant.options), _ids_fingerprint((SIMSCAN_USER, *QMAIL_USERS)))
+        stamp = _stamp(tarball, " ".join(variant.options), _ids_fingerprint((SIMSCAN_USER, *BED.users)))
         _build_once(f"simscan-{variant.name}", tarball, stamp, (variant.binary,), _simscan_steps(variant), quiet)
 
 
@@ -302,18 +368,35 @@ def missing_programs() -> list[str]:
     return [name for name in needed if not shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")]
 
 
-def build(quiet: bool = False) -> None:
-    """Everything above, in order; raises BuildError with the reason when it cannot."""
+@contextlib.contextmanager
+def build_lock(root: Path):
+    """One build of a prefix at a time: test sessions and benchmarks that start together wait for each other."""
+    root.mkdir(mode=0o755, parents=True, exist_ok=True)
+    fd = os.open(root / "build.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def check_can_build() -> None:
     if os.geteuid() != 0:
         raise BuildError("the qmail test bed is built as root (`make test` as root builds it)")
     missing = missing_programs()
     if missing:
         raise BuildError(f"missing programs {', '.join(missing)}: run tests/install-deps.sh as root")
-    ensure_accounts()
-    QMAIL.mkdir(mode=0o755, exist_ok=True)
-    build_notqmail(quiet)
-    configure_qmail()
-    build_simscan(quiet)
+
+
+def build(quiet: bool = False) -> None:
+    """Everything above, in order; raises BuildError with the reason when it cannot."""
+    check_can_build()
+    with build_lock(BED_ROOT):
+        ensure_accounts()
+        build_notqmail(quiet)
+        configure_qmail()
+        TESTBED.mkdir(mode=0o755, exist_ok=True)
+        build_simscan(quiet)
 
 
 def main() -> int:

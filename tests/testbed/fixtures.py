@@ -39,7 +39,7 @@ def qmail_bed():
         pytest.skip(f"no qmail test bed: {error}")
     sender = QmailSend().start()
     directory = Path(tempfile.mkdtemp(prefix="smtpd-", dir=TESTBED))
-    directory.chmod(0o755)  # tcpserver reads the rules as qmaild
+    directory.chmod(0o755)  # tcpserver reads the rules as the bed's qmaild
     smtp = SmtpServer(directory).start()
     try:
         yield QmailBed(smtp)

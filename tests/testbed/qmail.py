@@ -1,10 +1,11 @@
 """Run the real qmail of the test bed: qmail-send delivering to a Maildir, qmail-smtpd under tcpserver.
 
-tests/testbed/build.py builds and configures /var/qmail; this module starts the daemons, chooses
-the QMAILQUEUE program per connection (tcprules: tcpserver reads the rules at every connection,
-so a switch needs no restart), talks SMTP to the loopback port and waits for deliveries.
+tests/testbed/build.py builds and configures the bed's qmail (its own prefix, never /var/qmail); this
+module starts the daemons, chooses the QMAILQUEUE program per connection (tcprules: tcpserver reads
+the rules at every connection, so a switch needs no restart), talks SMTP to the loopback port and
+waits for deliveries.
 
-/var/qmail is one per machine, so qmail-send is shared by every test session and benchmark that
+The bed's qmail is one per machine, so qmail-send is shared by every test session and benchmark that
 runs at the same time: each user holds a shared lock while it needs qmail-send, and the last one
 out stops it. Each user gets its own tcpserver on a free port with its own rules.
 """
@@ -34,6 +35,8 @@ from testbed.build import (
     MAILBOX_HOME,
     MAILBOX_USER,
     QMAIL,
+    QMAIL_DAEMON_USER,
+    QMAIL_LOG_USER,
     SCANNER_USER,
     SPAMD_SOCKET_LINK,
     TESTBED,
@@ -63,7 +66,7 @@ def _unlock(fd: int) -> None:
     os.close(fd)
 
 
-def _alive_qmail_send(pid: int) -> bool:
+def alive_qmail_send(pid: int) -> bool:
     """True while pid is a qmail-send that has not exited (a zombie not yet reaped counts as gone)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -79,7 +82,7 @@ def _running_send_pid() -> int:
         pid = int(SEND_PIDFILE.read_text())
     except (OSError, ValueError):
         return 0
-    return pid if _alive_qmail_send(pid) else 0
+    return pid if alive_qmail_send(pid) else 0
 
 
 class QmailSend:
@@ -104,7 +107,7 @@ class QmailSend:
         return self
 
     def _spawn(self) -> None:
-        log_owner = pwd.getpwnam("qmaill")
+        log_owner = pwd.getpwnam(QMAIL_LOG_USER)
         SEND_LOG.touch()
         os.chown(SEND_LOG, log_owner.pw_uid, log_owner.pw_gid)
         # qmail-start runs the logger as qmaill; a plain append keeps the bed free of daemontools.
@@ -120,7 +123,7 @@ class QmailSend:
         )
         # qmail-start forks its helpers and execs qmail-send in its own process.
         deadline = time.monotonic() + 10
-        while not _alive_qmail_send(process.pid):
+        while not alive_qmail_send(process.pid):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"qmail-send did not start; its log:\n{_tail(SEND_LOG)}")
             time.sleep(0.02)
@@ -145,7 +148,7 @@ class QmailSend:
             if pid:
                 os.kill(pid, signal.SIGTERM)
                 deadline = time.monotonic() + 30
-                while _alive_qmail_send(pid) and time.monotonic() < deadline:
+                while alive_qmail_send(pid) and time.monotonic() < deadline:
                     time.sleep(0.05)
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, os.WNOHANG)  # reap it when this process started it
@@ -168,7 +171,7 @@ def free_port() -> int:
 
 
 class SmtpServer:
-    """tcpserver running qmail-smtpd on a loopback port, as qmaild:nofiles, rules chosen by route()."""
+    """tcpserver running qmail-smtpd on a loopback port, as the bed's qmaild:nofiles, rules chosen by route()."""
 
     def __init__(self, directory: Path, max_connections: int = 20) -> None:
         self.directory = directory
@@ -197,7 +200,7 @@ class SmtpServer:
             )
 
     def start(self) -> SmtpServer:
-        qmaild = pwd.getpwnam("qmaild")
+        qmaild = pwd.getpwnam(QMAIL_DAEMON_USER)
         argv = [
             "tcpserver", "-v", "-R", "-H", "-l", "localhost", "-c", str(self.max_connections),
             "-x", str(self.rules_cdb), "-u", str(qmaild.pw_uid), "-g", str(qmaild.pw_gid),
@@ -330,11 +333,13 @@ class ScannerInstall:
 
 
 def install_scanner(*configure_args: str) -> ScannerInstall:
-    """configure.py --install into a public temp prefix: next hop the real qmail-queue, wrapper setuid qscand."""
+    """configure.py --install into a public temp prefix: next hop the bed's qmail-queue, wrapper setuid qscand."""
     prefix = Path(tempfile.mkdtemp(prefix="qs-bed-", dir="/tmp"))
     prefix.chmod(0o755)
     argv = [
-        sys.executable, str(CONFIGURE), "--prefix", str(prefix), "--qmail-queue-binary", str(QMAIL_QUEUE),
+        # --qmaildir too: qmail-inject for notices and control/me for the host name come from the bed's qmail.
+        sys.executable, str(CONFIGURE), "--prefix", str(prefix), "--qmaildir", str(QMAIL),
+        "--qmail-queue-binary", str(QMAIL_QUEUE),
         "--output", str(prefix / "qmail-scanner-queue.py"), "--batch", "--quiet", "--install",
         "--python", world_python(), "--qs-user", SCANNER_USER, "--qs-group", SCANNER_USER,
     ]  # fmt: skip
