@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: all demo test deps venv lint bench bench-compare bench-engine corpus differential load load-engine soak clean help
+.PHONY: all demo test deps venv lint bench bench-compare bench-engine corpus differential load load-engine soak site-run clean help
 
 all: help
 
@@ -20,6 +20,7 @@ help:
 	@echo "make load    concurrent senders through the program with faults, then an accounting"
 	@echo "make load-engine  the same through the resident engine and the setuid wrapper (root)"
 	@echo "make soak    a long fuzzing run with a summary"
+	@echo "make site-run [DURATION=600] [ROUNDS=8]  a quiet, reloaded site: bursts, idle spells, clamd/spamd restarts (root)"
 
 deps:
 	PYTHON=$(PYTHON) sh tests/install-deps.sh all
@@ -67,6 +68,11 @@ load-engine: deps
 
 soak: deps
 	$(PY) tests/soak.py
+
+DURATION ?= 600
+ROUNDS ?= 8
+site-run: deps
+	$(PY) benchmarks/site_run.py --duration $(DURATION) --rounds $(ROUNDS)
 
 clean:
 	rm -rf demo build .pytest_cache .hypothesis .ruff_cache qmail-scanner-queue.py soak-summary.json
