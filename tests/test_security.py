@@ -272,13 +272,17 @@ def test_wrapper_refuses_to_run_when_it_cannot_drop_root_for_the_scanner_account
 
 
 def odd_caller_signals() -> None:
-    """What a careless caller leaves behind: SIGCHLD and SIGHUP ignored, SIGALRM and SIGTERM blocked."""
+    """What a careless caller leaves behind: SIGCHLD, SIGHUP and SIGUSR1 ignored, SIGALRM and SIGTERM blocked.
+
+    The program resets what it uses itself; SIGUSR1, which it never touches, shows the wrapper's reset.
+    """
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGTERM})
 
 
-ODD_IGNORED = {signal.SIGCHLD, signal.SIGHUP}
+ODD_IGNORED = {signal.SIGCHLD, signal.SIGHUP, signal.SIGUSR1}
 ODD_BLOCKED = {signal.SIGALRM, signal.SIGTERM}
 # Python itself ignores SIGPIPE at start-up and the program ignores SIGXFSZ: these are theirs.
 PROGRAMS_OWN_IGNORED = {signal.SIGPIPE, signal.SIGXFSZ}

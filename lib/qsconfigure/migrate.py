@@ -243,7 +243,7 @@ def convert_policy(old: OldScript, target_dir: str) -> tuple[str, str]:
         outcome = f"converted {old.policy_file} to {target} (the original is kept)"
     with open(target, "x", encoding="utf-8", errors="surrogateescape") as handle:
         handle.write(converted)
-    os.chmod(target, 0o640)
+        os.fchmod(handle.fileno(), 0o640)  # by fd: the spool's owner may have swapped the name for a link
     return outcome, target
 
 
@@ -255,7 +255,8 @@ def _own(path: str, user: str, group: str) -> None:
     import pwd
 
     try:
-        os.chown(path, pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid)
+        # The spool's owner could swap the name for a link to a root file: change only the name itself.
+        os.chown(path, pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid, follow_symlinks=False)
     except KeyError:
         pass
 
