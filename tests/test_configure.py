@@ -116,6 +116,10 @@ def test_install_layout_modes_and_rerun_keeps_the_sites_policy(tmp_path, standin
         assert stat.S_IMODE((spool / relative).stat().st_mode) == 0o700, relative
     for name in ("quarantine.log", "mailstats.csv", "qmail-queue.log"):
         assert (spool / name).is_file()
+    # The scanner account is the installing user (root here): nothing to drop to, so no setuid bit.
+    wrapper = tmp_path / "qs" / "bin" / "qmail-scanner-queue"
+    assert stat.S_IMODE(wrapper.stat().st_mode) == 0o755
+    assert "(mode 0755, not setuid: only" in first.configure_output
     policy = spool / "quarantine-events.txt"
     assert ".exe" in policy.read_text()
     policy.write_text(".xyz\tSIZE=-1\tsite rule\n")

@@ -34,7 +34,8 @@ def _no_follow(fd: int) -> int:
 
 def _refuse_link(path: str) -> ConfigureError:
     return ConfigureError(
-        f"{path} is a link inside a directory the scanner account controls: --install follows no link there",
+        f"{path} is a link inside a directory not root's alone (the scanner account's spool?): "
+        "--install follows no link there",
         "remove it (after finding out who planted it: the scanner account may be compromised) and re-run",
     )
 
