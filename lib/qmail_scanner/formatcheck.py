@@ -7,13 +7,22 @@ raw header blocks the unpacker kept, so they see what a forgiving parser would h
 from __future__ import annotations
 
 from .records import Finding, Part
-from .unpack.headers import boundary_candidates, is_header_line, parse_headers, split_content_header, strip_comments
+from .unpack.headers import (
+    HEADER_SHADOW,
+    boundary_candidates,
+    is_header_line,
+    line_groups,
+    parse_headers,
+    split_content_header,
+    strip_comments,
+)
 
 TYPE_CHECKING = False  # importing typing costs every message milliseconds
 if TYPE_CHECKING:
     from .settings import Settings
     from .unpack import Unpacked
 
+_LINE_BLANKS = b" \t\r\x0b\x0c"  # what bytes.strip removes from a line besides its LF
 # Extensions Windows runs (or opens in something that runs code) on a double click.
 EXECUTABLE_EXTENSIONS = frozenset(
     [
@@ -160,27 +169,23 @@ def _check_header_block(part: Part, settings: Settings) -> list[tuple[str, str]]
         if b"\r" in raw and raw.count(b"\r") != raw.count(b"\r\n"):
             hits.append(("cr-in-header", ""))
     seen: dict[str, int] = {}
-    previous_name = ""
-    lines = raw.split(b"\n")
-    for number, line in enumerate(lines):
+    # Line by line would cost a Python step per continuation line: a header folded into a
+    # million short lines is one group here, its lines of blanks found with translate.
+    for start, first_end, end in line_groups(raw, raw.translate(HEADER_SHADOW)):
+        line = raw[start:first_end].rstrip(b"\n")
         if line.endswith(b"\r"):
             line = line[:-1]
-        if not line and number == len(lines) - 1:
-            break
+        if not line and not raw.endswith(b"\n", 0, first_end):
+            break  # a lone CR after the last line end
         if line[:1] in (b" ", b"\t"):
-            if number == 0:
-                hits.append(("broken-continuation", "continuation without a header"))
-            elif not line.strip() and previous_name.startswith(("content-", "mime-")):
-                hits.append(("broken-continuation", f"empty continuation of {previous_name}"))
-            continue
+            hits.append(("broken-continuation", "continuation without a header"))
+            continue  # only the block's first line can start a group with a blank
         if not is_header_line(line):
-            previous_name = ""
             if part.index > 0:
                 shown = line[:40].decode("latin-1")
                 hits.append(("broken-header-line", repr(shown)))
             continue
         name = line.split(b":", 1)[0].strip().lower().decode("latin-1")
-        previous_name = name
         if "(" in name or ")" in name:
             plain = strip_comments(name)
             if plain.startswith(("content-", "mime-")):
@@ -189,6 +194,11 @@ def _check_header_block(part: Part, settings: Settings) -> list[tuple[str, str]]
             seen[name] = seen.get(name, 0) + 1
             if seen[name] == 2:
                 hits.append(("repeated-mime-header", name))
+        if first_end < end and name.startswith(("content-", "mime-")):
+            folded = raw[first_end:end]
+            folded = folded[: len(folded) - folded.endswith(b"\n")]
+            if b"\n\n" in b"\n" + folded.translate(None, _LINE_BLANKS) + b"\n":  # a line of blanks only
+                hits.append(("broken-continuation", f"empty continuation of {name}"))
     return hits
 
 

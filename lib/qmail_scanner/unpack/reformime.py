@@ -72,6 +72,7 @@ def unpack_with_reformime(message_path: str, sink: PartSink) -> Unpacked:
                     break
             if section == "1":
                 sink.result.top_headers = raw_headers
+                sink.result.top_parsed = None
                 sink.result.body_offset = body_start
             headers = parse_headers(raw_headers)
             content_type = first_header(headers, "content-type")

@@ -40,13 +40,13 @@ class Unpacked:
     message_size: int = 0
     unpacker: str = "internal"
     normalize: bool = True
-    _top_parsed: list[tuple[str, bytes]] | None = None
+    top_parsed: list[tuple[str, bytes]] | None = None  # set by the walker, which parsed them already
 
     def headers(self) -> list[tuple[str, bytes]]:
         """The top-level headers as (lower-case name, unfolded raw value)."""
-        if self._top_parsed is None:
-            self._top_parsed = parse_headers(self.top_headers)
-        return self._top_parsed
+        if self.top_parsed is None:
+            self.top_parsed = parse_headers(self.top_headers)
+        return self.top_parsed
 
     def header_values(self, name: str) -> list[str]:
         """Every value of a top-level header, RFC 2047-decoded when normalize is on."""
