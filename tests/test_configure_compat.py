@@ -441,6 +441,25 @@ def test_converting_never_overwrites_a_policy_file(tmp_path):
     assert ".pif\tSIZE=-1\tPIF files" in Path(written).read_text()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="root reads the old spool")
+def test_converting_refuses_a_policy_name_the_old_scanner_account_made_a_link(tmp_path):
+    from qsconfigure.migrate import OldScript, convert_policy
+    from qsconfigure.probes import ConfigureError
+
+    secret = tmp_path / "root-only"
+    secret.write_text(".pif\t0\troot's secret line\n")
+    secret.chmod(0o600)
+    old_spool, new_spool = tmp_path / "qmailscan", tmp_path / "qscan"
+    old_spool.mkdir()
+    new_spool.mkdir()
+    os.chown(old_spool, 65534, 65534)  # the old spool belongs to the old scanner account, not to root
+    (old_spool / "quarantine-attachments.txt").symlink_to(secret)
+    old = OldScript(path="x", policy_file=str(old_spool / "quarantine-attachments.txt"))
+    with pytest.raises(ConfigureError, match="link"):
+        convert_policy(old, str(new_spool))
+    assert list(new_spool.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("option", "spam_goes_to"),
     [

@@ -13,6 +13,7 @@ import shlex
 import time
 from dataclasses import dataclass, field
 
+from .nofollow import open_entry
 from .probes import ConfigureError
 
 POLICY_1X = "quarantine-attachments.txt"
@@ -227,7 +228,10 @@ def convert_policy(old: OldScript, target_dir: str) -> tuple[str, str]:
     if not old.policy_file or not old.policy_file.endswith(POLICY_1X):
         return "", ""
     try:
-        with open(old.policy_file, encoding="utf-8", errors="surrogateescape") as handle:
+        # Root reads a file in the old scanner account's spool: a link planted there would copy
+        # a root-only file into the new spool, so the path is walked without following links.
+        fd = open_entry(old.policy_file, os.O_RDONLY)
+        with open(fd, encoding="utf-8", errors="surrogateescape") as handle:
             original = handle.read()
     except OSError as error:
         return f"the 1.x policy {old.policy_file} was not read ({error.strerror}); the shipped defaults apply", ""
