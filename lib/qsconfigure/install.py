@@ -20,6 +20,7 @@ import time
 
 from .nofollow import open_directory, open_entry
 from .probes import ConfigureError, find_program
+from .tools_install import install_tools_and_pages
 from .wrapper import WRAPPER_NAME
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -209,6 +210,7 @@ def install(args, settings: dict, rendered: str) -> None:
     install_engine(installer, settings["engine_dir"])
     program = install_program(installer, args.bindir, rendered)
     install_spool(installer, settings["spooldir"], settings.get("etcdir", ""), settings.get("logdir", ""))
+    install_tools_and_pages(installer, args, settings, program, _final_path(args, program))
     wrapper = _install_wrapper(args, installer, program)
     if not args.destdir:
         _compile_policy(program, installer)
@@ -223,7 +225,7 @@ def install(args, settings: dict, rendered: str) -> None:
     print("Add QMAILQUEUE to the tcprules of qmail-smtpd, for example in /etc/tcp.smtp:")
     print(f'  127.:allow,RELAYCLIENT="",QMAILQUEUE="{runner}"')
     print(f'  :allow,QMAILQUEUE="{runner}"')
-    print("then rebuild the rules (qmailctl cdb, or tcprules tcp.smtp.cdb tcp.smtp.tmp < tcp.smtp).")
+    print("then rebuild the cdb that tcpserver -x reads: tcprules /etc/tcp.smtp.cdb /etc/tcp.smtp.tmp < /etc/tcp.smtp")
     print(f"Run '{runner} -z' daily from cron (as {args.qs_user}) to remove stale work files.")
     _install_engine_files(args, installer, program, settings)
 
