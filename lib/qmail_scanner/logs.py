@@ -25,6 +25,7 @@ import time
 
 from .message_headers import header_message_id, header_safe, header_subject, rfc2822_date
 from .message_headers import raw_header_value as raw_header_value  # where callers and tests have found it
+from .stderr_log import LOG_LINE_LIMIT, one_line
 from .trace import scanner_versions, status_text
 
 TYPE_CHECKING = False  # typing costs milliseconds per message; only type checkers look here
@@ -36,6 +37,9 @@ SYSLOG_FACILITY_MAIL = 2
 SYSLOG_INFO = 6
 SYSLOG_TAG = "qmail-scanner"
 SYSLOG_TIMEOUT = 2.0  # seconds per send
+# Attachments named in a syslog line or mailstats.csv row; the rest are counted ("and 4,995 more"):
+# five names of up to 255 characters keep a row within one log line (stderr_log.LOG_LINE_LIMIT).
+LOGGED_ATTACHMENTS = 5
 KIND_WORDS = {"viruses": "Virus", "policy": "Policy", "spam": "Spam"}
 FINDING_KINDS = {"viruses": "virus", "policy": "policy", "spam": "spam"}
 ACTION_WORDS = {"quarantine": "Quarantined", "drop": "Dropped", "failed": "Failed"}
@@ -64,11 +68,11 @@ def log_message(message: Message, verdict: Verdict, code: int, stored_path: str 
         send_syslog_rows(settings.syslog_socket, log_rows(message, verdict, code))
     elif settings.log_details == "mailstats":
         date = rfc2822_date()
-        rows = "".join("\t".join([date, *row]).replace("\n", " ") + "\n" for row in log_rows(message, verdict, code))
-        append_text(os.path.join(settings.effective_logdir, "mailstats.csv"), rows)
+        rows = ["\t".join([date, *row]) for row in log_rows(message, verdict, code)]
+        append_lines(os.path.join(settings.effective_logdir, "mailstats.csv"), rows, keep="\t")
     if verdict.action in ("quarantine", "drop", "failed"):
         row = quarantine_row(message, verdict, stored_path)
-        append_line(os.path.join(settings.effective_logdir, "quarantine.log"), row)
+        append_lines(os.path.join(settings.effective_logdir, "quarantine.log"), [row], keep="\t")
     note(message, f"finished: {verdict.action} ({verdict.reason or 'clean'}), exit {code}")
     write_debug_trace(message)
 
@@ -143,10 +147,12 @@ def log_rows(message: Message, verdict: Verdict, code: int) -> list[list[str]]:
     ]
     fields = [_tab_safe(field) for field in fields]
     attachments = []
-    for part in getattr(message.unpacked, "parts", ()) or ():
-        if part.filenames:
-            name = part.filenames[0] if not part.container else f"{part.container}/{part.filenames[0]}"
-            attachments.append(_tab_safe(f"{name}:{part.size}", 255))
+    named = [part for part in getattr(message.unpacked, "parts", ()) or () if part.filenames]
+    for part in named[:LOGGED_ATTACHMENTS]:
+        name = part.filenames[0] if not part.container else f"{part.container}/{part.filenames[0]}"
+        attachments.append(_tab_safe(f"{name}:{part.size}", 255))
+    if len(named) > LOGGED_ATTACHMENTS:
+        attachments.append(f"and {len(named) - LOGGED_ATTACHMENTS:,} more")
     if not attachments:
         attachments.append(f"{message.area.message_id}-unpacked:{message.area.message_size}")
     recipients = envelope.recipients or ("-",)
@@ -176,13 +182,13 @@ def _tab_safe(value: str, limit: int = 1003) -> str:
     return header_safe(value.replace("\t", " "), limit)
 
 
-def append_line(path: str, line: str) -> None:
-    """Append one line to a log file."""
-    append_text(path, line.replace("\n", " ") + "\n")
+def append_lines(path: str, lines: list[str], keep: str = "") -> None:
+    """Append log lines, each one line of at most LOG_LINE_LIMIT bytes (`keep`: characters left as they are)."""
+    append_text(path, "".join(one_line(line, keep=keep) + "\n" for line in lines))
 
 
 def append_text(path: str, text: str) -> None:
-    """Append with a single O_APPEND write, so concurrent processes never interleave."""
+    """Append with a single O_APPEND write, so concurrent processes never interleave (only append_lines calls it)."""
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(path, flags, 0o640)
     try:
@@ -198,7 +204,7 @@ def send_syslog(lines: list[str], socket_path: str = "/dev/log") -> None:
     priority = SYSLOG_FACILITY_MAIL * 8 + SYSLOG_INFO
     stamp = time.strftime("%b %d %H:%M:%S", time.localtime())
     head = f"<{priority}>{stamp} {SYSLOG_TAG}[{os.getpid()}]: "
-    packets = [(head + line).encode("utf-8", "replace")[:8192] for line in lines]
+    packets = [(head + one_line(line, LOG_LINE_LIMIT - len(head))).encode("utf-8") for line in lines]
     sender = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
     try:
         sender.settimeout(SYSLOG_TIMEOUT)  # a stalled syslog daemon must not hold the mail flow
@@ -224,6 +230,6 @@ def write_debug_trace(message: Message) -> None:
         return
     stamp = time.strftime("%d/%m/%Y %H:%M:%S", time.localtime())
     prefix = f"{stamp}:{os.getpid()}: {message.area.message_id} "
-    text = "".join(prefix + header_safe(line, 2000) + "\n" for line in message.notes)
+    lines = [prefix + line for line in message.notes]
     message.notes.clear()
-    append_text(os.path.join(message.settings.effective_logdir, "qmail-queue.log"), text)
+    append_lines(os.path.join(message.settings.effective_logdir, "qmail-queue.log"), lines)

@@ -243,7 +243,9 @@ def _read_compiled(path: str) -> dict | None:
 
 
 def _complain(text: str) -> None:
-    sys.stderr.write(f"qmail-scanner[{os.getpid()}]: {text}\n")
+    from .stderr_log import say
+
+    say(text)
 
 
 def _compiled_rules(data: dict | None) -> list[Rule]:

@@ -22,7 +22,9 @@ import os
 import sys
 import time
 
+from ..outcomes import Outcome
 from ..records import Part
+from ..stderr_log import say
 from . import magictype
 from .content import TNEF_NAMES, TNEF_TYPES, may_be_archive
 from .decoding import NEW_FILE_FLAGS
@@ -33,6 +35,10 @@ if TYPE_CHECKING:
 
     from .sink import PartSink
 
+# What a wrapper around a library (rarfile, py7zr, tnefparse) lets through untouched: the deadline
+# and the stop signals (TemporaryFailure, raised by the alarm wherever the program is) and running
+# out of memory. Anything else the library raises on a damaged file is that file being unreadable.
+LIBRARY_PASSES = (Outcome, MemoryError)
 RATIO_MIN_BYTES = 1 << 20  # a high ratio matters only for members that expand to this much
 COPY_CHUNK = 1 << 16
 MEMORY_MEMBER_BYTES = 4 << 20  # a member clamd reads itself stays in memory up to this size, no work file
@@ -126,8 +132,8 @@ def _printable(text: str) -> str:
 
 
 def log_line(text: str) -> None:
-    """One line in the smtpd log, whatever the archive's names contain."""
-    sys.stderr.write(f"qmail-scanner: {_printable(text)}\n")
+    """One line in the smtpd log, whatever the archive's names contain (stderr_log escapes and bounds it)."""
+    say(text)
 
 
 def _bomb(sink: PartSink, reason: str, name: str = "") -> None:
@@ -676,11 +682,14 @@ def _list_rar(walk: _Walk, path: str) -> None:
         with rarfile.RarFile(path) as archive:  # type: ignore[attr-defined]
             members = [info for info in archive.infolist() if not info.is_dir()]
             listing = [(info.filename, info.file_size, info.needs_password()) for info in members]
-    except (rarfile.Error, OSError) as error:  # type: ignore[attr-defined]
-        if isinstance(error, rarfile.PasswordRequired):  # type: ignore[attr-defined]
-            member_part(walk.sink, "", 0, walk.container, walk.depth, True, "RAR")
-            return
+    except rarfile.PasswordRequired:  # type: ignore[attr-defined]
+        member_part(walk.sink, "", 0, walk.container, walk.depth, True, "RAR")
+        return
+    except LIBRARY_PASSES:
+        raise
+    except Exception as error:  # rarfile.Error, or what a damaged header makes its parser raise
         raise Unreadable(f"rarfile: {type(error).__name__}: {error}") from None
+    walk.sink.tick()  # a deadline the library swallowed still ends the message
     _list_members(walk, listing)
 
 
@@ -697,8 +706,11 @@ def _list_7z(walk: _Walk, path: str) -> None:
     except py7zr.PasswordRequired:  # type: ignore[attr-defined]
         member_part(walk.sink, "", 0, walk.container, walk.depth, True, "7Z")
         return
-    except (py7zr.exceptions.ArchiveError, OSError, EOFError, ValueError) as error:  # type: ignore[attr-defined]
+    except LIBRARY_PASSES:
+        raise
+    except Exception as error:  # py7zr's ArchiveError, or lzma.LZMAError, EOFError... from a damaged header
         raise Unreadable(f"py7zr: {type(error).__name__}: {error}") from None
+    walk.sink.tick()  # a deadline the library swallowed still ends the message
     _list_members(walk, listing)
 
 

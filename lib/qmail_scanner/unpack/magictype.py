@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from ..settings import Settings
+from ..stderr_log import say
 
 # The types the checks care about most, by their leading bytes (offset 0 unless given).
 # Order matters: the first match wins.
@@ -87,6 +88,7 @@ ISO_MARK_AT = 0x8001  # "CD001" of the first ISO 9660 volume descriptor, past th
 ISO_MARKS = (b"CD001", b"BEA01")
 
 _libmagic: object | None = None
+_libmagic_errors: list[type[BaseException]] = []  # python-magic's own error class, once it is loaded
 
 
 def canonical(mime_type: str) -> str:
@@ -141,19 +143,31 @@ def _ask_libmagic(head: bytes, settings: Settings) -> str:
         for directory in settings.extra_sys_path:
             if directory not in sys.path:
                 sys.path.append(directory)
+        # Only python-magic's own failures are caught: the deadline (a TemporaryFailure raised by
+        # the alarm wherever the program is, inside libmagic's wrapper too) must end the message.
         try:
             import magic  # python-magic, found by configure
-
-            _libmagic = magic.Magic(mime=True)
-        except Exception as error:
-            sys.stderr.write(f"qmail-scanner: python-magic unusable ({error}); using the built-in table\n")
-            _libmagic = False
+        except ImportError as error:  # no libmagic on this host
+            _libmagic_unusable(error)
+        else:
+            try:
+                _libmagic = magic.Magic(mime=True)
+                _libmagic_errors.append(magic.MagicException)
+            except (magic.MagicException, OSError) as error:  # its database cannot be read
+                _libmagic_unusable(error)
     if not _libmagic:
         return ""
     try:
         return str(_libmagic.from_buffer(head))
-    except Exception:
+    except tuple(_libmagic_errors) as error:
+        say(f"libmagic cannot type a part ({type(error).__name__}: {error}); using the built-in table")
         return ""
+
+
+def _libmagic_unusable(error: BaseException) -> None:
+    global _libmagic
+    say(f"python-magic unusable ({type(error).__name__}: {error}); using the built-in table")
+    _libmagic = False
 
 
 def archive_kind(head: bytes, path: str | None, size: int) -> str:

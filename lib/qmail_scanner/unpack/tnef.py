@@ -6,7 +6,7 @@ import os
 import sys
 
 from . import magictype
-from .archives import inspect_archive, log_line, member_part
+from .archives import LIBRARY_PASSES, inspect_archive, log_line, member_part
 from .content import may_be_archive
 from .decoding import NEW_FILE_FLAGS
 
@@ -52,8 +52,6 @@ def inspect_tnef(sink: PartSink, part: Part, container: str, depth: int) -> None
     """The attachments of a winmail.dat: tnefparse in-process when configure found it, else the tnef program."""
     settings = sink.settings
     if settings.have_tnefparse and part.size <= TNEF_IN_MEMORY_LIMIT:
-        import struct
-
         for directory in settings.extra_sys_path:
             if directory not in sys.path:
                 sys.path.append(directory)
@@ -63,9 +61,12 @@ def inspect_tnef(sink: PartSink, part: Part, container: str, depth: int) -> None
             with open(part.decoded_path or "", "rb") as source:
                 tnef = TNEF(source.read(), do_checksum=False)
             attachments = [(a.long_filename() or a.name or "", a.data) for a in tnef.attachments]
-        except (ValueError, IndexError, KeyError, TypeError, struct.error) as error:
+        except LIBRARY_PASSES:
+            raise
+        except Exception as error:  # ValueError, struct.error... whatever a damaged winmail.dat makes it raise
             log_line(f"tnefparse failed on {container} ({type(error).__name__}: {error}); trying tnef")
         else:
+            sink.tick()  # a deadline the library swallowed still ends the message
             for name, data in attachments[: settings.max_parts]:
                 _add_member(sink, name.strip("\x00"), None, data if isinstance(data, bytes) else b"", container, depth)
             return
