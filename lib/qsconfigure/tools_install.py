@@ -67,43 +67,39 @@ def render_tool(source: str, interpreter: str, flags: str, paths: dict[str, str]
     return "".join(lines)
 
 
-def write_root_file(path: str, text: str, mode: int) -> None:
-    """Write text to path through a staged name and a rename: root's, the mode given, never half-written."""
+def write_root_file(path: str, content: bytes, mode: int) -> str:
+    """Write content to path through a staged name and a rename: root's, the mode given, never half-written."""
     staging = path + ".new"
     if os.path.lexists(staging):
         os.unlink(staging)
     fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", closefd=False) as handle:
-            handle.write(text)
+        view = memoryview(content)
+        while view:
+            view = view[os.write(fd, view) :]
         if os.geteuid() == 0:
             os.fchown(fd, 0, 0)
         os.fchmod(fd, mode)
     finally:
         os.close(fd)
     os.rename(staging, path)
+    return path
 
 
-def write_tools(directory: str, interpreter: str, paths: dict[str, str]) -> list[str]:
-    """Install every tool into directory (the program's); return their paths."""
-    written = []
+def tool_files(directory: str, interpreter: str, paths: dict[str, str]) -> list[tuple[str, bytes, int]]:
+    """(target, content, mode) of every tool, to go into directory (the program's)."""
+    files = []
     for name, flags in TOOLS.items():
         with open(os.path.join(CONTRIB, name), encoding="utf-8") as handle:
             text = render_tool(handle.read(), interpreter, flags, paths)
-        destination = os.path.join(directory, name)
-        write_root_file(destination, text, 0o755)
-        written.append(destination)
-    return written
+        files.append((os.path.join(directory, name), text.encode("utf-8"), 0o755))
+    return files
 
 
-def write_man_pages(man_directory: str, version: str) -> list[str]:
-    """Install the pages into man_directory (…/man8); return their paths."""
-    written = []
-    for name, text in render_pages(version).items():
-        destination = os.path.join(man_directory, name)
-        write_root_file(destination, text, 0o644)
-        written.append(destination)
-    return written
+def page_files(man_directory: str, version: str) -> list[tuple[str, bytes, int]]:
+    """(target, content, mode) of every man page, to go into man_directory (…/man8)."""
+    pages = render_pages(version)
+    return [(os.path.join(man_directory, name), text.encode("utf-8"), 0o644) for name, text in pages.items()]
 
 
 def check_tools(tools: list[str]) -> None:
@@ -131,16 +127,24 @@ def mandir(args) -> str:
     return os.path.join(os.path.abspath(args.prefix), "share", "man") if args.prefix else SYSTEM_MANDIR
 
 
-def install_tools_and_pages(installer, args, settings: dict, program: str, final_program: str = "") -> list[str]:
-    """The hook install.py calls: tools beside the program, pages under the man directory. Returns every path."""
+def install_tools_and_pages(
+    installer, args, settings: dict, program: str, final_program: str = "", stage=None
+) -> list[str]:
+    """The hook install.py calls: tools beside the program, pages under the man directory. Returns every path.
+
+    stage, when given, is a transaction's stage_file(target, content, mode) -> staged path: the
+    files are then built there, checked there, and swapped in with everything else.
+    """
+    put = stage or write_root_file
     interpreter = frozen_interpreter(program)
     paths = installed_paths(settings, final_program or program)
-    tools = write_tools(os.path.dirname(program), interpreter, paths)
-    check_tools(tools)
     man_directory = installer.directory(os.path.join(mandir(args), f"man{MAN_SECTION}"), 0o755, owned=False)
-    pages = write_man_pages(man_directory, settings.get("version", ""))
+    tools = [put(*entry) for entry in tool_files(os.path.dirname(program), interpreter, paths)]
+    pages = [put(*entry) for entry in page_files(man_directory, settings.get("version", ""))]
+    check_tools(tools)
     charts = matplotlib_version(interpreter)
-    print(f"installed {', '.join(tools)} (interpreter {interpreter}) and {len(pages)} man pages in {man_directory}")
+    print(f"installed {', '.join(TOOLS)} beside the program (interpreter {interpreter}) and {len(pages)} man pages")
+    print(f"in {man_directory}")
     if charts:
         print(f"qs-report draws charts with matplotlib {charts}")
     else:
