@@ -10,7 +10,8 @@ DEBIAN_PACKAGES="gcc libc6-dev libmagic1 tnef maildrop clamav clamav-daemon clam
 spamassassin spamd spamc rspamd chromium logrotate perl
 make groff-base ucspi-tcp ripmime
 libarchive13 libarchive-tools 7zip xorriso gcab zstd xz-utils bzip2
-libmime-tools-perl maildir-utils libconvert-binhex-perl uudeview prometheus-node-exporter"
+libmime-tools-perl maildir-utils libconvert-binhex-perl uudeview prometheus-node-exporter
+man-db daemontools runit"
 
 debian() {
     missing=""

@@ -84,8 +84,12 @@ def show_status(settings: Settings) -> int:
         f"{retiring})"
     )
     print(f"messages served: {values.get('served', 0)}")
+    # Counts first, each with its cause; the setting is named as a setting (a bare "--engine-max-messages 0"
+    # read as the option's value).
+    limit = settings.engine_max_messages
+    quota = f"after {limit} messages each (--engine-max-messages)" if limit else "never (--engine-max-messages 0)"
     print(
-        f"restarts: {values.get('restarts', 0)} (killed past the deadline {values.get('killed', 0)}; "
-        f"recycled after --engine-max-messages {values.get('recycled', 0)}; reloads {values.get('reloads', 0)})"
+        f"restarts: {values.get('restarts', 0)} (killed past the deadline: {values.get('killed', 0)}; "
+        f"recycled: {values.get('recycled', 0)}, {quota}; reloads: {values.get('reloads', 0)})"
     )
     return 0 if values["running"] else 1
