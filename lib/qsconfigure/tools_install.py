@@ -139,7 +139,8 @@ def install_tools_and_pages(
     interpreter = frozen_interpreter(program)
     paths = installed_paths(settings, final_program or program)
     man_directory = installer.directory(os.path.join(mandir(args), f"man{MAN_SECTION}"), 0o755, owned=False)
-    tools = [put(*entry) for entry in tool_files(os.path.dirname(program), interpreter, paths)]
+    # Beside the installed program (its bindir, under --destdir), also when `program` is a staged copy.
+    tools = [put(*entry) for entry in tool_files(installer.path(args.bindir), interpreter, paths)]
     pages = [put(*entry) for entry in page_files(man_directory, settings.get("version", ""))]
     check_tools(tools)
     charts = matplotlib_version(interpreter)
