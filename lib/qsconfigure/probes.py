@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .as_account import run_as
+
 
 class ConfigureError(Exception):
     """A requested component is missing or broken: one-line reason plus a hint."""
@@ -94,23 +96,53 @@ def probe_python(requested: str) -> ProbeResult:
     return ProbeResult(True, real_path, version)
 
 
-def probe_python_module(python: str, module: str, check_code: str = "") -> ProbeResult:
-    """A module importable by the target interpreter from one of configure's site dirs."""
-    site_dirs = [p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and os.path.isdir(p)]
+# Where each optional module comes from: (Debian package, PyPI name). Debian 12's python3-magic is
+# python-magic (ahupp's, the API the program uses), not the "magic" bindings file(1) ships.
+MODULE_PACKAGES = {
+    "magic": ("python3-magic", "python-magic"),
+    "tnefparse": ("", "tnefparse"),
+    "rarfile": ("python3-rarfile", "rarfile"),
+    "py7zr": ("python3-py7zr", "py7zr"),
+    "inflate64": ("", "inflate64"),
+}
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE_ROOT = os.path.dirname(os.path.dirname(HERE))
+
+
+def module_hint(module: str, python: str) -> str:
+    """How to make module importable by the program's interpreter: the Debian package, else PyPI."""
+    debian, pypi = MODULE_PACKAGES.get(module, ("", module))
+    if debian:
+        return f"apt-get install {debian} (PyPI: {pypi})"
+    return f"PyPI {pypi}, not packaged by Debian: {python} -m pip install {pypi} (system-wide, not into a venv)"
+
+
+def probe_python_module(python: str, module: str, check_code: str = "", account=None) -> ProbeResult:
+    """The module as the program's interpreter imports it (its own site dirs, run as the scanner account).
+
+    Never configure's own sys.path: a build venv or the checkout must not end up frozen into the
+    program. -I keeps out PYTHON* variables, the user's site and the current directory.
+    """
     code = (
-        "import sys, os\n"
-        f"sys.path[:0] = {site_dirs!r}\n"
+        "import os\n"
         f"import {module} as m\n"
         f"{check_code}\n"
-        "d = os.path.dirname(os.path.dirname(os.path.abspath(m.__file__)))\n"
-        "print(d if os.path.basename(m.__file__) == '__init__.py' else os.path.dirname(os.path.abspath(m.__file__)))\n"
+        "f = os.path.abspath(m.__file__)\n"
+        "print(os.path.dirname(os.path.dirname(f)) if os.path.basename(f) == '__init__.py' else os.path.dirname(f))\n"
         "print(getattr(m, '__version__', ''))\n"
     )
-    exit_code, output = run_quietly([python, "-I", "-S", "-c", code])
+    exit_code, output = run_as(account, [python, "-I", "-c", code], timeout=20.0)
     if exit_code != 0:
-        last = output.strip().splitlines()[-1] if output.strip() else "import failed"
-        return ProbeResult(False, detail=last[:100], hint=f"pip install {module}")
+        last = (output.strip().splitlines() or ["import failed"])[-1]
+        if "ModuleNotFoundError" in last or exit_code == -1:
+            detail = f"not importable by {python}"
+        else:
+            detail = f"fails under {python}: {last[:100]}"
+        return ProbeResult(False, detail=detail, hint=module_hint(module, python))
     lines = [*output.splitlines(), ""]
+    if os.path.realpath(lines[0]).startswith(SOURCE_ROOT.rstrip("/") + "/"):
+        detail = f"only in the source tree ({lines[0]}), which the program must not need"
+        return ProbeResult(False, detail=detail, hint=module_hint(module, python))
     return ProbeResult(True, lines[0], lines[1])
 
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import shutil
 import subprocess
-import tempfile
 
 from .probes import ConfigureError, find_program
 
@@ -60,11 +58,11 @@ def account_ids(user: str, group: str) -> tuple[int, int] | None:
 
 
 def compile_wrapper(
-    compiler: str, output: str, python: str, program: str, uid: int, gid: int, engine: tuple[str, ...] = ()
+    compiler: list[str], output: str, python: str, program: str, uid: int, gid: int, engine: tuple[str, ...] = ()
 ) -> None:
     """cc the wrapper with everything compiled in (argv list, no shell); engine: the -D words of engine_defines."""
     argv = [
-        compiler,
+        *compiler,
         *CFLAGS,
         f"-DQS_PYTHON={c_string(python, 'the interpreter path')}",
         f"-DQS_PROGRAM={c_string(program, 'the program path')}",
@@ -77,11 +75,16 @@ def compile_wrapper(
         output,
         WRAPPER_SOURCE,
     ]
-    completed = subprocess.run(argv, capture_output=True, text=True, check=False)
+    try:
+        completed = subprocess.run(argv, capture_output=True, text=True, check=False)
+    except OSError as error:
+        reason = f"the C compiler {compiler[0]} does not run: {error.strerror}"
+        raise ConfigureError(reason, "set CC or install gcc; nothing was installed") from None
     if completed.returncode != 0:
         raise ConfigureError(
-            f"the setuid wrapper does not compile: {completed.stderr.strip()[:2000]}",
-            "give --skip-setuid-test to install without it",
+            f"the setuid wrapper does not compile ({' '.join(compiler)} exit {completed.returncode}):"
+            f" {completed.stderr.strip()[:2000]}",
+            "fix the C compiler (CC, gcc, libc6-dev) and re-run; nothing was installed",
         )
 
 
@@ -100,52 +103,67 @@ def check_wrapper(wrapper: str, user: str) -> None:
     completed = subprocess.run([wrapper, "-v"], capture_output=True, text=True, check=False, timeout=60)
     if completed.returncode != 0 or "qmail-scanner" not in completed.stdout:
         raise ConfigureError(
-            f"the installed wrapper does not run the program (exit {completed.returncode}): "
+            f"the wrapper {wrapper} does not run the program (exit {completed.returncode}): "
             f"{completed.stderr.strip()[:1000]}",
             f"the interpreter, the program and the engine must be readable and runnable by {user}",
         )
 
 
-def build_and_install_wrapper(args, installer, program_path: str, python_executable: str) -> str:
-    """Build the wrapper for this site and install it setuid root into bindir; return its path ("" if skipped)."""
-    compiler = find_program("cc") or find_program("gcc")
+def wrapper_compiler() -> list[str]:
+    """$CC when set (as make does), else cc or gcc; [] when there is none."""
+    given = os.environ.get("CC", "").split()
+    if given:
+        located = find_program(given[0])
+        return [located or given[0], *given[1:]]
+    found = find_program("cc") or find_program("gcc")
+    return [found] if found else []
+
+
+def stage_wrapper(
+    args, transaction, bindir: str, final_program: str, python: str, check_program: str
+) -> tuple[str, str]:
+    """Build the site's wrapper into the transaction; return (staged wrapper, check wrapper) ("", "": none built).
+
+    Two builds from the same source and flags: the one installed names the final program; the check
+    build names the staged check copy of it and no engine socket (a running engine would answer for
+    the previous installation), so the checks run the new program through a wrapper before the swap.
+    A compiler failure raises before anything is installed.
+    """
+    compiler = wrapper_compiler()
     if not compiler:
         print("no C compiler found: the setuid wrapper is not installed; run the program as the scanner account")
-        return ""
+        return "", ""
     ids = account_ids(args.qs_user, args.qs_group)
     if ids is None:
         print(f"the account {args.qs_user}:{args.qs_group} does not exist: the setuid wrapper is not installed")
-        return ""
+        return "", ""
     uid, gid = ids
-    destdir = getattr(args, "destdir", "") or ""
-    # With --destdir the wrapper is staged inside it but must name the final paths.
-    final_program = program_path
-    if destdir:
-        root = os.path.abspath(destdir)
-        final_program = "/" + os.path.relpath(os.path.abspath(program_path), root)
-    python = frozen_interpreter(program_path, python_executable)
-    destination = os.path.join(installer.path(args.bindir), WRAPPER_NAME)
-    with tempfile.TemporaryDirectory(prefix="qs-wrapper-") as build_dir:
-        built = os.path.join(build_dir, WRAPPER_NAME)
-        compile_wrapper(compiler, built, python, final_program, uid, gid, engine_defines(args))
-        staging = destination + ".new"
-        try:
-            os.unlink(staging)
-        except FileNotFoundError:
-            pass
-        shutil.copyfile(built, staging)
+    staged = transaction.stage_path(os.path.join(bindir, WRAPPER_NAME))
+    compile_wrapper(compiler, staged, python, final_program, uid, gid, engine_defines(args))
     # With the scanner account root (--qs-user root) there is nothing to switch to: installed plain.
     setuid = os.geteuid() == 0 and uid != 0
     if setuid:
-        os.chown(staging, *OWNER)
-    # chmod after chown: chown clears the setuid bit.
-    mode = SETUID_MODE if setuid else PLAIN_MODE
-    os.chmod(staging, mode)
-    os.rename(staging, destination)
-    if not destdir and not getattr(args, "skip_setuid_test", False):
-        check_wrapper(destination, args.qs_user)
-    if setuid:
-        print(f"installed the setuid wrapper {destination} (root:root, mode {mode:04o}; it runs as {args.qs_user})")
-    else:
-        print(f"installed the wrapper {destination} (mode {mode:04o}, not setuid: only {args.qs_user} can run it)")
-    return destination
+        os.chown(staged, *OWNER)
+    os.chmod(staged, SETUID_MODE if setuid else PLAIN_MODE)  # after chown: chown clears the setuid bit
+    if not check_program:
+        return staged, ""
+    check = os.path.join(os.path.dirname(staged), "check-" + WRAPPER_NAME)
+    compile_wrapper(
+        compiler,
+        check,
+        python,
+        check_program,
+        uid,
+        gid,
+        (f"-DQS_CUSTOM_ERROR_FD={int(args.custom_error_fd)}", f"-DQS_DEADLINE={int(args.deadline) + 1}"),
+    )
+    os.chmod(check, 0o700)  # root runs it (it drops to the account as the real one does); nobody else may
+    return staged, check
+
+
+def describe_wrapper(wrapper: str, user: str) -> str:
+    """The line saying what was installed."""
+    mode = os.stat(wrapper).st_mode & 0o7777
+    if mode & 0o4000:
+        return f"installed the setuid wrapper {wrapper} (root:root, mode {mode:04o}; it runs as {user})"
+    return f"installed the wrapper {wrapper} (mode {mode:04o}, not setuid: only {user} can run it)"
