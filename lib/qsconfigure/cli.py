@@ -17,6 +17,8 @@ import sys
 import time
 
 from .alert_texts import DEFAULT_LANG, normalise_lang
+from .as_account import scanner_account
+from .interpreter import choose_interpreter
 from .legacy import apply_original_forms, apply_spool_forms, default_notify, default_spooldir, map_scanner_names
 from .options import build_parser
 from .probes import (
@@ -25,7 +27,6 @@ from .probes import (
     ProbeResult,
     find_program,
     probe_libarchive,
-    probe_python,
     probe_python_module,
     probe_sevenzip,
     run_quietly,
@@ -173,7 +174,11 @@ def probe_scanners(args, log: ProbeLog) -> list[dict]:
 
 def run_probes(args, log: ProbeLog) -> dict:
     """Every host probe; returns the facts the settings are built from."""
-    python = log.check("the Python interpreter", lambda: probe_python(args.python))
+    scanner = scanner_account(args.qs_user, args.qs_group)  # module probes run as it: what it imports counts
+    notes: list[str] = []
+    python = log.check("the Python interpreter", lambda: choose_interpreter(args.python, scanner, notes))
+    for text in notes:
+        print(text)
     if not python.found:
         raise ConfigureError(python.detail, python.hint)
     facts: dict = {"python": python.value, "python_version": python.version}
@@ -188,15 +193,17 @@ def run_probes(args, log: ProbeLog) -> dict:
         )
     account = log.check("the scanner account", lambda: probe_account(args.qs_user, args.qs_group))
     facts["account_exists"] = account.found
-    magic = log.check(
-        "python-magic", lambda: probe_python_module(python.value, "magic", "m.from_buffer(b'MZ\\x90\\x00', mime=True)")
-    )
-    tnefparse = log.check("tnefparse", lambda: probe_python_module(python.value, "tnefparse"))
-    rarfile = log.check("rarfile (rar listing)", lambda: probe_python_module(python.value, "rarfile"))
-    py7zr = log.check("py7zr (7z listing)", lambda: probe_python_module(python.value, "py7zr"))
+    magic_check = "m.from_buffer(b'MZ\\x90\\x00', mime=True)"
+    magic = log.check("python-magic", lambda: probe_python_module(python.value, "magic", magic_check, scanner))
+    tnefparse = log.check("tnefparse", lambda: probe_python_module(python.value, "tnefparse", "", scanner))
+    rarfile = log.check("rarfile (rar listing)", lambda: probe_python_module(python.value, "rarfile", "", scanner))
+    py7zr = log.check("py7zr (7z listing)", lambda: probe_python_module(python.value, "py7zr", "", scanner))
     inflate64 = log.check(
-        "inflate64 (Deflate64 zips)", lambda: probe_python_module(python.value, "inflate64", "m.Inflater()")
+        "inflate64 (Deflate64 zips)", lambda: probe_python_module(python.value, "inflate64", "m.Inflater()", scanner)
     )
+    for label, module in (("python-magic", magic), ("tnefparse", tnefparse), ("rarfile", rarfile), ("py7zr", py7zr)):
+        if not module.found and not args.quiet:
+            print(f"configure.py: note: {label}: {module.hint}")
     extra_path = []
     for module in (magic, tnefparse, rarfile, py7zr, inflate64):
         if module.found and module.value not in extra_path:
