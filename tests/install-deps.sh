@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 what=${1:-all}
 PYTHON=${PYTHON:-python3}
 
-DEBIAN_PACKAGES="gcc libc6-dev libmagic1 tnef maildrop clamav clamav-daemon clamdscan clamav-testfiles
+DEBIAN_PACKAGES="gcc libc6-dev libmagic1 python3-magic tnef maildrop clamav clamav-daemon clamdscan clamav-testfiles
 spamassassin spamd spamc rspamd chromium logrotate perl
 make groff-base ucspi-tcp ripmime
 libarchive13 libarchive-tools 7zip xorriso gcab zstd xz-utils bzip2
