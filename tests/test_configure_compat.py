@@ -227,7 +227,8 @@ def test_published_configure_line_is_accepted_and_means_the_same(
         legacy_spool = os.path.isdir(legacy.SPOOL_1X)
         assert settings["spooldir"] == (legacy.SPOOL_1X if legacy_spool else legacy.SPOOL_2X)
     if "--notify" not in words:
-        assert settings["notify"] == ["psender", "admin"]
+        # No original installed here to read: a new install's default, no notices to senders.
+        assert settings["notify"] == ["admin"]
     for text in SAID.get(ident, []):
         assert text in result.stdout, f"{ident}: {text!r} not said"
     if ident == "st-2.11-doc":
@@ -513,7 +514,8 @@ def test_a_1x_site_before_1_22_alerted_sender_and_admin():
     from qsconfigure.migrate import OldScript
 
     assert OldScript(path="x", version="1.20").site_notify == ["sender", "admin"]
-    assert OldScript(path="x", version="1.25").site_notify == []  # psender,admin: the default here too
+    assert OldScript(path="x", version="1.25").site_notify == ["psender", "admin"]  # the original's default, kept
+    assert OldScript(path="x", version="2.01").site_notify == ["psender", "admin"]
     assert OldScript(path="x", version="1.16", notify=["admin"]).site_notify == ["admin"]
 
 

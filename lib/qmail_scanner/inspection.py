@@ -51,6 +51,7 @@ def inspect(message: Message) -> Verdict:
         if early_spam is not None:
             early_spam.finish()  # after a failure too: no scan outlives its message
     verdict = decide(settings, findings, results)
+    verdict.skipped = list(message.skipped)
     if settings.fix_mime == 1:
         verdict.ambiguities = [a.text for a in unpacked.ambiguities]
     return verdict

@@ -22,6 +22,7 @@ class Message:
     started: float
     unpacked: object = None  # unpack.Unpacked once the unpacker ran
     notes: list[str] = field(default_factory=list)  # debug trace lines
+    skipped: list[str] = field(default_factory=list)  # scanners not run and why; named in the trace header
 
     def seconds(self) -> float:
         return time.monotonic() - self.started

@@ -75,6 +75,8 @@ def process_message(settings: Settings, environ: dict[str, str], after_answer: l
         message_fd = spool_message(area, 0, settings.spool_chunk_bytes)
         envelope = read_envelope(1)
         message = Message(settings_for(settings, envelope), area, message_fd, envelope, environ, started)
+        off = [s.name for s in settings.scanners if s not in message.settings.scanners]
+        message.skipped += [f"{name} (settings_per_domain)" for name in off]
         code = inspect_and_act(message)
     except Outcome as outcome:
         _quiet_signals()

@@ -80,3 +80,4 @@ class Verdict:
     scan_results: list[ScanResult] = field(default_factory=list)
     add_headers: list[tuple[str, str]] = field(default_factory=list)
     ambiguities: list[str] = field(default_factory=list)  # what mail clients may read differently in it
+    skipped: list[str] = field(default_factory=list)  # scanners not run and why, e.g. "spamd (RELAYCLIENT set)"

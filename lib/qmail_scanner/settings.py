@@ -48,7 +48,7 @@ class Settings:
     domain: str = "localhost"
     admin_description: str = "System Anti-Virus Administrator"
     local_domains: tuple[str, ...] = ()
-    notify: tuple[str, ...] = ("psender", "admin")
+    notify: tuple[str, ...] = ("admin",)  # a new install tells only the admin (no backscatter to forged senders)
     silent_viruses: tuple[str, ...] = ()
     lang: str = "en_GB"
     # Scanning.

@@ -48,6 +48,9 @@ def trace_header(
     ambiguous = ""
     if verdict.ambiguities:
         ambiguous = f"Ambiguous MIME, every reading checked: {header_safe('; '.join(verdict.ambiguities), 300)}.\n "
+    if verdict.skipped:
+        # A scanner that did not run is said where the recipient looks, not only in qmail-queue.log.
+        ambiguous += f"Skipped: {header_safe(', '.join(verdict.skipped), 300)}.\n "
     body = (
         f"from {remote_host} ({remote_ip}) by {settings.hostname} "
         f"(envelope-sender <{header_safe(envelope.sender, 1003)}>, uid {os.getuid()}) "

@@ -19,7 +19,7 @@ import time
 from .alert_texts import DEFAULT_LANG, normalise_lang
 from .as_account import scanner_account
 from .interpreter import choose_interpreter
-from .legacy import apply_original_forms, apply_spool_forms, default_notify, default_spooldir, map_scanner_names
+from .legacy import apply_original_forms, apply_spool_forms, default_spooldir, map_scanner_names, resolve_notify
 from .options import build_parser
 from .probes import (
     ConfigureError,
@@ -121,8 +121,7 @@ def resolve_layout(args, notes: list[str] | None = None) -> None:
         args.qs_group = args.qs_group or grp.getgrgid(os.getgid()).gr_name
     args.bindir = args.bindir or os.path.join(args.qmaildir, "bin")
     args.spooldir = args.spooldir or default_spooldir(args, notes)
-    if args.notify is None:
-        args.notify = default_notify(args, notes)
+    args.notify = resolve_notify(args, notes)
     apply_spool_forms(args, notes)
     args.libdir = args.libdir or "/usr/local/lib/qmail-scanner"
     args.qs_user = args.qs_user or "qscand"
@@ -184,10 +183,10 @@ def run_probes(args, log: ProbeLog) -> dict:
     facts: dict = {"python": python.value, "python_version": python.version}
     facts["hostname"] = log.check("this host's name", lambda: probe_fqdn(args.qmaildir)).value
     queue = log.check("qmail-queue (next hop)", lambda: probe_executable(args.qmail_queue_binary, "qmail-queue", ""))
-    if not queue.found and not args.no_qq_check:
-        raise ConfigureError(queue.detail, "give --qmail-queue-binary, or --no-QQ-check when packaging")
+    if not queue.found and args.qq_check:
+        raise ConfigureError(queue.detail, "give --qmail-queue-binary, or --qq-check no when packaging")
     inject = log.check("qmail-inject", lambda: probe_executable(args.qmail_inject_binary, "qmail-inject", ""))
-    if not inject.found and args.notify != ["none"] and not args.no_qq_check:
+    if not inject.found and args.notify != ["none"] and args.qq_check:
         raise ConfigureError(
             f"alerts need qmail-inject: {inject.detail}", "give --qmail-inject-binary or --notify none"
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from .options import NEW_INSTALL_NOTIFY
 from .probes import ConfigureError
 
 SPOOL_2X = "/var/spool/qscan"
@@ -43,6 +44,10 @@ def apply_original_forms(args: argparse.Namespace, notes: list[str]) -> None:
         value = getattr(args, option.lstrip("-").replace("-", "_"))
         if value is not None:
             note(notes, f"{option} {value} has no equivalent here and no effect: {instead}")
+    for option, instead in NO_EFFECT_SWITCHES.items():
+        value = getattr(args, option.lstrip("-").replace("-", "_"))
+        if value is not None:
+            note(notes, f"{option} {'yes' if value else 'no'} has no effect here: {instead}")
     if args.setuidgid_path is not None:
         note(notes, "--setuidgid-path has no effect: the setuid wrapper changes to the scanner account itself")
 
@@ -50,6 +55,14 @@ def apply_original_forms(args: argparse.Namespace, notes: list[str]) -> None:
 NO_EQUIVALENT = {
     "--sa-forward": "quarantined spam stays in the spam maildir (see --sa-maildir)",
     "--sa-fwd-verbose": "quarantined spam stays in the spam maildir",
+}
+
+
+# The original's SpamAssassin switches: spamd's own settings and other options do their jobs here.
+NO_EFFECT_SWITCHES = {
+    "--sa-alt": "spamd's own settings decide how SpamAssassin scores",
+    "--sa-report": "the scanner verbose_spamassassin queues SpamAssassin's report",
+    "--sa-debug": "--debug 2 traces the spamd exchange",
 }
 
 
@@ -169,10 +182,34 @@ def default_spooldir(args, notes: list[str], legacy_spool: str = SPOOL_1X) -> st
     return SPOOL_2X
 
 
+SENDER_NOTIFY_WORDS = ("sender", "psender", "all")
+
+
+def resolve_notify(args, notes: list[str]) -> list[str]:
+    """--notify as given, else what an installed original did, else admin only; sender notices said once."""
+    if args.notify is not None:
+        chosen = list(args.notify)
+        told = [word for word in chosen if word in SENDER_NOTIFY_WORDS]
+        if told:
+            kept = f"kept as given; a new install's default is {NEW_INSTALL_NOTIFY}"
+            note(notes, f"--notify {','.join(chosen)}: {BACKSCATTER} ({kept})")
+        return chosen
+    return default_notify(args, notes)
+
+
+BACKSCATTER = "senders of blocked mail get notices, and most such senders are forged (backscatter)"
+
+
 def default_notify(args, notes: list[str]) -> list[str]:
-    """No --notify: what the installed original did (1.x before 1.22: sender,admin), else psender,admin."""
+    """No --notify: what the installed original did (its script's setting, else its version's default), else admin."""
     for old in installed_old_scripts(args):
         if old.site_notify:
-            note(notes, f"--notify {','.join(old.site_notify)}: as {old.path} (Qmail-Scanner {old.version}) did")
+            told = any(word in SENDER_NOTIFY_WORDS for word in old.site_notify)
+            why = f"; {BACKSCATTER}" if told else ""
+            note(
+                notes,
+                f"--notify {','.join(old.site_notify)}: kept as {old.path} (Qmail-Scanner {old.version}) had it{why}"
+                f" (a new install's default is {NEW_INSTALL_NOTIFY})",
+            )
             return old.site_notify
-    return ["psender", "admin"]
+    return [NEW_INSTALL_NOTIFY]

@@ -59,7 +59,8 @@ class OldScript:
         if self.notify:
             return list(self.notify)
         match = re.match(r"1\.(\d+)", self.version)
-        return ["sender", "admin"] if match and int(match.group(1)) < 22 else []
+        # The original's own defaults, kept: this program's default for a new install is admin only.
+        return ["sender", "admin"] if match and int(match.group(1)) < 22 else ["psender", "admin"]
 
 
 def _scalar(text: str, name: str) -> str:

@@ -51,12 +51,18 @@ def run_virus_scanners(message: Message) -> list[ScanResult]:
         return []
     if message.area.message_size > settings.max_scan_size:
         message.notes.append(f"AV skipped: {message.area.message_size} bytes > max_scan_size {settings.max_scan_size}")
-        return []
+        return skipped(message, configs, f"size {message.area.message_size} > --max-scan-size {settings.max_scan_size}")
     unpacked = message.unpacked
     if settings.skip_text_msgs and unpacked is not None and not getattr(unpacked, "has_attachments", True):
         message.notes.append("AV skipped: no attachments (skip_text_msgs)")
-        return []
+        return skipped(message, configs, "no attachments, --skip-text-msgs")
     return run_scanners(message, configs)
+
+
+def skipped(message: Message, configs: list[ScannerConfig], reason: str) -> list[ScanResult]:
+    """No scan: each scanner is named with the reason, for the trace header."""
+    message.skipped.extend(f"{config.name} ({reason})" for config in configs)
+    return []
 
 
 def spam_check_wanted(environ: dict[str, str]) -> bool:
@@ -72,10 +78,10 @@ def run_spam_scanners(message: Message) -> list[ScanResult]:
         return []
     if not spam_check_wanted(message.environ):
         message.notes.append("spam check skipped: RELAYCLIENT set and QS_SPAMASSASSIN not set")
-        return []
+        return skipped(message, configs, "RELAYCLIENT set")
     if message.area.message_size > settings.max_scan_size:
         message.notes.append(f"spam check skipped: {message.area.message_size} bytes > max_scan_size")
-        return []
+        return skipped(message, configs, f"size {message.area.message_size} > --max-scan-size {settings.max_scan_size}")
     return run_scanners(message, configs)
 
 

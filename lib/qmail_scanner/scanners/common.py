@@ -55,6 +55,7 @@ def over_spam_size_limit(config: ScannerConfig, message: Message, header: str, p
     if message.area.message_size <= limit:
         return None
     note = f"{prefix}skipped: message size {message.area.message_size} over limit {limit}"
+    message.skipped.append(f"{config.name} (size {message.area.message_size} > --sa-maxsize {limit})")
     return ScanResult(config.name, extra_headers=((header, note),))
 
 
