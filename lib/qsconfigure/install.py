@@ -278,7 +278,7 @@ def install(args, settings: dict, rendered: str) -> None:
         if checking:
             check_staged(
                 scanner_account(args.qs_user, args.qs_group), python, check_program, settings["version"],
-                list(settings["extra_sys_path"]), _optional_modules(settings), check_wrapper_path,
+                list(settings["extra_sys_path"]), _optional_modules(settings), settings["spooldir"], check_wrapper_path,
             )
         transaction.swap()
         if wrapper and checking and not args.skip_setuid_test:

@@ -21,6 +21,20 @@ TEST_MESSAGE = b"From: configure.py@localhost\nSubject: configure.py --install c
 TEST_ENVELOPE = b"X"  # not F<sender>: qmail-queue's envelope format error, before anything is scanned or queued
 ENVELOPE_FORMAT_EXIT = 91
 ENVELOPE_FORMAT_TEXT = "envelope does not start with F"
+# Run as the account: the test message's work files (named <time>.<pid>_..., kept only under --debug 100).
+REMOVE_WORK_FILES = """
+import os, shutil, sys
+spool, tag = sys.argv[1], sys.argv[2]
+for sub in ("tmp", "working/tmp", "working/new", "working/cur"):
+    try:
+        names = os.listdir(os.path.join(spool, sub))
+    except OSError:
+        continue
+    for name in names:
+        path = os.path.join(spool, sub, name)
+        if tag in name and name.split(".", 1)[0].isdigit():
+            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.unlink(path)
+"""
 NOTHING_CHANGED = "nothing was installed: the previous program, wrapper and engine are in place"
 
 
@@ -31,6 +45,7 @@ def check_staged(
     version: str,
     extra_sys_path: list[str],
     modules: list[str],
+    spooldir: str,
     wrapper: str = "",
     compile_policy: bool = True,
 ) -> None:
@@ -54,33 +69,42 @@ def check_staged(
         code, output = run_as(account, [python, "-I", "-S", program, "-g"])
         if code != 0:
             _fail(f"the policy file does not compile: {_last(output, code)}", "fix the lines named and re-run")
-    _run_test_message([python, "-I", "-S", program], account, "the new program")
+    _run_test_message([python, "-I", "-S", program], account, "the new program", (python, spooldir))
     if wrapper:
         code, output = run_as(None, [wrapper, "-v"])  # root runs it: the wrapper itself drops to the account
         if code != 0 or f"qmail-scanner {version}" not in output:
             _fail(f"the new wrapper does not run the program: {_last(output, code)}", f"can {who} run {python}?")
-        _run_test_message([wrapper], None, "the new wrapper")
+        _run_test_message([wrapper], None, "the new wrapper", (python, spooldir), account)
 
 
-def _run_test_message(argv: list[str], account: Account | None, what: str) -> None:
-    """The test message on fd 0, the malformed envelope on fd 1, as qmail-smtpd hands them over."""
+def _run_test_message(
+    argv: list[str], account: Account | None, what: str, cleaner: tuple[str, str], owner: Account | None = None
+) -> None:
+    """The test message on fd 0, the malformed envelope on fd 1, as qmail-smtpd hands them over.
+
+    argv runs as `account` (None: as root, for the wrapper, which drops by itself); the work files
+    a --debug 100 program keeps are removed afterwards as the spool's owner (the account).
+    """
     with tempfile.TemporaryFile() as message, tempfile.TemporaryFile() as envelope:
         message.write(TEST_MESSAGE)
         envelope.write(TEST_ENVELOPE)
         message.seek(0)
         envelope.seek(0)
         try:
-            completed = subprocess.run(
-                argv, stdin=message, stdout=envelope, stderr=subprocess.PIPE, timeout=120, check=False, cwd="/",
-                env={"PATH": CHECK_PATH}, preexec_fn=become(account),
+            process = subprocess.Popen(
+                argv, stdin=message, stdout=envelope, stderr=subprocess.PIPE, cwd="/", env={"PATH": CHECK_PATH},
+                preexec_fn=become(account),
             )
+            _, stderr = process.communicate(timeout=120)
         except (OSError, subprocess.SubprocessError) as error:
             _fail(f"{what} does not take a test message: {error}", "see the error above")
-    said = completed.stderr.decode("utf-8", "replace")
-    if completed.returncode != ENVELOPE_FORMAT_EXIT or ENVELOPE_FORMAT_TEXT not in said:
+    python, spooldir = cleaner
+    run_as(owner or account, [python, "-I", "-S", "-c", REMOVE_WORK_FILES, spooldir, f".{process.pid}_"])
+    said = stderr.decode("utf-8", "replace")
+    if process.returncode != ENVELOPE_FORMAT_EXIT or ENVELOPE_FORMAT_TEXT not in said:
         _fail(
-            f"{what} does not take a test message (exit {completed.returncode}, expected"
-            f" {ENVELOPE_FORMAT_EXIT}): {_last(said, completed.returncode)}",
+            f"{what} does not take a test message (exit {process.returncode}, expected"
+            f" {ENVELOPE_FORMAT_EXIT}): {_last(said, process.returncode)}",
             "can the scanner account write its spool (working/, tmp/)?",
         )
 
