@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 import socket
 import threading
+from datetime import datetime
 
 import pytest
 
 from actions_fixtures import make_message, make_settings
+from qmail_scanner import logs
 from qmail_scanner.actions import carry_out
 from qmail_scanner.formatcheck import RULES
 from qmail_scanner.logs import raw_header_value
@@ -127,12 +129,37 @@ def test_no_logging_when_log_details_no(tmp_path, standin_binary, queue_dir):
     assert not (spool / "mailstats.csv").exists()
 
 
-def test_without_syslog_the_line_goes_to_stderr(tmp_path, standin_binary, queue_dir, capfd):
-    settings = make_settings(tmp_path / "spool", qmail_queue_binary=standin_binary, syslog_socket="/nonexistent")
+STAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d qmail-scanner\[\d+\]: ")
+
+
+def test_without_syslog_the_lines_go_to_stderr_stamped_the_outage_said_once(
+    tmp_path, standin_binary, queue_dir, capfd, syslog_socket
+):
+    spool = tmp_path / "spool"
+    settings = make_settings(spool, qmail_queue_binary=standin_binary, syslog_socket=str(tmp_path / "no-log"))
+    report = load_report_module()
+    said = []
+    for _ in range(3):  # three messages, three processes' worth: the outage is said once
+        assert carry_out(make_message(settings, MESSAGE), Verdict()) == 0
+        said += capfd.readouterr().err.splitlines()
+    assert all(STAMPED.match(line) for line in said), said
+    notes = [line for line in said if "unavailable" in line]
+    assert len(notes) == 1 and "the per-message lines go to this log until it is back" in notes[0]
+    assert (spool / "syslog-unavailable").exists()
+    records = [report.parse_log_line(line) for line in said if line not in notes]
+    assert len(records) == 3 and all(r.status.startswith("Clear:RC:0(192.0.2.7):") for r in records)
+    assert all(abs((r.when - datetime.now()).total_seconds()) < 60 for r in records)
+    # A syslog daemon listens again: the line goes there, the end of the outage is said once.
+    path, listener = syslog_socket
+    logdir = settings.effective_logdir
+    settings = make_settings(spool, qmail_queue_binary=standin_binary, syslog_socket=path)
+    assert settings.effective_logdir == logdir
+    logs._syslog_seen_working = False  # a new process
     assert carry_out(make_message(settings, MESSAGE), Verdict()) == 0
-    error = capfd.readouterr().err
-    assert "syslog unavailable" in error
-    assert "Clear:RC:" in error  # the log line itself is kept, in qmail-smtpd's log
+    assert "Clear:RC:" in listener.recv(8192).decode()
+    [back] = capfd.readouterr().err.splitlines()
+    assert STAMPED.match(back) and f"syslog at {path} is back" in back
+    assert not (spool / "syslog-unavailable").exists()
 
 
 def test_logging_failure_never_changes_exit_code(tmp_path, standin_binary, queue_dir, capfd):
@@ -200,12 +227,17 @@ def test_logrotate_file_is_accepted_by_logrotate(tmp_path):
     assert "Handling 1 logs" in result.stderr
 
 
-def test_many_recipients_without_syslog_make_one_stderr_line(tmp_path, standin_binary, queue_dir, capfd):
+def test_many_recipients_without_syslog_make_one_stderr_line_each(tmp_path, standin_binary, queue_dir, capfd):
     settings = make_settings(tmp_path / "spool", qmail_queue_binary=standin_binary, syslog_socket="/nonexistent")
     recipients = tuple(f"user{n}@example.org" for n in range(500))
     assert carry_out(make_message(settings, MESSAGE, recipients=recipients), Verdict()) == 0
-    lines = [line for line in capfd.readouterr().err.splitlines() if "syslog unavailable" in line]
-    assert len(lines) == 1 and "user0@example.org" in lines[0] and "and 499 more" in lines[0]
+    lines = capfd.readouterr().err.splitlines()
+    assert len(lines) == 501 and "syslog at /nonexistent unavailable" in lines[0]  # the note, then every line
+    report = load_report_module()
+    records = [report.parse_log_line(line) for line in lines[1:]]
+    assert [r.recipients for r in records] == [[recipient] for recipient in recipients]
+    [message] = report.merge_recipient_rows(records)
+    assert message.recipients == list(recipients)
 
 
 def test_many_recipients_reach_syslog_one_line_each(tmp_path, standin_binary, queue_dir, syslog_socket):

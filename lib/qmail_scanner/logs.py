@@ -32,6 +32,7 @@ TYPE_CHECKING = False  # typing costs milliseconds per message; only type checke
 if TYPE_CHECKING:
     from .message import Message
     from .records import Finding, Verdict
+    from .settings import Settings
 
 SYSLOG_FACILITY_MAIL = 2
 SYSLOG_INFO = 6
@@ -65,7 +66,7 @@ def log_message(message: Message, verdict: Verdict, code: int, stored_path: str 
     """Write everything the site asked to be logged about this message."""
     settings = message.settings
     if settings.log_details == "syslog":
-        send_syslog_rows(settings.syslog_socket, log_rows(message, verdict, code))
+        send_syslog_rows(settings, log_rows(message, verdict, code))
     elif settings.log_details == "mailstats":
         date = rfc2822_date()
         rows = ["\t".join([date, *row]) for row in log_rows(message, verdict, code)]
@@ -77,17 +78,66 @@ def log_message(message: Message, verdict: Verdict, code: int, stored_path: str 
     write_debug_trace(message)
 
 
-def send_syslog_rows(socket_path: str, rows: list[list[str]]) -> None:
-    """One syslog line per row; without a syslog daemon the first goes to qmail-smtpd's log instead."""
+def send_syslog_rows(settings: Settings, rows: list[list[str]]) -> None:
+    """One syslog line per row; without a syslog daemon the same lines go to qmail-smtpd's log (stderr).
+
+    The fallback lines keep syslog's form (`<time> qmail-scanner[pid]: Clear:RC:...`), one per
+    recipient, so qs-report and parsers that grep for ` qmail-scanner` read them in the smtpd log.
+    """
     lines = [" ".join(field.replace(" ", "_") for field in row) for row in rows]
     try:
-        send_syslog(lines, socket_path)
+        send_syslog(lines, settings.syslog_socket)
     except OSError as error:
-        from .stderr_log import say
+        from .stderr_log import say_lines
 
-        # One stderr line, however many recipients: a full stderr pipe would stall the message.
-        more = f" (and {len(lines) - 1} more, one per recipient)" if len(lines) > 1 else ""
-        say(f"syslog unavailable ({error.strerror or error}): {lines[0]}{more}")
+        reason = error.strerror or str(error)
+        if _syslog_outage_begins(settings, reason):
+            note_line = (
+                f"syslog at {settings.syslog_socket} unavailable ({reason}): the per-message lines go to this log"
+                f" until it is back (said once; {os.path.join(settings.effective_logdir, SYSLOG_OUTAGE_FILE)})"
+            )
+            lines.insert(0, note_line)
+        say_lines(lines)
+        return
+    global _syslog_seen_working
+    if not _syslog_seen_working:
+        _syslog_seen_working = True
+        _syslog_outage_ends(settings)
+
+
+# A file in the log dir marks an outage of syslog, so that the note about it is written once, not
+# once per message (each message is a process of its own without the engine).
+SYSLOG_OUTAGE_FILE = "syslog-unavailable"
+_syslog_seen_working = False  # this process has sent to syslog since it last failed
+
+
+def _syslog_outage_begins(settings: Settings, reason: str) -> bool:
+    """True when this is the first message of an outage (the marker did not exist: say so in the log)."""
+    global _syslog_seen_working
+    _syslog_seen_working = False
+    path = os.path.join(settings.effective_logdir, SYSLOG_OUTAGE_FILE)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), 0o640)
+    except FileExistsError:
+        return False
+    except OSError:
+        return True  # no marker can be left: better a note per process than none
+    try:
+        os.write(fd, f"{time.strftime('%Y-%m-%d %H:%M:%S %z')} {settings.syslog_socket}: {reason}\n".encode())
+    finally:
+        os.close(fd)
+    return True
+
+
+def _syslog_outage_ends(settings: Settings) -> None:
+    """Syslog works: remove the outage marker, and say so in the log when there was one."""
+    try:
+        os.unlink(os.path.join(settings.effective_logdir, SYSLOG_OUTAGE_FILE))
+    except OSError:
+        return
+    from .stderr_log import say
+
+    say(f"syslog at {settings.syslog_socket} is back: the per-message lines go to syslog again")
 
 
 def quarantine_row(message: Message, verdict: Verdict, stored_path: str) -> str:

@@ -29,7 +29,9 @@ from .probes import (
     probe_libarchive,
     probe_python_module,
     probe_sevenzip,
+    probe_syslog,
     run_quietly,
+    syslog_fallback_note,
 )
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -221,6 +223,10 @@ def run_probes(args, log: ProbeLog) -> dict:
             f"--mime-unpacker reformime, but {reformime.detail}", reformime.hint or "use --mime-unpacker internal"
         )
     facts["reformime_binary"] = reformime.value if reformime.found else ""
+    if args.log_details == "syslog":
+        syslog = log.check(f"a syslog daemon at {args.syslog_socket}", lambda: probe_syslog(args.syslog_socket))
+        if not syslog.found:  # said even with --quiet: where the per-message lines go changes
+            print(syslog_fallback_note(args.syslog_socket, syslog, args.logdir or args.spooldir))
     facts["scanners"] = probe_scanners(args, log)
     return facts
 

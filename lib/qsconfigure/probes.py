@@ -228,3 +228,37 @@ def _sevenzip_version(binary: str) -> str:
     _, output = run_quietly([binary, "i"])
     words = output.split("\n", 2)[1].split() if output.count("\n") >= 2 else []
     return next((word for word in words if word[:1].isdigit() and "." in word), "")
+
+
+def probe_syslog(socket_path: str) -> ProbeResult:
+    """A syslog daemon listening at --syslog-socket (a datagram or stream unix socket), as the program sends."""
+    import socket
+    import stat
+
+    try:
+        mode = os.stat(socket_path).st_mode
+    except OSError as error:
+        return ProbeResult(False, detail=error.strerror.lower())
+    if not stat.S_ISSOCK(mode):
+        return ProbeResult(False, detail="not a socket")
+    problem = ""
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_UNIX, kind) as client:
+            client.settimeout(2.0)
+            try:
+                client.connect(socket_path)
+            except OSError as error:
+                problem = (error.strerror or str(error)).lower()
+                continue
+        return ProbeResult(True, socket_path)
+    return ProbeResult(False, detail=f"{problem}: no daemon listens")
+
+
+def syslog_fallback_note(socket_path: str, result: ProbeResult, logdir: str) -> str:
+    """What the program does with its per-message lines when no syslog daemon listens: one line for configure."""
+    return (
+        f"configure.py: note: no syslog at {socket_path} ({result.detail}): each message's line goes to"
+        " qmail-smtpd's log instead (stderr, with a time, in syslog's form; said once there and marked by"
+        f" {os.path.join(logdir, 'syslog-unavailable')}) until a syslog daemon listens;"
+        f" --log-details mailstats writes {os.path.join(logdir, 'mailstats.csv')} instead"
+    )
