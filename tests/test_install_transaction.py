@@ -35,9 +35,9 @@ MAX_BACKUPS = 3  # lib/qsconfigure/transaction.py
 
 
 def snapshot(installation: WrappedInstallation) -> dict[str, tuple[int, str, int]]:
-    """Every installed file of the program, wrapper, engine and engine files: inode, hash, mode."""
+    """Every installed file of the program, wrapper, engine, engine files, tools and man pages: inode, hash, mode."""
     found = {}
-    for top in (installation.prefix / "bin", installation.prefix / "lib"):
+    for top in (installation.prefix / "bin", installation.prefix / "lib", installation.prefix / "share"):
         for path in sorted(top.rglob("*")):
             if path.is_file() and not path.is_symlink():
                 info = path.stat()
@@ -159,6 +159,10 @@ def test_backups_are_bounded_and_an_unchanged_rerun_replaces_nothing(installed):
     assert "'deadline_seconds': 304.0" in newest  # the last 3 runs' predecessors are kept, older ones go
     for backup in wrapper_backups:
         assert not backup.stat().st_mode & (stat.S_ISUID | stat.S_ISGID)  # no old setuid wrapper lying around
+    pages = installed.prefix / "share" / "man" / "man8"
+    assert sorted(path.name for path in pages.iterdir()) == [
+        "qmail-scanner-configure.8", "qmail-scanner-queue.8", "qs-quarantine.8", "qs-report.8",
+    ]  # staged with the rest, and no dated copies for man to list
     assert accepts_mail(installed)
 
 

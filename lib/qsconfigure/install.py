@@ -262,9 +262,11 @@ def install(args, settings: dict, rendered: str) -> None:
     python = frozen_interpreter(rendered, sys.executable)
     with Transaction() as transaction:
         staged_engine = stage_engine(transaction, installer, settings["engine_dir"], python)
-        stage_program(transaction, bindir, rendered)
+        staged_program = stage_program(transaction, bindir, rendered)
         stage_engine_files(transaction, bindir, final_program, settings["deadline_seconds"])
-        # Every other installed file is staged here too, with transaction.stage_file(target, content, mode).
+        # Every other installed file is staged here too, with transaction.stage_file(target, content, mode):
+        # the admin tools (their #! line read from the staged program) and the man pages.
+        install_tools_and_pages(installer, args, settings, staged_program, final_program, stage=transaction.stage_file)
         checking = not args.destdir
         check_program = ""
         if checking:
@@ -289,7 +291,6 @@ def install(args, settings: dict, rendered: str) -> None:
                 raise ConfigureError(error.reason, "the previous installation was put back; " + error.hint) from None
         backups = transaction.commit()
     wrapper = os.path.join(bindir, WRAPPER_NAME) if wrapper else ""
-    install_tools_and_pages(installer, args, settings, program, final_program)
     if wrapper:
         print(describe_wrapper(wrapper, args.qs_user))
     for backup in backups:

@@ -136,12 +136,13 @@ def install_tools_and_pages(
     files are then built there, checked there, and swapped in with everything else.
     """
     put = stage or write_root_file
+    put_page = (lambda target, content, mode: stage(target, content, mode, keep_backup=False)) if stage else put
     interpreter = frozen_interpreter(program)
     paths = installed_paths(settings, final_program or program)
     man_directory = installer.directory(os.path.join(mandir(args), f"man{MAN_SECTION}"), 0o755, owned=False)
     # Beside the installed program (its bindir, under --destdir), also when `program` is a staged copy.
     tools = [put(*entry) for entry in tool_files(installer.path(args.bindir), interpreter, paths)]
-    pages = [put(*entry) for entry in page_files(man_directory, settings.get("version", ""))]
+    pages = [put_page(*entry) for entry in page_files(man_directory, settings.get("version", ""))]
     check_tools(tools)
     charts = matplotlib_version(interpreter)
     print(f"installed {', '.join(TOOLS)} beside the program (interpreter {interpreter}) and {len(pages)} man pages")

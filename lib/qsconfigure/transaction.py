@@ -44,6 +44,7 @@ class StagedEntry:
     swapped: bool = False
     backup: str = ""
     backup_mode: int = 0  # the previous file's mode when the backup lost its set-id bits
+    keep_backup: bool = True  # False: the previous one is kept only until commit() (man pages)
 
 
 class Transaction:
@@ -79,9 +80,10 @@ class Transaction:
         self.entries.append(StagedEntry(target, staged, is_dir))
         return staged
 
-    def stage_file(self, target: str, content: bytes, mode: int) -> str:
+    def stage_file(self, target: str, content: bytes, mode: int, keep_backup: bool = True) -> str:
         """Stage a root-owned file with this content and mode; the way every installed file goes in."""
         staged = self.stage_path(target)
+        self.entries[-1].keep_backup = keep_backup
         fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             view = memoryview(content)
@@ -128,8 +130,13 @@ class Transaction:
 
     def commit(self) -> list[str]:
         """Keep the newest MAX_BACKUPS backups of each replaced target; return the backups made now."""
-        made = [entry.backup for entry in self.entries if entry.backup]
+        made = []
         for entry in self.entries:
+            if entry.backup and not entry.keep_backup:
+                # A man page: the old one served until the swap held; a dated copy beside it would be listed.
+                os.unlink(entry.backup)
+            elif entry.backup:
+                made.append(entry.backup)
             if entry.swapped:
                 prune_backups(entry.target)
         self.discard()
