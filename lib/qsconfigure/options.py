@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     option(layout, "--qmail-inject-binary", metavar="PATH", shown="QMAILDIR/bin/qmail-inject", help="qmail-inject, which sends alerts")
     option(layout, "--prefix", metavar="DIR", help="local install for non-root use: DIR/bin, DIR/spool, DIR/lib, runs as you")
     option(layout, "--destdir", metavar="DIR", default="", help="stage the install under DIR (packagers); nothing outside it is touched")
-    option(layout, "--python", metavar="PATH", default="", shown="the one running configure", help="interpreter to freeze into the program; shims and symlinks are resolved")
+    option(layout, "--python", metavar="PATH", default="", shown="configure's own if the scanner account can run it, else /usr/bin/python3", help="interpreter to freeze into the program; shims and symlinks are resolved")
     option(layout, "--qs-user", metavar="NAME", default="", shown="qscand; with --prefix, you", help="account the scanner runs as")
     option(layout, "--qs-group", metavar="NAME", default="", shown="qscand; with --prefix, your group", help="group of that account")
 
