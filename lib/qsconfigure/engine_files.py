@@ -68,9 +68,12 @@ def write_engine_files(directory: str, final_program: str, deadline_seconds: flo
 def print_engine_advice(run_path: str, unit_path: str, final_run: str, final_unit: str) -> None:
     print("The resident engine makes every message faster (optional; without it each message runs standalone):")
     print(f"  systemd:     cp {final_unit} /etc/systemd/system/ && systemctl enable --now {UNIT_NAME}")
-    print(f"  daemontools: mkdir -p /service/qmail-scanner-engine && cp {final_run} /service/qmail-scanner-engine/run")
-    print(f"  runit:       mkdir -p /etc/sv/qmail-scanner-engine && cp {final_run} /etc/sv/qmail-scanner-engine/run")
-    print("               && ln -s /etc/sv/qmail-scanner-engine /etc/service/")
+    # The supervisors' recipes need a log service and a directory outside the scanned one: the
+    # whole recipe (status, reload, stop, removal) is the README's "Starting it" and the man page's.
+    print(f"  daemontools: {final_run} as /etc/qmail-scanner-engine/run, with a multilog log/run,")
+    print("               then ln -s /etc/qmail-scanner-engine /etc/service/ (README: Engine, Starting it)")
+    print(f"  runit:       {final_run} as /etc/sv/qmail-scanner-engine/run, with an svlogd log/run,")
+    print("               then ln -s /etc/sv/qmail-scanner-engine /etc/service/ (README: Engine, Starting it)")
 
 
 def reload_running_engine(spooldir: str, scanner_uid: int) -> int:
