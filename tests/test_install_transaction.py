@@ -304,3 +304,20 @@ def test_module_probes_run_in_the_target_interpreter_and_name_the_real_packages(
     program = (tmp_path / "p.py").read_text()
     assert ".venv" not in program
     assert frozen_sys_path(program) == ["/usr/lib/python3/dist-packages"]
+
+
+def test_a_second_install_while_one_runs_is_refused_and_changes_nothing(installed):
+    """Two --install runs at once would share one staging dir; the second waits for nobody and says so."""
+    import fcntl
+
+    before = snapshot(installed)
+    fd = os.open(installed.prefix / "bin", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # what a running configure --install holds
+        result = reinstall(installed, "--deadline", "301")
+    finally:
+        os.close(fd)
+    assert result.returncode != 0
+    assert "another configure --install is installing" in result.stdout + result.stderr
+    assert snapshot(installed) == before
+    assert reinstall(installed, "--deadline", "301").returncode == 0  # and once it is done, it goes through

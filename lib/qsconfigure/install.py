@@ -11,6 +11,8 @@ run as the account and no account is created.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import grp
 import json
 import os
@@ -246,6 +248,23 @@ def _prefixes(relative: str) -> list[str]:
     return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
+@contextlib.contextmanager
+def one_install_at_a_time(bindir: str):
+    """Hold an exclusive lock on bindir: two --install runs at once would share (and remove) one staging dir."""
+    fd = os.open(bindir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigureError(
+                f"another configure --install is installing into {bindir} right now",
+                "wait for it to finish, then run this one again",
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def install(args, settings: dict, rendered: str) -> None:
     """Stage, check as the scanner account, swap in; print what the administrator does next."""
     real_install = not args.prefix and not args.destdir
@@ -260,7 +279,7 @@ def install(args, settings: dict, rendered: str) -> None:
     program = os.path.join(bindir, PROGRAM_NAME)
     final_program = _final_path(args, program)
     python = frozen_interpreter(rendered, sys.executable)
-    with Transaction() as transaction:
+    with one_install_at_a_time(bindir), Transaction() as transaction:
         staged_engine = stage_engine(transaction, installer, settings["engine_dir"], python)
         staged_program = stage_program(transaction, bindir, rendered)
         stage_engine_files(transaction, bindir, final_program, settings["deadline_seconds"])
