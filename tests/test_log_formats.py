@@ -46,13 +46,13 @@ def mix(form: str) -> list[tuple[bytes, bytes, dict[str, str]]]:
         return plain(subject, b"see below\n" + EICAR + b"\n")
 
     to_bob = envelope("alice@example.net", "bob@example.org")
+    to_three = envelope("alice@example.net", "a@example.org", "b@example.org", "c@example.org")
     incoming = {"TCPREMOTEIP": "192.0.2.7"}
+    outgoing = {"TCPREMOTEIP": "192.0.2.8", "RELAYCLIENT": ""}
     return [
         (plain("lunch", b"shall we have lunch on Friday?\n"), to_bob, incoming),
-        (plain("minutes", b"the minutes\n"), envelope("alice@example.net", "a@example.org", "b@example.org",
-                                                      "c@example.org"), incoming),  # fmt: skip
-        (plain("outgoing", b"a reply\n"), envelope("bob@example.org", "alice@example.net"),
-         {"TCPREMOTEIP": "192.0.2.8", "RELAYCLIENT": ""}),  # fmt: skip
+        (plain("minutes", b"the minutes\n"), to_three, incoming),
+        (plain("outgoing", b"a reply\n"), envelope("bob@example.org", "alice@example.net"), outgoing),
         (eicar("virus one"), to_bob, incoming),
         (eicar("virus two"), to_bob, incoming),
         (PIF.replace(b"Subject: your invoice", f"Subject: {form} invoice one".encode()), to_bob, incoming),
@@ -200,8 +200,8 @@ def parse_metrics(text: str) -> dict:
 
 
 def virus_name(quarantine_log: Path) -> str:
-    names = {line.split("\t")[4] for line in quarantine_log.read_text().splitlines() if line.split("\t")[6] == "viruses"}
-    [name] = names
+    rows = [line.split("\t") for line in quarantine_log.read_text().splitlines()]
+    [name] = {fields[4] for fields in rows if fields[6] == "viruses"}
     return name
 
 
@@ -236,7 +236,8 @@ def test_qs_report_counts_the_mix_in_every_log_form(logs, form):
 @pytest.mark.parametrize("form", ["multilog", "svlogd", "tcpserver"])
 def test_without_syslog_every_line_is_stamped_and_the_outage_said_once(logs, form):
     given = logs["forms"][form]
-    paths = sorted(given["log"].glob("@*.s")) + [given["log"] / "current"] if given["log"].is_dir() else [given["log"]]
+    log = given["log"]
+    paths = [*sorted(log.glob("@*.s")), log / "current"] if log.is_dir() else [log]
     lines = [line for path in paths for line in path.read_text().splitlines()]
     if form == "multilog":
         assert all(re.match(r"@4000[0-9a-f]{20} ", line) for line in lines)
@@ -256,9 +257,8 @@ def test_a_message_in_two_logs_is_counted_once(logs):
     """rsyslog's two files hold the same messages; with every other form the sum of the parts."""
     forms = logs["forms"]
     rsyslog = forms["rsyslog"]
-    tables, metrics = run_report(
-        logs["work"], "both-syslog-files", [rsyslog["log"], forms["rsyslog-traditional"]["log"]], [rsyslog["quarantine"]]
-    )
+    both = [rsyslog["log"], forms["rsyslog-traditional"]["log"]]
+    tables, metrics = run_report(logs["work"], "both-syslog-files", both, [rsyslog["quarantine"]])
     assert_counts_the_mix(tables, metrics, virus_name(rsyslog["quarantine"]))
     everything = [forms[form]["log"] for form in FORMS]
     quarantines = [forms[form]["quarantine"] for form in ("multilog", "svlogd", "tcpserver", "rsyslog")]
