@@ -254,3 +254,31 @@ def test_many_recipients_reach_syslog_one_line_each(tmp_path, standin_binary, qu
     assert carry_out(make_message(settings, MESSAGE, recipients=recipients), Verdict()) == 0
     reader.join(10)
     assert [packet.split(" ")[8] for packet in received] == list(recipients)
+
+
+def test_configure_says_where_the_lines_go_without_a_syslog_daemon(tmp_path, standin_binary, syslog_socket):
+    import subprocess
+    import sys
+
+    from harness import CONFIGURE
+
+    def configure(socket_path: str) -> str:
+        argv = [
+            sys.executable, str(CONFIGURE), "--prefix", str(tmp_path / "qs"), "--qmail-queue-binary", standin_binary,
+            "--output", str(tmp_path / "q.py"), "--batch", "--skip-setuid-test", "--scanners", "none",
+            "--notify", "none", "--syslog-socket", socket_path,
+        ]  # fmt: skip
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    missing = configure(str(tmp_path / "no-log"))
+    assert f"checking for a syslog daemon at {tmp_path / 'no-log'}... no (no such file or directory)" in missing
+    [note] = [line for line in missing.splitlines() if line.startswith("configure.py: note: no syslog at")]
+    assert "qmail-smtpd's log" in note and str(tmp_path / "qs" / "spool" / "syslog-unavailable") in note
+    (tmp_path / "dead").write_text("")  # not a socket
+    assert "... no (not a socket)" in configure(str(tmp_path / "dead"))
+    path, _listener = syslog_socket
+    listening = configure(path)
+    assert f"checking for a syslog daemon at {path}... {path}" in listening
+    assert "note: no syslog" not in listening
