@@ -306,3 +306,18 @@ def test_journal_and_supervisor_stamps_are_read():
     later = report.parse_log_line(journal.replace("08:00:00.250", "08:05:00.250"))
     assert len(report.merge_recipient_rows([*rows, later])) == 2
     assert Counter(r.category for r in report.message_stream([later], [])) == Counter({"clean": 1})
+
+
+def test_the_programs_own_start_up_complaint_is_stamped(installation):
+    """The one line written before the engine loads (a broken or mismatched engine) carries a time too."""
+    engine = installation.prefix / "lib" / "2.0.0" / "qmail_scanner"
+    (engine / "__init__.py").write_text('__version__ = "9.9.9"\n')
+    for cached in (engine / "__pycache__").glob("__init__.*.pyc"):
+        cached.unlink()
+    result = installation.run(b"Subject: hi\n\nhello\n")
+    assert result.exit_code == 81
+    [line] = result.stderr.splitlines()
+    stamped = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d qmail-scanner\[\d+\]: "
+    assert re.match(stamped + "engine 9.9.9 is not the pinned 2.0.0", line), line
+    record_time = load_report_module().line_time(line[: line.index("qmail-scanner[")])
+    assert abs(record_time.timestamp() - time.time()) < 60
