@@ -90,10 +90,32 @@
 #define NAME_MAX_LEN 64
 #define ARGS_MAX 8
 
+static char say_line[1024];
+static size_t say_used;
+
 static void say(const char *text) {
-  /* One line for the smtpd log; nothing else goes to fd 2. */
-  ssize_t ignored = write(2, text, strlen(text));
-  (void)ignored;
+  /* One line for the smtpd log; nothing else goes to fd 2. Each line starts with the local time
+     as the program's own lines do (2026-12-06T08:00:00+01:00) and goes out in one write at its
+     newline, so it never interleaves with another session's line. */
+  size_t length = strlen(text);
+  if (say_used == 0) {
+    time_t now = time(NULL);
+    struct tm local;
+    char zone[8];
+    if (localtime_r(&now, &local) && strftime(zone, sizeof zone, "%z", &local) == 5) {
+      say_used = strftime(say_line, 32, "%Y-%m-%dT%H:%M:%S", &local);
+      say_used += (size_t)snprintf(say_line + say_used, 16, "%.3s:%.2s ", zone, zone + 3);
+    }
+  }
+  if (length > sizeof say_line - 1 - say_used) length = sizeof say_line - 1 - say_used;
+  memcpy(say_line + say_used, text, length);
+  say_used += length;
+  if (say_used > 0 && (say_line[say_used - 1] == '\n' || say_used == sizeof say_line - 1)) {
+    if (say_line[say_used - 1] != '\n') say_line[say_used++] = '\n';
+    ssize_t ignored = write(2, say_line, say_used);
+    (void)ignored;
+    say_used = 0;
+  }
 }
 
 static void trouble(const char *text) {

@@ -26,6 +26,7 @@ import pytest
 from daemons import EICAR, GTUBE, clamd_server_fixture, spamd_server_fixture  # noqa: F401 - fixtures
 from harness import Installation, envelope
 from report_fixtures import CONTRIB, load_report_module
+from security_fixtures import wrapped  # noqa: F401 - fixture
 from test_actions_end_to_end import PIF
 
 REPORT = CONTRIB / "qs-report"
@@ -321,3 +322,11 @@ def test_the_programs_own_start_up_complaint_is_stamped(installation):
     assert re.match(stamped + "engine 9.9.9 is not the pinned 2.0.0", line), line
     record_time = load_report_module().line_time(line[: line.index("qmail-scanner[")])
     assert abs(record_time.timestamp() - time.time()) < 60
+
+
+def test_the_setuid_wrappers_lines_are_stamped_and_whole(wrapped):  # noqa: F811 - the fixture
+    """The wrapper's own complaints (here: too many arguments) carry the time too, one line in one write."""
+    done = subprocess.run([str(wrapped.wrapper), *["-v"] * 20], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 100
+    stamped = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d qmail-scanner-queue: too many arguments\n"
+    assert re.fullmatch(stamped, done.stderr), done.stderr
