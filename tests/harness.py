@@ -229,22 +229,29 @@ def caller_files(message: bytes, envelope_bytes: bytes):
 def finish_run(
     process: subprocess.Popen, feeder: Feeder, error_read: int, timeout: float
 ) -> tuple[bytes, bytes, bytes | None]:
-    """Read the custom-error pipe to EOF first (as qmail-smtpd does), then wait; kill on timeout.
+    """Read the custom-error pipe to EOF (as qmail-smtpd does) while stderr is drained, then wait; kill on timeout.
 
+    stderr is read at the same time, as a supervisor's logger does: a program that logs more than a
+    pipe holds (a line per recipient of 500) before it closes fd 6 must not wait on the test.
     Returns (stdout, stderr, custom-error text or None when no pipe was offered).
     """
-    custom_error = None
+    custom_error: list[bytes] = []
+    reader = None
     if error_read >= 0:
-        custom_error = _read_all(error_read)
-        os.close(error_read)
+        reader = threading.Thread(target=lambda: custom_error.append(_read_all(error_read)), daemon=True)
+        reader.start()
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
         process.communicate()
         raise
+    finally:
+        if reader is not None:
+            reader.join(timeout)
+            os.close(error_read)
     feeder.join(5)
-    return stdout or b"", stderr or b"", custom_error
+    return stdout or b"", stderr or b"", (custom_error[0] if custom_error else b"") if reader is not None else None
 
 
 def start_feeding(message_fd: int, envelope_fd: int, message: bytes | Path, envelope_bytes: bytes | None, **options):
