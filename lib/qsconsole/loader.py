@@ -1,0 +1,224 @@
+"""The loader: moves message records from the spool's records/ files into the database, exactly once each.
+
+Protocol (shared with the mail path's writer): the writer appends one line per message to records/current.jsonl,
+opening it by name each time. The loader renames current.jsonl to records/ready/<nanoseconds>-<pid>.jsonl (atomic; the
+next writer creates a new current.jsonl), loads ready files oldest first in batches, one transaction per batch,
+inserting a record only if its id is not there yet, and deletes a ready file only after all its rows are committed.
+A kill at any point loses nothing (the file is still there) and doubles nothing (ids are unique). A line that is not
+a version 1 record goes to records/rejected/<same name> with a log line, and loading goes on.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from django.db import DatabaseError, transaction
+
+from qsconsole.console.models import Message, Recipient
+from qsconsole.record_format import RecordError, Row, parse_line
+
+RECORDS = "records"
+CURRENT = "current.jsonl"
+READY = "ready"
+REJECTED = "rejected"
+LOCK = "loader.lock"
+BATCH = 1000
+# A writer that opened current.jsonl just before the rename writes its line into the renamed file: a ready file is
+# deleted only when it is this old and, at that moment, no writer holds a shared lock on it.
+SETTLE_SECONDS = 2.0
+POLL_SECONDS = 1.0
+
+
+class LoaderBusy(Exception):
+    """Another loader holds records/loader.lock."""
+
+
+@dataclass
+class FileCounts:
+    """What one ready file held."""
+
+    loaded: int = 0
+    present: int = 0
+    rejected: int = 0
+
+
+class Loader:
+    """Loads one spool's records into the configured database."""
+
+    def __init__(self, spooldir: Path, batch: int = BATCH, settle: float = SETTLE_SECONDS,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.records = Path(spooldir) / RECORDS
+        self.ready = self.records / READY
+        self.rejected = self.records / REJECTED
+        self.batch = batch
+        self.settle = settle
+        self.log = log or (lambda line: print(f"qs-console load: {line}", file=sys.stderr, flush=True))
+        self.stopping = False
+        self.lock_fd = -1
+
+    def lock(self) -> None:
+        """Take records/loader.lock for the life of the process: one loader per spool."""
+        if not self.records.is_dir():
+            raise FileNotFoundError(f"{self.records} does not exist (the mail path creates it with its first record)")
+        self.ready.mkdir(mode=0o750, exist_ok=True)
+        self.rejected.mkdir(mode=0o750, exist_ok=True)
+        self.lock_fd = os.open(self.records / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+        try:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LoaderBusy(f"another loader holds {self.records / LOCK}") from None
+
+    def rotate(self) -> Path | None:
+        """Rename a non-empty current.jsonl into ready/; the writers' next record starts a new one."""
+        current = self.records / CURRENT
+        try:
+            if current.stat().st_size == 0:
+                return None
+        except FileNotFoundError:
+            return None
+        target = self.ready / f"{time.time_ns():020d}-{os.getpid()}.jsonl"
+        os.rename(current, target)
+        return target
+
+    def ready_files(self) -> list[Path]:
+        """Ready files, oldest first (their names begin with the rename's time)."""
+        return sorted(path for path in self.ready.iterdir() if path.name.endswith(".jsonl")
+                      and not path.name.startswith("."))
+
+    def run_once(self) -> FileCounts:
+        """Rotate, then load every ready file; the totals."""
+        self.rotate()
+        total = FileCounts()
+        for path in self.ready_files():
+            if self.stopping:
+                break
+            counts = self.load_file(path)
+            total.loaded += counts.loaded
+            total.present += counts.present
+            total.rejected += counts.rejected
+        return total
+
+    def run_forever(self, poll: float = POLL_SECONDS) -> None:
+        """Load until SIGTERM or SIGINT, which end it between batches; a database outage is waited out."""
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        while not self.stopping:
+            try:
+                self.run_once()
+            except DatabaseError as error:
+                self.log(f"database error, retrying in {poll:g} s: {one_line(str(error))}")
+            deadline = time.monotonic() + poll
+            while not self.stopping and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    def stop(self, signum: int = 0, frame: object = None) -> None:
+        """End after the current batch (a signal handler)."""
+        self.stopping = True
+
+    def load_file(self, path: Path) -> FileCounts:
+        """Load one ready file in batches and delete it when every row is committed and no writer can add more."""
+        counts = FileCounts()
+        renamed_at = rename_time(path)
+        with open(path, "rb") as stream:
+            line_number = 0
+            while not self.stopping:
+                rows: list[Row] = []
+                rejects: list[tuple[int, bytes, str]] = []
+                at_end = False
+                while len(rows) < self.batch:
+                    start = stream.tell()
+                    line = stream.readline()
+                    if not line:
+                        at_end = True
+                        break
+                    if not line.endswith(b"\n") and time.time() - renamed_at < self.settle:
+                        # A writer may still be inside its one write: read the line again once the file settled.
+                        stream.seek(start)
+                        at_end = True
+                        break
+                    line_number += 1
+                    if not line.strip():
+                        continue
+                    try:
+                        rows.append(parse_line(line))
+                    except RecordError as error:
+                        rejects.append((line_number, line if line.endswith(b"\n") else line + b"\n", str(error)))
+                if rows:
+                    loaded = self.store(rows)
+                    counts.loaded += loaded
+                    counts.present += len(rows) - loaded
+                if rejects:
+                    self.reject(path, rejects)
+                    counts.rejected += len(rejects)
+                if at_end and self.finished(stream, path, renamed_at):
+                    path.unlink()
+                    self.log(f"{path.name}: {counts.loaded} loaded, {counts.present} already there, "
+                             f"{counts.rejected} rejected")
+                    break
+        return counts
+
+    def finished(self, stream, path: Path, renamed_at: float) -> bool:
+        """At the end of the file: true when it is settled, no writer holds it, and nothing was added."""
+        wait = renamed_at + self.settle - time.time()
+        if wait > 0:
+            time.sleep(min(wait, 0.2))
+            return False
+        try:
+            fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            time.sleep(0.01)
+            return False
+        return os.fstat(stream.fileno()).st_size == stream.tell()
+
+    def store(self, rows: list[Row]) -> int:
+        """Insert the rows whose record id is new, with their recipients, in one transaction; how many were new."""
+        unique: dict[str, Row] = {}
+        for row in rows:
+            unique.setdefault(row.record_id, row)
+        with transaction.atomic():
+            present = set(Message.objects.filter(record_id__in=list(unique)).values_list("record_id", flat=True))
+            new = [row for record_id, row in unique.items() if record_id not in present]
+            if not new:
+                return 0
+            Message.objects.bulk_create(
+                [Message(record_id=row.record_id, time=datetime.fromtimestamp(row.time, timezone.utc), **row.columns)
+                 for row in new],
+                ignore_conflicts=True)
+            keys = dict(Message.objects.filter(record_id__in=[row.record_id for row in new])
+                        .values_list("record_id", "pk"))
+            Recipient.objects.bulk_create(
+                [Recipient(message_id=keys[row.record_id], address=address, address_key=key, domain=domain)
+                 for row in new for address, key, domain in row.recipients],
+                ignore_conflicts=True)
+        return len(new)
+
+    def reject(self, path: Path, rejects: list[tuple[int, bytes, str]]) -> None:
+        """Append rejected lines to rejected/<name>, one write each, and say so in the log."""
+        fd = os.open(self.rejected / path.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o640)
+        try:
+            for line_number, line, reason in rejects:
+                os.write(fd, line)
+                self.log(f"{path.name} line {line_number} rejected ({reason}): kept in {REJECTED}/{path.name}")
+        finally:
+            os.close(fd)
+
+
+def rename_time(path: Path) -> float:
+    """When a ready file was renamed: its name's first part, else its change time."""
+    try:
+        return int(path.name.partition("-")[0]) / 1e9
+    except ValueError:
+        return path.stat().st_ctime
+
+
+def one_line(text: str) -> str:
+    """Text on one line with control characters escaped (a database error can quote data)."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)[:500]
