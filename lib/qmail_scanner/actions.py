@@ -72,13 +72,19 @@ def carry_out(message: Message, verdict: Verdict) -> int:
 
 
 def record(message: Message, verdict: Verdict, code: int, stored_path: str = "") -> None:
-    """Log the message and send alerts; a failure here never changes what happened to the mail."""
+    """Log the message, write its console record, send alerts; a failure here never changes the mail's fate."""
     try:
         from .logs import log_message
 
         log_message(message, verdict, code, stored_path)
     except Exception as error:  # the message is already queued or stored
         say(f"logging failed: {type(error).__name__}: {error}")
+    try:
+        from .message_record import write_outcome
+
+        write_outcome(message, verdict, code, stored_path)
+    except Exception as error:  # the console's record never changes what happened to the mail
+        say(f"message record failed: {type(error).__name__}: {error}")
     if verdict.action in ("quarantine", "drop"):
         try:
             from .notify import send_alerts

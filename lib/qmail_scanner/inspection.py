@@ -50,6 +50,7 @@ def inspect(message: Message) -> Verdict:
     finally:
         if early_spam is not None:
             early_spam.finish()  # after a failure too: no scan outlives its message
+    message.findings, message.scan_results = findings, results  # the record of a refusal names them
     verdict = decide(settings, findings, results)
     verdict.skipped = list(message.skipped)
     if settings.fix_mime == 1:

@@ -23,6 +23,11 @@ class Message:
     unpacked: object = None  # unpack.Unpacked once the unpacker ran
     notes: list[str] = field(default_factory=list)  # debug trace lines
     skipped: list[str] = field(default_factory=list)  # scanners not run and why; named in the trace header
+    # What inspection had when it decided, kept for the message record of a refusal or a failure
+    # (those are raised, so no Verdict carries them); scanner_seconds: each scanner's time.
+    findings: list = field(default_factory=list)
+    scan_results: list = field(default_factory=list)
+    scanner_seconds: dict = field(default_factory=dict)
 
     def seconds(self) -> float:
         return time.monotonic() - self.started

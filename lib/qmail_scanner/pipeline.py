@@ -83,16 +83,20 @@ def process_message(settings: Settings, environ: dict[str, str], after_answer: l
         say(f"{outcome.detail} (exit {outcome.exit_code})")
         _trace_failure(message, outcome.detail)
         code = report_outcome(outcome, settings.custom_error_fd)
+        _record_failure(settings, environ, area, message, code, outcome.permanent, outcome.detail)
     except MemoryError:
         _quiet_signals()
         say("out of memory")
         code = outcomes.TEMP_OUT_OF_MEMORY
+        _record_failure(settings, environ, area, message, code, False, "out of memory")
     except Exception as error:
         _quiet_signals()
-        say(f"internal error {type(error).__name__}: {error}")
-        _trace_failure(message, f"internal error {type(error).__name__}: {error}")
+        problem = f"internal error {type(error).__name__}: {error}"
+        say(problem)
+        _trace_failure(message, problem)
         failure = TemporaryFailure("4.3.0 temporary scanner problem, try again later")
         code = report_outcome(failure, settings.custom_error_fd)
+        _record_failure(settings, environ, area, message, code, False, problem)
     finally:
         _quiet_signals()
         if message_fd >= 0:
@@ -142,6 +146,25 @@ def _trace_failure(message: Message | None, text: str) -> None:
         write_debug_trace(message)
     except Exception as error:  # the outcome stands; only its trace is lost
         say(f"debug trace failed: {error}")
+
+
+def _record_failure(
+    settings: Settings,
+    environ: dict[str, str],
+    area: WorkArea | None,
+    message: Message | None,
+    code: int,
+    permanent: bool,
+    reason: str,
+) -> None:
+    """The console's record of a refused or failed message; the exit code stands whatever happens here."""
+    try:
+        from .message_record import write_failure
+
+        # Exit codes 11 to 40 are permanent whatever raised them (an address too long: 11).
+        write_failure(settings, environ, area, message, code, permanent or 11 <= code <= 40, reason)
+    except Exception as error:
+        say(f"message record failed: {type(error).__name__}: {error}")
 
 
 def _open_missing_standard_fds() -> bool:

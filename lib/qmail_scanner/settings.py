@@ -95,6 +95,7 @@ class Settings:
     debug: int = 0  # 0 off; 1..3 more detail; >= 100 keeps work files
     log_details: str = "syslog"  # syslog | mailstats | no
     log_crypto: bool = False
+    console_records: bool = True  # one JSON line per message in <spooldir>/records/current.jsonl, for qs-console
     syslog_socket: str = "/dev/log"  # where syslog lines go (BSD: /var/run/log)
     archive: str = ""  # "" off, "yes" all, else a regex on sender/recipients
     add_dscr_hdrs: str = "no"  # no | yes | all

@@ -169,6 +169,7 @@ def build_settings(args, facts: dict, version: str, command: str) -> dict:
         "debug": parse_debug(args.debug),
         "log_details": args.log_details,
         "log_crypto": args.log_crypto,
+        "console_records": args.console_records,
         "archive": archive,
         "add_dscr_hdrs": args.add_dscr_hdrs,
         "dscr_hdrs_text": args.dscr_hdrs_text,

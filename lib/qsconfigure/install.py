@@ -231,6 +231,10 @@ def install_spool(installer: Installer, spooldir: str, etcdir: str = "", logdir:
             installer.directory(os.path.join(spooldir, part), 0o700)
         for sub in ("tmp", "new", "cur"):
             installer.directory(os.path.join(spooldir, relative, sub), 0o700)
+    # The message records for qs-console: the program appends, the console's loader moves them on.
+    from qmail_scanner.message_record import RECORDS_DIR
+
+    installer.directory(os.path.join(spooldir, RECORDS_DIR), 0o750)
     for name in LOG_FILES:
         path = installer.path(os.path.join(logdir, name))
         installer.create_file(path, 0o640)

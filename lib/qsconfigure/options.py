@@ -186,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     option(logging, "--debug", metavar="yes|no|N", nargs="?", const="yes", default="yes", shown="yes", help="trace to qmail-queue.log; a level >= 100 keeps work files")
     option(logging, "--log-details", metavar="syslog|mailstats|no", type=log_details, default="syslog", shown="syslog", help="one line per message: syslog, mailstats (mailstats.csv; the original's yes, 1) or no (0)")
     option(logging, "--log-crypto", type=yes_no, default=False, shown="no", help="note PGP / S/MIME / encrypted zip in the log")
+    option(logging, "--console-records", type=yes_no, default=True, shown="yes", help="one JSON line per message in SPOOLDIR/records/ for qs-console (outcome, reason, scanners, attachments)")
     option(logging, "--syslog-socket", metavar="PATH", default="/dev/log", shown="/dev/log", help="where syslog lines go (BSD: /var/run/log)")
     option(logging, "--archive", metavar="no|yes|REGEX", default="no", shown="no", help="copy all mail, or mail whose sender or recipients match REGEX, to archives/")
     option(logging, "--add-dscr-hdrs", metavar="no|yes|all", type=descriptive_headers, nargs="?", const="yes", default="no", shown="no", help="descriptive X-Qmail-Scanner headers; all adds recipients")

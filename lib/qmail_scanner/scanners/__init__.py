@@ -8,6 +8,7 @@ got no usable answer) and `version(config) -> str`. This module applies the fail
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 
 from ..records import ScanResult
@@ -119,6 +120,7 @@ def run_one(config: ScannerConfig, message: Message, versions: dict[str, str]) -
     """One scanner, with the failure policy applied; bugs in a scanner count as failures too."""
     from ..outcomes import Outcome
 
+    started = time.monotonic()
     try:
         result = scanner_module(config.name).scan(config, message)
     except ScannerFailure as failure:
@@ -127,6 +129,8 @@ def run_one(config: ScannerConfig, message: Message, versions: dict[str, str]) -
         raise
     except Exception as error:
         return failed_result(config, f"internal error {type(error).__name__}: {error}", versions)
+    finally:
+        message.scanner_seconds[config.name] = time.monotonic() - started  # for the message record
     version = versions.get(config.name) or config.version
     if version and not result.version:
         from ..recordtype import replace

@@ -1,0 +1,382 @@
+"""The message record: one JSON line per message in <spooldir>/records/current.jsonl, for the console.
+
+Written once per message when its fate is final (delivered, quarantined, rejected, dropped,
+temporary failure), by the standalone program and the engine's workers alike. The mail path
+only ever appends to a local file: qs-console's loader renames current.jsonl into records/ready/
+and moves the records into its database, so a database that is down or slow changes nothing
+for mail. Format version 1 (README, "Message records"):
+
+    {"v":1, "id":"<host>:<queue id>", "time", "host", "queue_id", "client_ip", "helo", "auth_user",
+     "sender", "recipients", "subject", "message_id", "size", "outcome", "reason", "rule", "kind",
+     "scanners":[{"name","answer","seconds"}], "spam_score", "spam_tagged",
+     "attachments":[{"name","type","size"}], "quarantine_id", "quarantine_dir", "readings",
+     "skipped", "trace"}
+
+Each record is one os.write on a file opened by name with O_APPEND: concurrent processes never
+interleave, and after the loader's rename the next record starts a new current.jsonl. A record
+that cannot be written costs one stderr line, never the message's fate or exit code.
+
+The serialiser is written by hand for this flat record: `json` imports `re` (and enum), which
+would cost every clean message a few milliseconds of start-up (tests/test_startup_imports.py).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+TYPE_CHECKING = False  # typing costs milliseconds per message; only type checkers look here
+if TYPE_CHECKING:
+    from .message import Message
+    from .records import Finding, ScanResult, Verdict
+    from .settings import Settings
+    from .spool import WorkArea
+
+VERSION = 1
+RECORDS_DIR = "records"
+CURRENT_FILE = "current.jsonl"
+RECORD_LIMIT = 65536  # bytes of one line, newline included: a bigger record is cut, never split
+ATTACHMENTS_KEPT = 200
+ATTACHMENTS_CUT = 20  # what a record over RECORD_LIMIT keeps
+RECIPIENTS_CUT = 40  # the last resort of an oversized record, with strings cut to TEXT_CUT
+TEXT_CUT = 1000
+SUBJECT_LIMIT = 998  # RFC 5322's line length; the record is for finding the message, not reading it
+NAME_LIMIT = 255
+KIND_OF_QUARANTINE = {"viruses": "virus", "policy": "policy", "spam": "spam"}
+QUARANTINE_DIRS = ("viruses", "policy", "spam")
+FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW  # O_CREAT added when it is missing
+
+# JSON string escapes: the quote, the backslash and the C0 controls (DEL and the rest are valid as they are).
+_ESCAPES = {ord('"'): '\\"', ord("\\"): "\\\\", 8: "\\b", 9: "\\t", 10: "\\n", 12: "\\f", 13: "\\r"}
+_ESCAPES.update({code: f"\\u{code:04x}" for code in range(32) if code not in _ESCAPES})
+
+
+def records_path(settings: Settings) -> str:
+    """<spooldir>/records/current.jsonl."""
+    return os.path.join(settings.spooldir, RECORDS_DIR, CURRENT_FILE)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def write_outcome(message: Message, verdict: Verdict, code: int, stored_path: str = "") -> None:
+    """The record of a message carry_out or store_failed acted on (delivered, quarantined, dropped...)."""
+    if not message.settings.console_records:
+        return
+    try:
+        line = encode_line(build(message.settings, message.environ, message.area, message, verdict, code, stored_path))
+    except Exception as error:  # a bug here must not touch the mail: it is already queued or stored
+        _complain(message.settings, f"not built: {type(error).__name__}: {error}")
+        return
+    append(message.settings, line)
+
+
+def write_failure(
+    settings: Settings,
+    environ: dict,
+    area: WorkArea | None,
+    message: Message | None,
+    code: int,
+    permanent: bool,
+    reason: str,
+) -> None:
+    """The record of a message refused or failed before it was acted on (rejected, temporary failure)."""
+    if not settings.console_records or area is None:
+        return  # no area: nothing was read, there is no message to speak of
+    try:
+        line = encode_line(build(settings, environ, area, message, None, code, "", permanent=permanent, failure=reason))
+    except Exception as error:  # the exit code stands whatever happens here
+        _complain(settings, f"not built: {type(error).__name__}: {error}")
+        return
+    append(settings, line)
+
+
+def append(settings: Settings, line: bytes) -> None:
+    """One os.write of the whole line, on current.jsonl opened by name now (the loader renames it away)."""
+    path = records_path(settings)
+    try:
+        fd = _open_current(path)
+    except OSError as error:
+        _complain(settings, error.strerror or str(error))
+        return
+    try:
+        written = os.write(fd, line)
+        if written != len(line):
+            # A full disk or a file-size limit cut the line: end it, so the next record starts a line of
+            # its own (the loader skips the cut one). Most likely this write fails as well.
+            os.write(fd, b"\n")
+            _complain(settings, f"cut after {written} of {len(line)} bytes (disk full?)")
+    except OSError as error:
+        _complain(settings, error.strerror or str(error))
+    finally:
+        os.close(fd)
+
+
+def _open_current(path: str) -> int:
+    """current.jsonl for appending; made 0640 whatever the umask (the engine's is 077) when this process creates it."""
+    try:
+        return os.open(path, FLAGS)
+    except FileNotFoundError:
+        pass
+    try:
+        fd = os.open(path, FLAGS | os.O_CREAT | os.O_EXCL, 0o640)
+    except FileExistsError:  # another process made it just now
+        return os.open(path, FLAGS)
+    os.fchmod(fd, 0o640)
+    return fd
+
+
+def _complain(settings: Settings, why: str) -> None:
+    from .stderr_log import say
+
+    say(f"message record not written to {records_path(settings)}: {why}")
+
+
+# ---------------------------------------------------------------- serialising
+
+
+def encode_line(record: dict) -> bytes:
+    """The record as one line of JSON (UTF-8, newline-terminated), cut to fit RECORD_LIMIT."""
+    line = (_object(record) + "\n").encode("utf-8")
+    if len(line) <= RECORD_LIMIT:
+        return line
+    record = dict(record)
+    record["attachments"] = record["attachments"][:ATTACHMENTS_CUT]
+    record["trace"] = ""
+    record["readings"] = []
+    line = (_object(record) + "\n").encode("utf-8")
+    if len(line) <= RECORD_LIMIT:
+        return line
+    # Only thousands of long recipients or scanner answers get here: keep the start of everything.
+    record["recipients"] = [text[:TEXT_CUT] for text in record["recipients"][:RECIPIENTS_CUT]]
+    record["skipped"] = [text[:TEXT_CUT] for text in record["skipped"][:ATTACHMENTS_CUT]]
+    record["scanners"] = [{**s, "answer": s["answer"][:TEXT_CUT]} for s in record["scanners"][:ATTACHMENTS_CUT]]
+    for key, value in record.items():
+        if isinstance(value, str):
+            record[key] = value[:TEXT_CUT]
+    return (_object(record) + "\n").encode("utf-8")
+
+
+def _string(text: str) -> str:
+    """A JSON string; a byte that was not UTF-8 (surrogateescape) becomes the text `\\xff`, as in the logs."""
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    if not text.isascii():
+        text = "".join(_unsurrogate(c) if "\ud800" <= c <= "\udfff" else c for c in text)
+    return '"' + text.translate(_ESCAPES) + '"'
+
+
+def _unsurrogate(char: str) -> str:
+    if "\udc80" <= char <= "\udcff":
+        return f"\\x{ord(char) - 0xDC00:02x}"
+    return "\ufffd"  # a lone surrogate of any other kind cannot be written as UTF-8
+
+
+def _value(value: object) -> str:
+    if isinstance(value, str):
+        return _string(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if value - value == 0 else "null"  # NaN and infinities are not JSON
+    if isinstance(value, dict):
+        return _object(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_value(item) for item in value) + "]"
+    raise TypeError(f"no JSON for {type(value).__name__}")
+
+
+def _object(values: dict) -> str:
+    return "{" + ",".join(f'"{key}":{_value(value)}' for key, value in values.items()) + "}"
+
+
+# ---------------------------------------------------------------- the record
+
+
+def build(
+    settings: Settings,
+    environ: dict,
+    area: WorkArea,
+    message: Message | None,
+    verdict: Verdict | None,
+    code: int,
+    stored_path: str = "",
+    permanent: bool = False,
+    failure: str = "",
+) -> dict:
+    """The record from what the program knows; a message refused early knows less (no envelope, no parts)."""
+    outcome, reason, kind, rule, quarantine_dir = _fate(verdict, code, permanent, failure, message)
+    envelope = message.envelope if message is not None else None
+    unpacked = message.unpacked if message is not None else None
+    results = verdict.scan_results if verdict is not None else (message.scan_results if message else [])
+    spam_score = next((r.spam_score for r in results if r.spam_score is not None), None)
+    findings = verdict.findings if verdict is not None else (message.findings if message else [])
+    client_ip, helo = client(environ, area.header_bytes)
+    return {
+        "v": VERSION,
+        "id": f"{settings.hostname}:{area.message_id}",
+        "time": round(time.time(), 3),
+        "host": settings.hostname,
+        "queue_id": area.message_id,
+        "client_ip": client_ip,
+        "helo": helo,
+        "auth_user": environ.get("SMTPAUTHUSER", ""),
+        "sender": envelope.sender if envelope is not None else "",
+        "recipients": list(envelope.recipients) if envelope is not None else [],
+        "subject": subject(area, unpacked),
+        "message_id": message_id(area, unpacked),
+        "size": area.message_size,
+        "outcome": outcome,
+        "reason": reason,
+        "rule": rule,
+        "kind": kind,
+        "scanners": scanner_answers(results, message.scanner_seconds if message else {}),
+        "spam_score": spam_score,
+        "spam_tagged": outcome == "delivered" and any(f.kind == "spam" and not f.monitor_only for f in findings),
+        "attachments": attachments(unpacked),
+        "quarantine_id": os.path.basename(stored_path),
+        "quarantine_dir": quarantine_dir if stored_path else "",
+        "readings": [a.text for a in getattr(unpacked, "ambiguities", ())],
+        "skipped": list(verdict.skipped if verdict is not None else (message.skipped if message else [])),
+        "trace": trace_value(settings, message, verdict),
+    }
+
+
+def _fate(
+    verdict: Verdict | None, code: int, permanent: bool, failure: str, message: Message | None
+) -> tuple[str, str, str, str, str]:
+    """(outcome, reason, kind, rule, quarantine_dir) of the message."""
+    if verdict is None:
+        # Refused or failed: a virus or spam refusal still names its finding (--virus-reject, --sa-reject).
+        finding = _refusing_finding(message.findings + _result_findings(message.scan_results)) if message else None
+        outcome = "rejected" if permanent else "tempfail"
+        if finding is None:
+            return outcome, failure, "", "", ""
+        return outcome, failure, finding.kind, finding.rule, ""
+    from .logs import deciding_finding
+
+    finding = deciding_finding(verdict)
+    if finding is None and verdict.action == "deliver":  # delivered tagged as spam: the spam finding says why
+        finding = next((f for f in verdict.findings if f.kind == "spam" and not f.monitor_only), None)
+    kind = finding.kind if finding is not None else KIND_OF_QUARANTINE.get(verdict.quarantine_kind, "")
+    rule = finding.rule if finding is not None else ""
+    if verdict.action == "deliver":
+        if code == 0:
+            return "delivered", verdict.reason, kind, rule, ""
+        # qmail-queue itself refused it: codes 11 to 40 are permanent (qmail-queue(8)).
+        outcome = "rejected" if 11 <= code <= 40 else "tempfail"
+        return outcome, f"qmail-queue exited {code}", kind, rule, ""
+    if verdict.action == "quarantine":
+        directory = verdict.quarantine_kind if verdict.quarantine_kind in QUARANTINE_DIRS else "policy"
+        return "quarantined", verdict.reason, kind, rule, directory
+    if verdict.action == "failed":  # --failed-action store: accepted and kept in failed/ unscanned
+        return "quarantined", verdict.reason, "", "", "failed"
+    return "dropped", verdict.reason, kind, rule, ""
+
+
+def _result_findings(results: list[ScanResult]) -> list[Finding]:
+    return [finding for result in results for finding in result.findings]
+
+
+def _refusing_finding(findings: list[Finding]) -> Finding | None:
+    """The finding a refusal comes from, in verdict.decide's order: virus, policy, spam."""
+    for kind in ("virus", "policy", "spam"):
+        for finding in findings:
+            if finding.kind == kind and not finding.monitor_only:
+                return finding
+    return None
+
+
+def client(environ: dict, head: bytes) -> tuple[str, str]:
+    """(client IP, HELO name): TCPREMOTEIP, and the HELO of qmail-smtpd's own Received line when it names that IP.
+
+    qmail-smtpd writes `Received: from HOST (HELO name) (info@IP)` on top; the HELO part is
+    absent when the name equals HOST. A first Received line with another IP is not ours to trust.
+    """
+    ip = environ.get("TCPREMOTEIP", "")
+    if not ip or not head.startswith(b"Received: from "):
+        return ip, ""
+    end = head.find(b"\n")
+    line = head[15 : end if end >= 0 else len(head)].rstrip(b"\r").decode("utf-8", "surrogateescape")
+    opening = line.rfind(" (")
+    if opening < 0 or not line.endswith(")") or line[opening + 2 : -1].rpartition("@")[2] != ip:
+        return ip, ""
+    named = line[:opening]
+    host, _, helo = named.partition(" ")
+    if helo.startswith("(HELO ") and helo.endswith(")"):
+        return ip, helo[6:-1][:NAME_LIMIT]
+    return ip, host[:NAME_LIMIT]
+
+
+def subject(area: WorkArea, unpacked: object) -> str:
+    """The Subject decoded from RFC 2047, on one line, control characters as `_`, bounded."""
+    from .message_headers import header_safe, raw_header_value
+
+    value = getattr(unpacked, "subject", None) if getattr(unpacked, "normalize", False) else None
+    if value is None:
+        from .unpack.headers import decode_words
+
+        value = decode_words(raw_header_value(area.header_bytes, b"subject"))
+    return header_safe(" ".join(value.split()), SUBJECT_LIMIT)
+
+
+def message_id(area: WorkArea, unpacked: object) -> str:
+    """The Message-ID header, control characters as `_`, bounded."""
+    from .message_headers import header_safe, raw_header_value
+
+    value = getattr(unpacked, "message_id", None)
+    if value is None:
+        value = raw_header_value(area.header_bytes, b"message-id")
+    return header_safe(value.strip(), NAME_LIMIT)
+
+
+def attachments(unpacked: object) -> list[dict]:
+    """Named parts (archive members as `archive/name`), their type by content and decoded size; the first 200."""
+    from .message_headers import header_safe
+
+    found = []
+    for part in getattr(unpacked, "parts", ()) or ():
+        if not part.filenames:
+            continue
+        name = part.filenames[0] if not part.container else f"{part.container}/{part.filenames[0]}"
+        kind = part.magic_type or part.declared_type
+        found.append({"name": header_safe(name, NAME_LIMIT), "type": header_safe(kind, 100), "size": part.size})
+        if len(found) >= ATTACHMENTS_KEPT:
+            break
+    return found
+
+
+def scanner_answers(results: list[ScanResult], seconds: dict) -> list[dict]:
+    """Each scanner's answer in a word or a few: clean, the virus or spam rule found, its score, or its failure."""
+    answers = []
+    for result in results:
+        if result.failed:
+            answer = f"{'unchecked' if result.unchecked else 'failed'}: {result.failure_reason}"
+        elif result.findings:
+            answer = ", ".join(finding.rule for finding in result.findings)
+        else:
+            answer = "clean"
+        if result.spam_score is not None:
+            answer += f" ({result.spam_score:.1f}/{result.spam_required or 0:.1f})"
+        elapsed = seconds.get(result.scanner)
+        answers.append(
+            {"name": result.scanner, "answer": answer, "seconds": round(elapsed, 3) if elapsed is not None else None}
+        )
+    return answers
+
+
+def trace_value(settings: Settings, message: Message | None, verdict: Verdict | None) -> str:
+    """What the trace header says (or would say, for a message not delivered); "" without a verdict."""
+    if message is None or verdict is None:
+        return ""
+    from .trace import trace_header
+
+    header = trace_header(settings, message.envelope, verdict, message.environ, message.seconds())
+    text = header.decode("utf-8", "surrogateescape")
+    return text.partition(": ")[2].replace("\n", "").strip()
