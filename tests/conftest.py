@@ -11,7 +11,7 @@ from harness import Installation, build_standin, install
 from testbed.isolation import describe_changes, stock_qmail_snapshot
 
 # Fixture modules shared by several test files, registered once here.
-pytest_plugins = ("actions_fixtures", "mime_fixtures", "testbed.fixtures", "engine_fixtures")
+pytest_plugins = ("actions_fixtures", "mime_fixtures", "testbed.fixtures", "engine_fixtures", "console_fixtures")
 
 
 @pytest.hookimpl(hookwrapper=True)

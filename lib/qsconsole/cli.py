@@ -34,6 +34,8 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     load.add_argument("--once", action="store_true", help="load what is there, then exit")
     load.add_argument("--batch", type=int, default=1000, help="records per transaction (default 1000)")
     load.add_argument("--poll", type=float, default=1.0, help="seconds between looks for new records (default 1)")
+    load.add_argument("--settle", type=float, default=2.0,
+                      help="seconds a renamed file stays open to a writer that opened it before the rename (default 2)")
     serve = commands.add_parser("serve", help="serve the console's API (waitress)")
     serve.add_argument("--listen", required=True, metavar="HOST:PORT")
     serve.add_argument("--threads", type=int, default=8)
@@ -109,7 +111,7 @@ def load(arguments: argparse.Namespace, data_dir: Path) -> int:
 
     from qsconsole.loader import Loader, LoaderBusy
 
-    loader = Loader(Path(settings.CONSOLE.spooldir), batch=max(1, arguments.batch))
+    loader = Loader(Path(settings.CONSOLE.spooldir), batch=max(1, arguments.batch), settle=max(0.0, arguments.settle))
     try:
         loader.lock()
     except (LoaderBusy, FileNotFoundError) as problem:

@@ -1,0 +1,247 @@
+"""The console under test: records in format 1, qs-console run by Debian's /usr/bin/python3, a private PostgreSQL.
+
+The console runs with Debian's Django, psycopg2 and waitress (never the test venv's modules); the tests read its
+databases with tools of their own: Python's sqlite3 and PostgreSQL's psql.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import tempfile
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+QS_CONSOLE = ROOT / "contrib" / "qs-console"
+SYSTEM_PYTHON = "/usr/bin/python3"
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PG_ACCOUNT = "postgres"
+ADMIN_PASSWORD = "correct horse battery staple"
+USER_PASSWORD = "a recipient's own passphrase"
+NULL = "<NULL>"  # how psql prints SQL NULL for these tests
+
+
+def console_ready() -> None:
+    """Skip (a failure under CI=true, see conftest) when Debian's Django stack is not installed."""
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import django, psycopg2, waitress"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("python3-django, python3-psycopg2 or python3-waitress missing (tests/install-deps.sh)")
+
+
+def make_record(number: int, host: str = "mx1.example.net", **overrides) -> dict:
+    """A version 1 record with every key filled in, distinct per number."""
+    record = {
+        "v": 1, "id": f"{host}:17330{number:08d}.{number}", "time": 1_733_000_000.0 + number, "host": host,
+        "queue_id": f"17330{number:08d}.{number}", "client_ip": f"192.0.2.{number % 250 + 1}",
+        "helo": "client.example.com", "auth_user": "", "sender": f"Sender{number % 10}@Senders.example",
+        "recipients": [f"user{number % 3}@example.org", f"list{number % 5}@lists.example.org"],
+        "subject": f"report {number}", "message_id": f"<{number}@client.example.com>", "size": 1000 + number,
+        "outcome": "delivered", "reason": "", "rule": "", "kind": "",
+        "scanners": [{"name": "clamd", "answer": "clean", "seconds": 0.012}], "spam_score": 1.5,
+        "spam_tagged": False, "attachments": [{"name": "a.pdf", "type": "application/pdf", "size": 100}],
+        "quarantine_id": "", "quarantine_dir": "", "readings": [], "skipped": [], "trace": f"trace {number}",
+    }
+    record.update(overrides)
+    return record
+
+
+def record_line(record: dict) -> bytes:
+    """One record as the writer writes it: a JSON line."""
+    return json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+def append_record(records_dir: Path, record: dict) -> None:
+    """Append as the mail path does: open current.jsonl by name, one O_APPEND write, close."""
+    fd = os.open(records_dir / "current.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o640)
+    try:
+        os.write(fd, record_line(record))
+    finally:
+        os.close(fd)
+
+
+def free_port() -> int:
+    """A free loopback TCP port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Console:
+    """One console data directory and the spool its loader reads."""
+
+    data_dir: Path
+    spooldir: Path
+    db_url: str = ""
+    database: object = None  # PostgresDatabase for PostgreSQL; None for SQLite
+
+    @property
+    def records(self) -> Path:
+        return self.spooldir / "records"
+
+    def command(self, *arguments: str) -> list[str]:
+        return [SYSTEM_PYTHON, str(QS_CONSOLE), "--data-dir", str(self.data_dir), *arguments]
+
+    def run(self, *arguments: str, stdin: str = "", check: bool = True, timeout: float = 120
+            ) -> subprocess.CompletedProcess:
+        done = subprocess.run(self.command(*arguments), input=stdin, capture_output=True, text=True, timeout=timeout)
+        if check and done.returncode != 0:
+            raise AssertionError(f"qs-console {' '.join(arguments)} exited {done.returncode}:\n{done.stderr[-3000:]}")
+        return done
+
+    def start(self, *arguments: str) -> subprocess.Popen:
+        return subprocess.Popen(self.command(*arguments), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def query(self, sql: str) -> list[tuple]:
+        """Rows from the console's database, read by the test's own client."""
+        if self.database is not None:
+            return self.database.query(sql)
+        with sqlite3.connect(f"file:{self.data_dir / 'console.sqlite3'}?mode=ro", uri=True, timeout=30) as db:
+            return [tuple(str(value) if value is not None else None for value in row)
+                    for row in db.execute(sql).fetchall()]
+
+    def count(self, table: str = "console_message") -> int:
+        return int(self.query(f"SELECT count(*) FROM {table}")[0][0])
+
+
+@dataclass
+class PostgresCluster:
+    """A private PostgreSQL 15 cluster: its own data dir, a unix socket in a private dir, no TCP."""
+
+    base: Path
+    port: int
+    superuser_password: str
+    databases: list[str] = field(default_factory=list)
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.base / "socket"
+
+    def psql(self, sql: str, database: str = "postgres", user: str = "postgres", password: str = "") -> str:
+        environment = dict(os.environ, PGPASSWORD=password or self.superuser_password)
+        done = subprocess.run(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-P", f"null={NULL}",
+                               "-h", str(self.socket_dir), "-p", str(self.port), "-U", user, "-d", database, "-c", sql],
+                              capture_output=True, text=True, env=environment, timeout=60)
+        if done.returncode != 0:
+            raise AssertionError(f"psql: {done.stderr}")
+        return done.stdout
+
+    def new_database(self, name: str) -> PostgresDatabase:
+        """An empty database owned by a login role of the same name with a password."""
+        password = f"pw-{name}-{os.getpid()}"
+        self.psql(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
+        self.psql(f"CREATE DATABASE {name} OWNER {name}")
+        self.databases.append(name)
+        host = urllib.parse.quote(str(self.socket_dir), safe="")
+        url = f"postgresql://{name}:{urllib.parse.quote(password, safe='')}@{host}:{self.port}/{name}"
+        return PostgresDatabase(cluster=self, name=name, password=password, url=url)
+
+
+@dataclass
+class PostgresDatabase:
+    """One database in the private cluster, and the URL qs-console is given for it."""
+
+    cluster: PostgresCluster
+    name: str
+    password: str
+    url: str
+
+    def query(self, sql: str) -> list[tuple]:
+        output = self.cluster.psql(sql, database=self.name, user=self.name, password=self.password)
+        return [tuple(None if value == NULL else value for value in line.split("|")) for line in output.splitlines()]
+
+
+def _as_account(account: str | None, command: list[str], **keywords) -> subprocess.CompletedProcess:
+    """Run a PostgreSQL tool as the unprivileged account (PostgreSQL refuses to run as root)."""
+    if account is not None:
+        command = ["runuser", "-u", account, "--", *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, **keywords)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """Debian's PostgreSQL 15 as a private cluster, started with initdb/pg_ctl as `postgres`, stopped at the end."""
+    if not (PG_BIN / "initdb").exists():
+        pytest.skip(f"{PG_BIN}/initdb missing: tests/install-deps.sh installs postgresql")
+    account = PG_ACCOUNT if os.geteuid() == 0 else None
+    base = Path(tempfile.mkdtemp(prefix="qs-console-pg-", dir="/tmp"))
+    password = f"super-{os.getpid()}-{time.time_ns()}"
+    (base / "socket").mkdir()
+    (base / "password").write_text(password + "\n")
+    if account is not None:
+        entry = pwd.getpwnam(account)
+        for path in (base, base / "socket", base / "password"):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+    base.chmod(0o755)  # the console (root in the tests) reaches the socket; the data dir itself is 0700
+    cluster = PostgresCluster(base=base, port=free_port(), superuser_password=password)
+    initdb = _as_account(account, [str(PG_BIN / "initdb"), "-D", str(base / "data"), "-U", "postgres", "-E", "UTF8",
+                                   "--auth-local=scram-sha-256", "--auth-host=reject",
+                                   f"--pwfile={base / 'password'}", "--no-sync"])
+    if initdb.returncode != 0:
+        raise RuntimeError(f"initdb failed: {initdb.stderr}")
+    options = f"-k {base / 'socket'} -p {cluster.port} -c listen_addresses='' -c fsync=off"
+    started = _as_account(account, [str(PG_BIN / "pg_ctl"), "-D", str(base / "data"), "-l", str(base / "log"),
+                                    "-w", "-t", "60", "-o", options, "start"])
+    if started.returncode != 0:
+        log = (base / "log").read_text(errors="replace") if (base / "log").exists() else ""
+        raise RuntimeError(f"pg_ctl start failed: {started.stderr}\n{log[-3000:]}")
+    try:
+        yield cluster
+    finally:
+        _as_account(account, [str(PG_BIN / "pg_ctl"), "-D", str(base / "data"), "-m", "immediate", "-w", "stop"])
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_kind(request) -> str:
+    """Each test that takes it runs once on SQLite and once on PostgreSQL."""
+    return request.param
+
+
+@pytest.fixture
+def console(request, tmp_path, database_kind) -> Console:
+    """A migrated console on the chosen database, its spool's records/ directory made as the mail path makes it."""
+    console_ready()
+    spooldir = tmp_path / "spool"
+    (spooldir / "records").mkdir(parents=True, mode=0o750)
+    made = Console(data_dir=tmp_path / "console", spooldir=spooldir)
+    if database_kind == "postgresql":
+        cluster = request.getfixturevalue("postgres_cluster")
+        made.database = cluster.new_database(f"qsc_{len(cluster.databases)}_{os.getpid()}")
+        made.db_url = made.database.url
+    made.run("migrate", "--db", made.db_url, "--spooldir", str(spooldir))
+    return made
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
+    """Poll until predicate() is true; fail saying what was awaited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def stop(process: subprocess.Popen, signum: int = signal.SIGTERM, timeout: float = 30) -> tuple[int, str]:
+    """Signal a process and collect its exit code and stderr."""
+    if process.poll() is None:
+        process.send_signal(signum)
+    try:
+        _, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, stderr = process.communicate()
+    return process.returncode, stderr
