@@ -25,6 +25,8 @@ from __future__ import annotations
 import os
 import time
 
+from .spool import RECORDS_DIR
+
 TYPE_CHECKING = False  # typing costs milliseconds per message; only type checkers look here
 if TYPE_CHECKING:
     from .message import Message
@@ -33,7 +35,6 @@ if TYPE_CHECKING:
     from .spool import WorkArea
 
 VERSION = 1
-RECORDS_DIR = "records"
 CURRENT_FILE = "current.jsonl"
 RECORD_LIMIT = 65536  # bytes of one line, newline included: a bigger record is cut, never split
 ATTACHMENTS_KEPT = 200

@@ -16,6 +16,7 @@ STORE_FAILED = "4.3.0 the scanner cannot store the message, try again later"
 # Layout under the spool directory (the 2.x names, so existing habits carry over).
 WORK_DIRS = ("tmp", "working/tmp", "working/new", "working/cur")
 MAILDIRS = ("quarantine/viruses", "quarantine/policy", "quarantine/spam", "archives", "failed")
+RECORDS_DIR = "records"  # message records for qs-console (message_record.py), 0750: its loader reads them
 STALE_WORK_SECONDS = 30 * 3600
 NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _sequence = 0
@@ -237,3 +238,4 @@ def create_layout(spooldir: str) -> None:
     for relative in MAILDIRS:
         for sub in ("tmp", "new", "cur"):
             os.makedirs(os.path.join(spooldir, relative, sub), 0o700, exist_ok=True)
+    os.makedirs(os.path.join(spooldir, RECORDS_DIR), 0o750, exist_ok=True)

@@ -232,7 +232,7 @@ def install_spool(installer: Installer, spooldir: str, etcdir: str = "", logdir:
         for sub in ("tmp", "new", "cur"):
             installer.directory(os.path.join(spooldir, relative, sub), 0o700)
     # The message records for qs-console: the program appends, the console's loader moves them on.
-    from qmail_scanner.message_record import RECORDS_DIR
+    from qmail_scanner.spool import RECORDS_DIR
 
     installer.directory(os.path.join(spooldir, RECORDS_DIR), 0o750)
     for name in LOG_FILES:
