@@ -1,0 +1,252 @@
+"""The console's JSON API served by `qs-console serve` (waitress): sessions, CSRF, search, and roles, on SQLite and
+on a private PostgreSQL."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import urllib.parse
+
+import pytest
+
+from console_fixtures import (
+    ADMIN_PASSWORD,
+    USER_PASSWORD,
+    Console,
+    append_record,
+    console_ready,
+    free_port,
+    make_record,
+    stop,
+    wait_for,
+)
+
+T0 = 1_733_000_000.0
+HOSTILE_SUBJECT = "Invoice <script>alert(1)</script> \u202e"
+LIST_KEYS = {"id", "time", "host", "sender", "recipients", "subject", "outcome", "reason", "quarantine_id"}
+MESSAGES = {
+    # number: (sender, recipients, outcome, host, client_ip, subject)
+    1: ("spam@bad.example", ["Alice@Example.org"], "quarantined", "mx1", "198.51.100.7", HOSTILE_SUBJECT),
+    2: ("friend@good.example", ["bob@example.org"], "delivered", "mx2", "192.0.2.20", "lunch"),
+    3: ("news@good.example", ["alice@other.example", "bob@example.org"], "rejected", "mx1", "192.0.2.30", "news"),
+    4: ("x@y.example", ["carol@example.org"], "delivered", "mx2", "192.0.2.40", "for carol"),
+}
+
+
+class Client:
+    """An HTTP client with its own cookies, talking to the console on loopback."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.cookies: dict[str, str] = {}
+        self.csrf = ""
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        sent = dict(headers or {})
+        if self.cookies:
+            sent["Cookie"] = "; ".join(f"{name}={value}" for name, value in self.cookies.items())
+        connection.request(method, path, body=body, headers=sent)
+        response = connection.getresponse()
+        data = response.read()
+        for header in response.headers.get_all("Set-Cookie") or []:
+            name, _, rest = header.partition("=")
+            value = rest.partition(";")[0]
+            if value and "Max-Age=0" not in header:
+                self.cookies[name.strip()] = value
+            else:
+                self.cookies.pop(name.strip(), None)
+        connection.close()
+        parsed = json.loads(data) if response.headers.get("Content-Type", "").startswith("application/json") else data
+        return response.status, parsed, response.headers
+
+    def get(self, path: str, **query):
+        return self.request("GET", path + ("?" + urllib.parse.urlencode(query) if query else ""))
+
+    def login(self, username: str, password: str):
+        status, body, headers = self.request("POST", "/api/login", json.dumps(
+            {"username": username, "password": password}).encode(), {"Content-Type": "application/json"})
+        if status == 200:
+            self.csrf = body["csrf_token"]
+        return status, body, headers
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def served(request, tmp_path_factory):
+    """A console with users admin, alice, bob and the MESSAGES loaded, served on a loopback port."""
+    console_ready()
+    base = tmp_path_factory.mktemp(f"console-{request.param}")
+    console = Console(data_dir=base / "console", spooldir=base / "spool")
+    (console.records).mkdir(parents=True)
+    if request.param == "postgresql":
+        cluster = request.getfixturevalue("postgres_cluster")
+        console.database = cluster.new_database(f"qsc_api_{len(cluster.databases)}")
+        console.db_url = console.database.url
+    console.run("migrate", "--db", console.db_url, "--spooldir", str(console.spooldir))
+    console.run("createuser", "admin", "--admin", stdin=ADMIN_PASSWORD + "\n")
+    console.run("createuser", "alice", "--recipient", "alice@example.org", "--recipient", "ALICE@other.example",
+                stdin=USER_PASSWORD + "\n")
+    console.run("createuser", "bob", "--recipient", "bob@example.org", stdin=USER_PASSWORD + "\n")
+    for number, (sender, recipients, outcome, host, client_ip, subject) in MESSAGES.items():
+        append_record(console.records, make_record(number, host=host, time=T0 + number, sender=sender,
+                                                   recipients=recipients, outcome=outcome, client_ip=client_ip,
+                                                   subject=subject))
+    console.run("load", "--once", "--settle", "0")
+    port = free_port()
+    server = console.start("serve", "--listen", f"127.0.0.1:{port}")
+
+    def answers() -> bool:
+        if server.poll() is not None:
+            raise AssertionError(f"qs-console serve exited: {server.communicate()[1]}")
+        try:
+            return Client(port).get("/api/me")[0] == 401
+        except OSError:
+            return False
+
+    wait_for(answers, 30, "qs-console serve to answer")
+    ids = {number: int(console.query(f"SELECT id FROM console_message WHERE record_id = "
+                                     f"'{make_record(number, host=MESSAGES[number][3])['id']}'")[0][0])
+           for number in MESSAGES}
+    yield console, port, ids
+    stop(server)
+
+
+def numbers(answer, ids: dict[int, int]) -> list[int]:
+    """The MESSAGES numbers of a list answer, in its order."""
+    by_id = {pk: number for number, pk in ids.items()}
+    return [by_id[item["id"]] for item in answer["messages"]]
+
+
+def test_every_endpoint_but_login_needs_a_session(served):
+    _, port, ids = served
+    anonymous = Client(port)
+    for path in ("/api/messages", f"/api/messages/{ids[1]}", "/api/messages/999999", "/api/me",
+                 "/api/messages?outcome=quarantined"):
+        status, body, _ = anonymous.get(path)
+        assert (status, body) == (401, {"error": "authentication required"}), path
+    # An unsafe request without a session is refused before anything else (CSRF or authentication).
+    assert anonymous.request("POST", "/api/logout")[0] in (401, 403)
+
+
+def test_login_sets_a_session_cookie_that_scripts_and_other_sites_do_not_get(served):
+    console, port, _ = served
+    client = Client(port)
+    assert client.login("admin", "wrong password")[0] == 401
+    assert client.login("nobody", ADMIN_PASSWORD)[0] == 401
+    status, body, headers = client.login("admin", ADMIN_PASSWORD)
+    assert status == 200
+    assert body["role"] == "admin"
+    session = [header for header in headers.get_all("Set-Cookie") if header.startswith("qsconsole_session=")]
+    assert len(session) == 1
+    flags = {flag.strip().lower() for flag in session[0].split(";")[1:]}
+    assert "httponly" in flags and "samesite=lax" in flags
+    assert client.get("/api/me")[1] == {"username": "admin", "role": "admin", "addresses": []}
+    refused = console.query("SELECT user, result FROM console_auditlog WHERE action = 'login' ORDER BY id"
+                            if console.database is None else
+                            "SELECT \"user\", result FROM console_auditlog WHERE action = 'login' ORDER BY id")
+    assert ("admin", "refused") in refused and ("nobody", "refused") in refused and ("admin", "ok") in refused
+
+
+def test_login_takes_only_json(served):
+    """A cross-site HTML form can only send form encodings: login refuses them, so no CSRF token is needed there."""
+    _, port, _ = served
+    client = Client(port)
+    form = urllib.parse.urlencode({"username": "admin", "password": ADMIN_PASSWORD}).encode()
+    status, _, _ = client.request("POST", "/api/login", form, {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 415
+    assert "qsconsole_session" not in client.cookies
+    assert client.request("GET", "/api/login")[0] == 405
+
+
+def test_an_administrator_lists_every_message_newest_first(served):
+    _, port, ids = served
+    client = Client(port)
+    client.login("admin", ADMIN_PASSWORD)
+    status, answer, headers = client.get("/api/messages")
+    assert status == 200
+    assert numbers(answer, ids) == [4, 3, 2, 1]
+    assert headers["Content-Type"] == "application/json"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    first = answer["messages"][-1]
+    assert set(first) >= LIST_KEYS
+    assert (first["subject"], first["sender"], first["recipients"], first["outcome"], first["time"], first["host"]) == (
+        HOSTILE_SUBJECT, "spam@bad.example", ["Alice@Example.org"], "quarantined", T0 + 1, "mx1")
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ({"outcome": "quarantined"}, [1]),
+    ({"outcome": "delivered,rejected"}, [4, 3, 2]),
+    ({"sender": "SPAM@Bad.Example"}, [1]),
+    ({"sender": "@good.example"}, [3, 2]),
+    ({"recipient": "bob@example.org"}, [3, 2]),
+    ({"recipient": "alice@example.org"}, [1]),
+    ({"recipient": "@example.org"}, [4, 3, 2, 1]),
+    ({"q": "INVOICE"}, [1]),
+    ({"host": "mx2"}, [4, 2]),
+    ({"client_ip": "192.0.2.30"}, [3]),
+    ({"since": str(T0 + 2), "until": str(T0 + 4)}, [3, 2]),
+    ({"since": "2024-11-30T20:53:23"}, [4, 3]),
+    ({"host": "mx1", "outcome": "rejected", "recipient": "@other.example"}, [3]),
+    ({"limit": "2"}, [4, 3]),
+    ({"sender": "nobody@nowhere.example"}, []),
+])
+def test_search(served, query, expected):
+    _, port, ids = served
+    client = Client(port)
+    client.login("admin", ADMIN_PASSWORD)
+    status, answer, _ = client.get("/api/messages", **query)
+    assert status == 200, answer
+    assert numbers(answer, ids) == expected
+
+
+def test_a_query_it_cannot_read_is_a_400(served):
+    _, port, _ = served
+    client = Client(port)
+    client.login("admin", ADMIN_PASSWORD)
+    assert client.get("/api/messages", since="last tuesday")[0] == 400
+    assert client.get("/api/messages", limit="many")[0] == 400
+
+
+def test_a_recipient_sees_only_mail_addressed_to_them(served):
+    _, port, ids = served
+    alice = Client(port)
+    assert alice.login("alice", USER_PASSWORD)[1]["role"] == "recipient"
+    assert numbers(alice.get("/api/messages")[1], ids) == [3, 1]
+    # A filter narrows what she may see, never widens it.
+    assert numbers(alice.get("/api/messages", recipient="bob@example.org")[1], ids) == [3]
+    assert numbers(alice.get("/api/messages", outcome="delivered")[1], ids) == []
+    status, detail, _ = alice.get(f"/api/messages/{ids[1]}")
+    assert status == 200
+    assert detail["subject"] == HOSTILE_SUBJECT and detail["quarantine_id"] == ""
+    for other in (2, 4):
+        assert alice.get(f"/api/messages/{ids[other]}")[:2] == (404, {"error": "no such message"})
+    bob = Client(port)
+    bob.login("bob", USER_PASSWORD)
+    assert numbers(bob.get("/api/messages")[1], ids) == [3, 2]
+    assert bob.get(f"/api/messages/{ids[1]}")[0] == 404
+
+
+def test_a_message_detail_has_every_field_of_its_record(served):
+    _, port, ids = served
+    client = Client(port)
+    client.login("admin", ADMIN_PASSWORD)
+    status, detail, _ = client.get(f"/api/messages/{ids[3]}")
+    assert status == 200
+    record = make_record(3, host="mx1")
+    for key in ("queue_id", "helo", "message_id", "size", "scanners", "spam_score", "attachments", "trace",
+                "readings", "skipped", "rule", "kind", "quarantine_dir", "auth_user", "spam_tagged"):
+        assert detail[key] == record[key], key
+    assert (detail["record_id"], detail["client_ip"], detail["recipients"]) == (
+        record["id"], "192.0.2.30", ["alice@other.example", "bob@example.org"])
+    assert client.get("/api/messages/999999")[0] == 404
+
+
+def test_logout_needs_the_csrf_token(served):
+    _, port, _ = served
+    client = Client(port)
+    client.login("admin", ADMIN_PASSWORD)
+    assert client.request("POST", "/api/logout")[0] == 403
+    assert client.get("/api/messages")[0] == 200
+    assert client.request("POST", "/api/logout", headers={"X-CSRFToken": "forged" * 8})[0] == 403
+    assert client.request("POST", "/api/logout", headers={"X-CSRFToken": client.csrf})[0] == 200
+    assert client.get("/api/messages")[0] == 401
