@@ -11,7 +11,8 @@ spamassassin spamd spamc rspamd chromium logrotate perl
 make groff-base ucspi-tcp ripmime
 libarchive13 libarchive-tools 7zip xorriso gcab zstd xz-utils bzip2
 libmime-tools-perl maildir-utils libconvert-binhex-perl uudeview prometheus-node-exporter
-man-db daemontools runit rsyslog"
+man-db daemontools runit rsyslog
+python3-django python3-psycopg2 python3-waitress postgresql-15 postgresql-client-15"
 
 debian() {
     missing=""
@@ -31,7 +32,7 @@ debian() {
         apt-get install -y -q --no-install-recommends $missing >/dev/null
     }
     # The packaged daemons must not hold the default sockets or eat memory: tests start their own.
-    for service in clamav-daemon clamav-freshclam spamd spamassassin rspamd prometheus-node-exporter rsyslog; do
+    for service in clamav-daemon clamav-freshclam spamd spamassassin rspamd prometheus-node-exporter rsyslog postgresql; do
         if command -v systemctl >/dev/null 2>&1; then systemctl stop "$service" >/dev/null 2>&1 || true; fi
     done
 }
