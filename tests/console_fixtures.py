@@ -6,6 +6,7 @@ databases with tools of their own: Python's sqlite3 and PostgreSQL's psql.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import pwd
@@ -245,3 +246,49 @@ def stop(process: subprocess.Popen, signum: int = signal.SIGTERM, timeout: float
         process.kill()
         _, stderr = process.communicate()
     return process.returncode, stderr
+
+
+class Client:
+    """An HTTP client with its own cookies, talking to the console on loopback."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.cookies: dict[str, str] = {}
+        self.csrf = ""
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        sent = dict(headers or {})
+        if self.cookies:
+            sent["Cookie"] = "; ".join(f"{name}={value}" for name, value in self.cookies.items())
+        connection.request(method, path, body=body, headers=sent)
+        response = connection.getresponse()
+        data = response.read()
+        for header in response.headers.get_all("Set-Cookie") or []:
+            name, _, rest = header.partition("=")
+            value = rest.partition(";")[0]
+            if value and "Max-Age=0" not in header:
+                self.cookies[name.strip()] = value
+            else:
+                self.cookies.pop(name.strip(), None)
+        connection.close()
+        parsed = json.loads(data) if response.headers.get("Content-Type", "").startswith("application/json") else data
+        return response.status, parsed, response.headers
+
+    def get(self, path: str, **query):
+        return self.request("GET", path + ("?" + urllib.parse.urlencode(query) if query else ""))
+
+    def login(self, username: str, password: str):
+        status, body, headers = self.request("POST", "/api/login", json.dumps(
+            {"username": username, "password": password}).encode(), {"Content-Type": "application/json"})
+        if status == 200:
+            self.csrf = body["csrf_token"]
+        return status, body, headers
+
+
+def api_answers(port: int) -> bool:
+    """True once the console's API answers an anonymous request (with 401)."""
+    try:
+        return Client(port).get("/api/me")[0] == 401
+    except OSError:
+        return False

@@ -3,8 +3,6 @@ on a private PostgreSQL."""
 
 from __future__ import annotations
 
-import http.client
-import json
 import urllib.parse
 
 import pytest
@@ -12,6 +10,7 @@ import pytest
 from console_fixtures import (
     ADMIN_PASSWORD,
     USER_PASSWORD,
+    Client,
     Console,
     append_record,
     console_ready,
@@ -31,44 +30,6 @@ MESSAGES = {
     3: ("news@good.example", ["alice@other.example", "bob@example.org"], "rejected", "mx1", "192.0.2.30", "news"),
     4: ("x@y.example", ["carol@example.org"], "delivered", "mx2", "192.0.2.40", "for carol"),
 }
-
-
-class Client:
-    """An HTTP client with its own cookies, talking to the console on loopback."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.cookies: dict[str, str] = {}
-        self.csrf = ""
-
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        sent = dict(headers or {})
-        if self.cookies:
-            sent["Cookie"] = "; ".join(f"{name}={value}" for name, value in self.cookies.items())
-        connection.request(method, path, body=body, headers=sent)
-        response = connection.getresponse()
-        data = response.read()
-        for header in response.headers.get_all("Set-Cookie") or []:
-            name, _, rest = header.partition("=")
-            value = rest.partition(";")[0]
-            if value and "Max-Age=0" not in header:
-                self.cookies[name.strip()] = value
-            else:
-                self.cookies.pop(name.strip(), None)
-        connection.close()
-        parsed = json.loads(data) if response.headers.get("Content-Type", "").startswith("application/json") else data
-        return response.status, parsed, response.headers
-
-    def get(self, path: str, **query):
-        return self.request("GET", path + ("?" + urllib.parse.urlencode(query) if query else ""))
-
-    def login(self, username: str, password: str):
-        status, body, headers = self.request("POST", "/api/login", json.dumps(
-            {"username": username, "password": password}).encode(), {"Content-Type": "application/json"})
-        if status == 200:
-            self.csrf = body["csrf_token"]
-        return status, body, headers
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
