@@ -28,6 +28,8 @@ from engine_fixtures import Engine
 from harness import envelope
 from scanner_fixtures import headers, with_attachment
 from security_fixtures import install_wrapped
+from testbed import messages
+from testbed.qmail import unique_marker, wait_for_delivery
 
 RECORD_KEYS = [
     "v", "id", "time", "host", "queue_id", "client_ip", "helo", "auth_user", "sender", "recipients", "subject",
@@ -335,3 +337,18 @@ def test_an_unwritable_records_dir_costs_the_engine_one_log_line_never_the_messa
     assert result.exit_code == 0 and len(result.queued) == 1, result.stderr
     assert result.stderr.count(NOT_WRITTEN) == 1 and "Permission denied" in result.stderr
     assert not records_file(installation).exists()
+
+
+# ---------------------------------------------------------------- through the real qmail-smtpd
+
+
+def test_through_qmail_smtpd_the_record_names_the_client_and_its_helo(qmail_bed, bed_route):
+    """notqmail's qmail-smtpd under tcpserver: TCPREMOTEIP, and the HELO from the Received line it adds."""
+    scanner = bed_route()
+    marker = unique_marker()
+    assert qmail_bed.send(messages.plain(marker, subject=f"records {marker}"), scanner).accepted
+    wait_for_delivery(marker)
+    records = [record for record in read_records(scanner) if record["subject"] == f"records {marker}"]
+    assert len(records) == 1
+    assert records[0]["outcome"] == "delivered"
+    assert (records[0]["client_ip"], records[0]["helo"]) == ("127.0.0.1", "client.example.org")
