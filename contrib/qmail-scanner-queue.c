@@ -45,6 +45,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/un.h>
 #include <time.h>
@@ -165,6 +166,14 @@ static void become_scanner_account(void) {
   if (uid != 0 && (setuid(0) == 0 || setgid(0) == 0)) trouble("root could be regained after dropping it");
 }
 
+/* rt_sigaction(2) with SIG_DFL, past the C library's wrapper: every field zero is SIG_DFL, no
+   flags and an empty mask on every Linux ABI (the struct is larger than the kernel reads). */
+static int kernel_default(int sig) {
+  struct { void *handler; unsigned long flags; void *restorer; uint64_t mask[2]; } fresh;
+  memset(&fresh, 0, sizeof fresh);
+  return syscall(SYS_rt_sigaction, sig, &fresh, NULL, (size_t)(_NSIG / 8)) == 0;
+}
+
 /* Start what follows as a fresh process would: no blocked signal, every disposition the default. */
 static void default_signals(void) {
   sigset_t none;
@@ -177,8 +186,11 @@ static void default_signals(void) {
   sigemptyset(&fresh.sa_mask);
   for (sig = 1; sig < NSIG; ++sig) {
     if (sig == SIGKILL || sig == SIGSTOP) continue;
-    /* EINVAL: a number the C library keeps for itself (glibc's 32 and 33). */
-    if (sigaction(sig, &fresh, NULL) != 0 && errno != EINVAL) trouble("cannot reset a signal");
+    if (sigaction(sig, &fresh, NULL) == 0) continue;
+    if (errno != EINVAL) trouble("cannot reset a signal");
+    /* EINVAL: a number the C library keeps for itself (glibc's 32 and 33). A caller can still leave
+       it ignored, and an ignored disposition survives execve: ask the kernel directly. */
+    if (!kernel_default(sig)) trouble("cannot reset a signal the C library reserves");
   }
 }
 

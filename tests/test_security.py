@@ -7,7 +7,9 @@ so a passing case means the wrapper stopped it, not that the trick was a dud.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import platform
 import signal
 import stat
 import subprocess
@@ -279,10 +281,27 @@ def odd_caller_signals() -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    ignore_in_the_kernel(GLIBC_RESERVED_SIGNAL)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGTERM})
 
 
-ODD_IGNORED = {signal.SIGCHLD, signal.SIGHUP, signal.SIGUSR1}
+# glibc's sigaction() refuses 32 (its thread-cancel signal), but the kernel takes it: a caller
+# (some supervisors do) can leave it ignored, and an ignored disposition survives execve.
+GLIBC_RESERVED_SIGNAL = 32
+RT_SIGACTION = {"x86_64": 13, "aarch64": 134}
+
+
+LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: a preexec_fn runs after fork, where loading is unsafe
+
+
+def ignore_in_the_kernel(number: int) -> None:
+    """rt_sigaction(number, SIG_IGN) past glibc's wrapper."""
+    action = (ctypes.c_ulong * 6)(1)  # handler SIG_IGN (1), no flags, no restorer, empty mask
+    if LIBC.syscall(ctypes.c_long(RT_SIGACTION[platform.machine()]), number, action, None, 8) != 0:
+        raise OSError(ctypes.get_errno(), "rt_sigaction")
+
+
+ODD_IGNORED = {signal.SIGCHLD, signal.SIGHUP, signal.SIGUSR1, GLIBC_RESERVED_SIGNAL}
 ODD_BLOCKED = {signal.SIGALRM, signal.SIGTERM}
 # Python itself ignores SIGPIPE at start-up and the program ignores SIGXFSZ: these are theirs.
 PROGRAMS_OWN_IGNORED = {signal.SIGPIPE, signal.SIGXFSZ}
