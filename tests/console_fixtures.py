@@ -123,7 +123,13 @@ class PostgresCluster:
     base: Path
     port: int
     superuser_password: str
+    account: str | None = None
     databases: list[str] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Stop the cluster and remove its files."""
+        _as_account(self.account, [str(PG_BIN / "pg_ctl"), "-D", str(self.base / "data"), "-m", "fast", "-w", "stop"])
+        shutil.rmtree(self.base, ignore_errors=True)
 
     @property
     def socket_dir(self) -> Path:
@@ -170,11 +176,12 @@ def _as_account(account: str | None, command: list[str], **keywords) -> subproce
     return subprocess.run(command, capture_output=True, text=True, timeout=120, **keywords)
 
 
-@pytest.fixture(scope="session")
-def postgres_cluster():
-    """Debian's PostgreSQL 15 as a private cluster, started with initdb/pg_ctl as `postgres`, stopped at the end."""
-    if not (PG_BIN / "initdb").exists():
-        pytest.skip(f"{PG_BIN}/initdb missing: tests/install-deps.sh installs postgresql")
+def start_private_postgres(fsync: bool = False) -> PostgresCluster:
+    """Debian's PostgreSQL 15 as a private cluster, made with initdb and started with pg_ctl as `postgres`.
+
+    Unix socket only (listen_addresses empty) in a directory of its own; passwords checked (scram-sha-256).
+    fsync off for the tests (nothing there must outlive a crash of the machine); on for benchmarks.
+    """
     account = PG_ACCOUNT if os.geteuid() == 0 else None
     base = Path(tempfile.mkdtemp(prefix="qs-console-pg-", dir="/tmp"))
     password = f"super-{os.getpid()}-{time.time_ns()}"
@@ -185,23 +192,33 @@ def postgres_cluster():
         for path in (base, base / "socket", base / "password"):
             os.chown(path, entry.pw_uid, entry.pw_gid)
     base.chmod(0o755)  # the console (root in the tests) reaches the socket; the data dir itself is 0700
-    cluster = PostgresCluster(base=base, port=free_port(), superuser_password=password)
+    cluster = PostgresCluster(base=base, port=free_port(), superuser_password=password, account=account)
     initdb = _as_account(account, [str(PG_BIN / "initdb"), "-D", str(base / "data"), "-U", "postgres", "-E", "UTF8",
                                    "--auth-local=scram-sha-256", "--auth-host=reject",
                                    f"--pwfile={base / 'password'}", "--no-sync"])
     if initdb.returncode != 0:
+        shutil.rmtree(base, ignore_errors=True)
         raise RuntimeError(f"initdb failed: {initdb.stderr}")
-    options = f"-k {base / 'socket'} -p {cluster.port} -c listen_addresses='' -c fsync=off"
+    options = f"-k {base / 'socket'} -p {cluster.port} -c listen_addresses='' -c fsync={'on' if fsync else 'off'}"
     started = _as_account(account, [str(PG_BIN / "pg_ctl"), "-D", str(base / "data"), "-l", str(base / "log"),
                                     "-w", "-t", "60", "-o", options, "start"])
     if started.returncode != 0:
         log = (base / "log").read_text(errors="replace") if (base / "log").exists() else ""
+        shutil.rmtree(base, ignore_errors=True)
         raise RuntimeError(f"pg_ctl start failed: {started.stderr}\n{log[-3000:]}")
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """The private PostgreSQL cluster for the session's tests, stopped and removed at the end."""
+    if not (PG_BIN / "initdb").exists():
+        pytest.skip(f"{PG_BIN}/initdb missing: tests/install-deps.sh installs postgresql-15")
+    cluster = start_private_postgres()
     try:
         yield cluster
     finally:
-        _as_account(account, [str(PG_BIN / "pg_ctl"), "-D", str(base / "data"), "-m", "immediate", "-w", "stop"])
-        shutil.rmtree(base, ignore_errors=True)
+        cluster.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

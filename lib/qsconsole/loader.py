@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 
 from qsconsole.console.models import Message, Recipient
 from qsconsole.record_format import RecordError, Row, parse_line
@@ -104,6 +104,8 @@ class Loader:
             total.loaded += counts.loaded
             total.present += counts.present
             total.rejected += counts.rejected
+        if total.loaded:
+            refresh_statistics()
         return total
 
     def run_forever(self, poll: float = POLL_SECONDS) -> None:
@@ -209,6 +211,14 @@ class Loader:
                 self.log(f"{path.name} line {line_number} rejected ({reason}): kept in {REJECTED}/{path.name}")
         finally:
             os.close(fd)
+
+
+def refresh_statistics() -> None:
+    """SQLite's planner needs table statistics to start a recipient search from its index; PRAGMA optimize gathers
+    them when they are missing or stale, cheaply otherwise (PostgreSQL's autovacuum does this by itself)."""
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA optimize")
 
 
 def rename_time(path: Path) -> float:

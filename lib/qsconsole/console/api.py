@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from functools import wraps
 
 from django.contrib.auth import authenticate, login, logout
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, JsonResponse
 from django.middleware.csrf import get_token
 from django.views.decorators.csrf import csrf_exempt
@@ -120,8 +120,16 @@ def visible(profile: Profile) -> QuerySet:
     """The messages this user may see: all for an administrator, else those addressed to one of their addresses."""
     if profile.role == Profile.ADMIN:
         return Message.objects.all()
-    mine = Recipient.objects.filter(message=OuterRef("pk"), address_key__in=profile.address_list())
-    return Message.objects.filter(Exists(mine))
+    return Message.objects.filter(pk__in=addressed(address_key__in=profile.address_list()))
+
+
+def addressed(**lookup) -> QuerySet:
+    """The ids of messages with a recipient row matching `lookup`.
+
+    An IN (subquery) starts from the recipient index and sorts the few matches by time; EXISTS would walk every
+    message newest first and probe each, which takes seconds at 1,000,000 messages when the address is rare.
+    """
+    return Recipient.objects.filter(**lookup).values("message_id")
 
 
 def search(messages: QuerySet, query) -> QuerySet:
@@ -136,9 +144,8 @@ def search(messages: QuerySet, query) -> QuerySet:
     recipient = query.get("recipient")
     if recipient:
         key, _ = address_key(recipient)
-        rows = Recipient.objects.filter(message=OuterRef("pk"))
-        rows = rows.filter(domain=key[1:]) if key.startswith("@") else rows.filter(address_key=key)
-        messages = messages.filter(Exists(rows))
+        rows = addressed(domain=key[1:]) if key.startswith("@") else addressed(address_key=key)
+        messages = messages.filter(pk__in=rows)
     if query.get("q"):
         messages = messages.filter(subject__icontains=query["q"])
     for name in ("host", "client_ip"):
