@@ -82,6 +82,9 @@ def test_a_good_install_is_checked_as_the_account_and_leaves_no_staging(installe
     leftovers = [p for p in installed.prefix.rglob(".qmail-scanner-staging*")]
     assert leftovers == []
     assert installed.program.read_text().splitlines()[0] == f"#!{os.path.realpath(world_python())} -IS"
+    records = (installed.spool / "records" / "current.jsonl").read_text()
+    assert "\"subject\":\"hi\"" in records.replace(" ", "")  # the fixture's message is there
+    assert "--install check" not in records  # the check's test message is no mail for the console
 
 
 def test_reinstall_with_an_interpreter_the_account_cannot_run_changes_nothing(installed, tmp_path):
