@@ -101,8 +101,9 @@ class Console:
             raise AssertionError(f"qs-console {' '.join(arguments)} exited {done.returncode}:\n{done.stderr[-3000:]}")
         return done
 
-    def start(self, *arguments: str) -> subprocess.Popen:
-        return subprocess.Popen(self.command(*arguments), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def start(self, *arguments: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        return subprocess.Popen(self.command(*arguments), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=None if env is None else {**os.environ, **env})
 
     def query(self, sql: str) -> list[tuple]:
         """Rows from the console's database, read by the test's own client."""

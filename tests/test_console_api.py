@@ -22,6 +22,7 @@ from console_fixtures import (
 
 T0 = 1_733_000_000.0
 HOSTILE_SUBJECT = "Invoice <script>alert(1)</script> \u202e"
+QUARANTINED = {1: "1733000001.4242.mx1"}
 LIST_KEYS = {"id", "time", "host", "sender", "recipients", "subject", "outcome", "reason", "quarantine_id"}
 MESSAGES = {
     # number: (sender, recipients, outcome, host, client_ip, subject)
@@ -51,7 +52,7 @@ def served(request, tmp_path_factory):
     for number, (sender, recipients, outcome, host, client_ip, subject) in MESSAGES.items():
         append_record(console.records, make_record(number, host=host, time=T0 + number, sender=sender,
                                                    recipients=recipients, outcome=outcome, client_ip=client_ip,
-                                                   subject=subject))
+                                                   subject=subject, quarantine_id=QUARANTINED.get(number, "")))
     console.run("load", "--once", "--settle", "0")
     port = free_port()
     server = console.start("serve", "--listen", f"127.0.0.1:{port}")
@@ -150,6 +151,13 @@ def test_an_administrator_lists_every_message_newest_first(served):
     ({"host": "mx1", "outcome": "rejected", "recipient": "@other.example"}, [3]),
     ({"limit": "2"}, [4, 3]),
     ({"sender": "nobody@nowhere.example"}, []),
+    ({"q": "<SCRIPT>"}, [1]),
+    ({"q": "lun"}, [2]),
+    ({"q": "nc"}, [2]),  # under 3 characters no trigram index helps: LIKE alone
+    ({"q": "\u202e"}, [1]),
+    ({"q": '"'}, []),
+    ({"q": "%"}, []),
+    ({"q": "r carol"}, [4]),
 ])
 def test_search(served, query, expected):
     _, port, ids = served
@@ -178,7 +186,7 @@ def test_a_recipient_sees_only_mail_addressed_to_them(served):
     assert numbers(alice.get("/api/messages", outcome="delivered")[1], ids) == []
     status, detail, _ = alice.get(f"/api/messages/{ids[1]}")
     assert status == 200
-    assert detail["subject"] == HOSTILE_SUBJECT and detail["quarantine_id"] == ""
+    assert detail["subject"] == HOSTILE_SUBJECT and detail["quarantine_id"] == QUARANTINED[1]
     for other in (2, 4):
         assert alice.get(f"/api/messages/{ids[other]}")[:2] == (404, {"error": "no such message"})
     bob = Client(port)
@@ -211,3 +219,19 @@ def test_logout_needs_the_csrf_token(served):
     assert client.request("POST", "/api/logout", headers={"X-CSRFToken": "forged" * 8})[0] == 403
     assert client.request("POST", "/api/logout", headers={"X-CSRFToken": client.csrf})[0] == 200
     assert client.get("/api/messages")[0] == 401
+
+
+def test_a_release_is_refused_when_this_console_cannot_reach_the_quarantine(served):
+    """Message 1 is held on mx1, not this machine: 409 and an audit line; a recipient may not release at all."""
+    console, port, ids = served
+    alice = Client(port)
+    alice.login("alice", USER_PASSWORD)
+    assert alice.request("POST", f"/api/messages/{ids[1]}/release", headers={"X-CSRFToken": alice.csrf})[0] == 403
+    admin = Client(port)
+    admin.login("admin", ADMIN_PASSWORD)
+    status, answer, _ = admin.request("POST", f"/api/messages/{ids[1]}/release", headers={"X-CSRFToken": admin.csrf})
+    assert status == 409 and answer["error"].startswith("held on mx1:")
+    assert admin.request("POST", "/api/messages/999999/release", headers={"X-CSRFToken": admin.csrf})[0] == 404
+    user_column = "user" if console.database is None else '"user"'
+    assert ("admin", "release", "refused") in console.query(
+        f"SELECT {user_column}, action, result FROM console_auditlog WHERE action = 'release'")

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
 
-from console_fixtures import ADMIN_PASSWORD, Console, append_record, console_ready, make_record
+from console_fixtures import (
+    ADMIN_PASSWORD,
+    QS_CONSOLE,
+    SYSTEM_PYTHON,
+    Console,
+    append_record,
+    console_ready,
+    make_record,
+)
 
 
 def mode(path) -> int:
@@ -60,3 +70,36 @@ def test_commands_before_migrate_and_a_wrong_db_url_say_what_to_do(tmp_path):
     wrong = console.run("migrate", "--db", "mysql://u:p@h/db", check=False)
     assert wrong.returncode == 1 and "postgresql://user:pass@host:port/db" in wrong.stderr
     assert not (console.data_dir / "secret_key").exists()
+
+
+def migrate_to(console: Console, migration: str) -> None:
+    """Take the console's schema back to `migration` with Django's own migrate (qs-console only goes forward)."""
+    code = ("import django, sys; from django.core.management import call_command; django.setup(); "
+            f"call_command('migrate', 'console', '{migration}', verbosity=0)")
+    environment = dict(os.environ, QS_CONSOLE_DIR=str(console.data_dir), DJANGO_SETTINGS_MODULE="qsconsole.settings",
+                       PYTHONPATH=str(QS_CONSOLE.parent.parent / "lib"))
+    subprocess.run([SYSTEM_PYTHON, "-c", code], env=environment, check=True, timeout=120)
+
+
+def test_an_upgrade_keeps_the_data_and_indexes_it(console):
+    """Data loaded under the first schema; `qs-console migrate` adds the subject index over the rows already there."""
+    migrate_to(console, "0001")
+    for number in range(20):
+        append_record(console.records, make_record(number, subject=f"Quarterly Report {number}"))
+    console.run("load", "--once", "--settle", "0")
+    upgrade = console.run("migrate")
+    assert "Applying console.0002_subject_search... OK" in upgrade.stdout
+    assert console.count() == 20
+    if console.database is None:
+        found = console.query("SELECT rowid FROM console_subject_search WHERE console_subject_search MATCH "
+                              "'\"report 17\"'")
+        assert found == console.query("SELECT id FROM console_message WHERE subject = 'Quarterly Report 17'")
+    else:
+        assert console.query("SELECT indexname FROM pg_indexes WHERE tablename = 'console_message' "
+                             "AND indexdef LIKE '%gin_trgm_ops%'") == [("console_message_subject_trgm",)]
+    # Rows loaded after the upgrade are indexed too (the triggers on SQLite).
+    append_record(console.records, make_record(99, subject="late arrival"))
+    console.run("load", "--once", "--settle", "0")
+    if console.database is None:
+        assert len(console.query("SELECT rowid FROM console_subject_search WHERE console_subject_search MATCH "
+                                 "'\"arrival\"'")) == 1

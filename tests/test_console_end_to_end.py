@@ -34,7 +34,9 @@ def test_the_installed_programs_records_are_loaded_and_found(make_installation, 
         cluster = request.getfixturevalue("postgres_cluster")
         console.database = cluster.new_database(f"qsc_e2e_{len(cluster.databases)}_{os.getpid()}")
         console.db_url = console.database.url
-    console.run("migrate", "--db", console.db_url, "--spooldir", str(installation.spool))
+    release_tool = installation.prefix / "bin" / "qs-quarantine"  # its spool and qmail-queue frozen in by --install
+    console.run("migrate", "--db", console.db_url, "--spooldir", str(installation.spool),
+                "--release-tool", str(release_tool))
     console.run("createuser", "admin", "--admin", stdin=ADMIN_PASSWORD + "\n")
     console.run("createuser", "bob", "--recipient", "bob@example.com", stdin=USER_PASSWORD + "\n")
 
@@ -57,8 +59,13 @@ def test_the_installed_programs_records_are_loaded_and_found(make_installation, 
     assert sorted(console.query("SELECT outcome, count(*) FROM console_message GROUP BY outcome")) == [
         ("delivered", str(CLEAN)), ("quarantined", "2")]
 
+    # The console releases only from the quarantine of the host it is told (its records name it; the test install's
+    # name is not this machine's).
+    [(host,)] = console.query("SELECT DISTINCT host FROM console_message")
+    console.run("migrate", "--host", host)
     port = free_port()
-    server = console.start("serve", "--listen", f"127.0.0.1:{port}")
+    # The stand-in qmail-queue of the installation writes what it is handed into installation.sink.
+    server = console.start("serve", "--listen", f"127.0.0.1:{port}", env={"QQ_STANDIN_DIR": str(installation.sink)})
     try:
         wait_for(lambda: api_answers(port), 30, "qs-console serve")
         admin = Client(port)
@@ -77,6 +84,26 @@ def test_the_installed_programs_records_are_loaded_and_found(make_installation, 
         assert len(mine) == CLEAN + 1 and all(item["recipients"] == ["bob@example.com"] for item in mine)
         assert bob.get(f"/api/messages/{virus['id']}")[0] == 404
         assert [item["subject"] for item in bob.get("/api/messages", q="clean 7")[1]["messages"]] == ["clean 7"]
+
+        # Release: administrators only, with the CSRF token, through the host's qs-quarantine and qmail-queue.
+        release = f"/api/messages/{virus['id']}/release"
+        token = {"X-CSRFToken": admin.csrf}
+        assert Client(port).request("POST", release)[0] in (401, 403)
+        assert bob.request("POST", release, headers={"X-CSRFToken": bob.csrf})[0] == 403
+        assert admin.request("POST", release)[0] == 403  # no CSRF token
+        delivered = admin.get("/api/messages", outcome="delivered", limit="1")[1]["messages"][0]
+        assert admin.request("POST", f"/api/messages/{delivered['id']}/release", headers=token)[0] == 409
+        queued_before = set(installation.sink.glob("*.msg"))
+        status, answer, _ = admin.request("POST", release, headers=token)
+        assert status == 200, answer
+        assert answer["released"] is True and "carol@example.com" in answer["detail"]
+        [queued] = set(installation.sink.glob("*.msg")) - queued_before
+        assert queued.read_bytes().startswith(b"X-Qmail-Scanner-Released: ")
+        assert queued.with_suffix(".env").read_bytes() == envelope("alice@example.org", "carol@example.com")
+        assert b"eicar.com" in queued.read_bytes()
+        assert not (installation.spool / "quarantine" / "viruses" / "new" / detail["quarantine_id"]).exists()
+        audit = console.query("SELECT action, result FROM console_auditlog WHERE action = 'release' ORDER BY id")
+        assert audit == [("release", "refused"), ("release", "ok")]
     finally:
         stop(server)
 

@@ -24,6 +24,9 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     migrate.add_argument("--db", help="postgresql://user:pass@host:port/db (saved in console.json); default SQLite")
     migrate.add_argument("--spooldir", help=f"the scanner's spool, whose records/ the loader reads "
                                             f"(saved; default {config.DEFAULT_SPOOLDIR})")
+    migrate.add_argument("--host", help="the host name the records of this spool carry (saved; default this machine's)")
+    migrate.add_argument("--release-tool", metavar="PATH",
+                         help="the installed qs-quarantine that releases from this host's quarantine (saved)")
     createuser = commands.add_parser("createuser", help="add a user; the password is read from standard input")
     createuser.add_argument("name")
     role = createuser.add_mutually_exclusive_group(required=True)
@@ -58,7 +61,9 @@ def migrate(arguments: argparse.Namespace, data_dir: Path) -> int:
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     saved = config.load(data_dir)
     wanted = replace(saved, db=saved.db if arguments.db is None else arguments.db,
-                     spooldir=arguments.spooldir or saved.spooldir)
+                     spooldir=arguments.spooldir or saved.spooldir,
+                     host=saved.host if arguments.host is None else arguments.host,
+                     release_tool=saved.release_tool if arguments.release_tool is None else arguments.release_tool)
     config.database_settings(wanted.db, data_dir)  # a wrong URL is refused before anything is written
     if wanted != saved or not (data_dir / config.CONFIG_NAME).exists():
         config.save(wanted)

@@ -16,7 +16,7 @@ DATA_DIR_VARIABLE = "QS_CONSOLE_DIR"
 CONFIG_NAME = "console.json"
 SECRET_KEY_NAME = "secret_key"
 SQLITE_NAME = "console.sqlite3"
-KNOWN_KEYS = frozenset({"db", "spooldir", "allowed_hosts", "secure_cookies"})
+KNOWN_KEYS = frozenset({"db", "spooldir", "allowed_hosts", "secure_cookies", "host", "release_tool"})
 
 
 class ConfigError(Exception):
@@ -32,6 +32,10 @@ class ConsoleConfig:
     spooldir: str = DEFAULT_SPOOLDIR
     allowed_hosts: list[str] = field(default_factory=lambda: ["localhost", "127.0.0.1", "[::1]"])
     secure_cookies: bool = False
+    # The host whose quarantine this console reaches (records name it); "" is this machine's name.
+    host: str = ""
+    # The installed qs-quarantine that releases from that quarantine through the host's qmail-queue; "" is none.
+    release_tool: str = ""
 
 
 def data_dir() -> Path:
@@ -59,7 +63,7 @@ def load(directory: Path) -> ConsoleConfig:
 def save(config: ConsoleConfig) -> None:
     """Write console.json 0600 (a PostgreSQL URL holds a password), replacing it atomically."""
     values = {"db": config.db, "spooldir": config.spooldir, "allowed_hosts": config.allowed_hosts,
-              "secure_cookies": config.secure_cookies}
+              "secure_cookies": config.secure_cookies, "host": config.host, "release_tool": config.release_tool}
     path = config.data_dir / CONFIG_NAME
     temporary = path.with_name(f".{CONFIG_NAME}.{os.getpid()}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)

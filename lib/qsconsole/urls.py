@@ -10,4 +10,5 @@ urlpatterns = [
     path("api/me", api.me_view),
     path("api/messages", api.message_list),
     path("api/messages/<int:pk>", api.message_detail),
+    path("api/messages/<int:pk>/release", api.message_release),
 ]
