@@ -235,3 +235,11 @@ def test_a_release_is_refused_when_this_console_cannot_reach_the_quarantine(serv
     user_column = "user" if console.database is None else '"user"'
     assert ("admin", "release", "refused") in console.query(
         f"SELECT {user_column}, action, result FROM console_auditlog WHERE action = 'release'")
+
+
+def test_a_request_for_another_host_name_is_refused(served):
+    """Only the names in console.json's allowed_hosts (and the --listen host) are served: no Host-header games."""
+    _, port, _ = served
+    client = Client(port)
+    assert client.request("GET", "/api/me", headers={"Host": "evil.example"})[0] == 400
+    assert client.request("GET", "/api/me", headers={"Host": f"localhost:{port}"})[0] == 401
