@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: all demo test deps venv lint bench bench-compare bench-engine corpus differential load load-engine soak site-run clean help
+.PHONY: all demo test deps venv lint bench bench-compare bench-engine bench-console corpus differential load load-engine soak site-run clean help
 
 all: help
 
@@ -17,6 +17,7 @@ help:
 	@echo "make differential [N=3000]  crafted messages: what real mail parsers extract that the unpacker misses"
 	@echo "make lint    ruff"
 	@echo "make bench-engine  the resident engine's workers over 10,000 messages: RSS and fds (root)"
+	@echo "make bench-console  qs-console: the loader's rate, and each API search at 1,000,000 records (SQLite, PostgreSQL)"
 	@echo "make load    concurrent senders through the program with faults, then an accounting"
 	@echo "make load-engine  the same through the resident engine and the setuid wrapper (root)"
 	@echo "make soak    a long fuzzing run with a summary"
@@ -49,6 +50,9 @@ bench-compare: deps
 
 bench-engine: deps
 	$(PY) benchmarks/engine.py soak
+
+bench-console: deps
+	$(PY) benchmarks/console.py --postgresql-search
 
 corpus: venv
 	$(PY) benchmarks/corpus.py
