@@ -125,7 +125,16 @@ class PostgresCluster:
     port: int
     superuser_password: str
     account: str | None = None
+    options: str = ""
     databases: list[str] = field(default_factory=list)
+
+    def pg_ctl(self, *arguments: str) -> None:
+        """pg_ctl on this cluster as its account; a failure fails with the server's log."""
+        done = _as_account(self.account, [str(PG_BIN / "pg_ctl"), "-D", str(self.base / "data"), "-l",
+                                          str(self.base / "log"), "-w", "-t", "60", *arguments])
+        if done.returncode != 0:
+            log = (self.base / "log").read_text(errors="replace") if (self.base / "log").exists() else ""
+            raise RuntimeError(f"pg_ctl {' '.join(arguments)} failed: {done.stderr}\n{log[-3000:]}")
 
     def stop(self) -> None:
         """Stop the cluster and remove its files."""
@@ -193,20 +202,20 @@ def start_private_postgres(fsync: bool = False) -> PostgresCluster:
         for path in (base, base / "socket", base / "password"):
             os.chown(path, entry.pw_uid, entry.pw_gid)
     base.chmod(0o755)  # the console (root in the tests) reaches the socket; the data dir itself is 0700
-    cluster = PostgresCluster(base=base, port=free_port(), superuser_password=password, account=account)
+    port = free_port()
+    options = f"-k {base / 'socket'} -p {port} -c listen_addresses='' -c fsync={'on' if fsync else 'off'}"
+    cluster = PostgresCluster(base=base, port=port, superuser_password=password, account=account, options=options)
     initdb = _as_account(account, [str(PG_BIN / "initdb"), "-D", str(base / "data"), "-U", "postgres", "-E", "UTF8",
                                    "--auth-local=scram-sha-256", "--auth-host=reject",
                                    f"--pwfile={base / 'password'}", "--no-sync"])
     if initdb.returncode != 0:
         shutil.rmtree(base, ignore_errors=True)
         raise RuntimeError(f"initdb failed: {initdb.stderr}")
-    options = f"-k {base / 'socket'} -p {cluster.port} -c listen_addresses='' -c fsync={'on' if fsync else 'off'}"
-    started = _as_account(account, [str(PG_BIN / "pg_ctl"), "-D", str(base / "data"), "-l", str(base / "log"),
-                                    "-w", "-t", "60", "-o", options, "start"])
-    if started.returncode != 0:
-        log = (base / "log").read_text(errors="replace") if (base / "log").exists() else ""
+    try:
+        cluster.pg_ctl("-o", options, "start")
+    except RuntimeError:
         shutil.rmtree(base, ignore_errors=True)
-        raise RuntimeError(f"pg_ctl start failed: {started.stderr}\n{log[-3000:]}")
+        raise
     return cluster
 
 

@@ -165,3 +165,27 @@ def test_records_left_in_ready_by_a_crash_before_loading_are_loaded(console):
     done = console.run("load", "--once", *QUICK)
     assert loaded_ids(console) == sorted(make_record(number)["id"] for number in (1, 2, 3))
     assert done.stderr.index(older) < done.stderr.index(newer)
+
+
+@pytest.mark.parametrize("database_kind", ["postgresql"])
+def test_a_database_restart_is_waited_out_and_nothing_is_lost(console, postgres_cluster):
+    """The server goes away under a running loader: it says so, keeps the records, and goes on when it is back."""
+    loader = console.start("load", "--poll", "0.1", *QUICK)
+    try:
+        for number in range(100):
+            append_record(console.records, make_record(number))
+        wait_for(lambda: console.count() == 100, 30, "the first 100 records")
+        postgres_cluster.pg_ctl("-m", "fast", "stop")
+        try:
+            for number in range(100, 200):
+                append_record(console.records, make_record(number))
+            wait_for(lambda: any((console.records / "ready").glob("*.jsonl")), 30, "the rename while it is down")
+            time.sleep(1.0)  # a few failed rounds
+        finally:
+            postgres_cluster.pg_ctl("-o", postgres_cluster.options, "start")
+        wait_for(lambda: console.count() == 200, 60, "the records written while the database was down")
+    finally:
+        code, stderr = stop(loader)
+    assert code == 0, stderr
+    assert "database error, retrying" in stderr
+    assert loaded_ids(console) == sorted(make_record(number)["id"] for number in range(200))

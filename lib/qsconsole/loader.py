@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, connection, connections, transaction
 
 from qsconsole.console.models import Message, Recipient
 from qsconsole.record_format import RecordError, Row, parse_line
@@ -32,7 +32,7 @@ REJECTED = "rejected"
 LOCK = "loader.lock"
 BATCH = 1000
 # A writer that opened current.jsonl just before the rename writes its line into the renamed file: a ready file is
-# deleted only when it is this old and, at that moment, no writer holds a shared lock on it.
+# deleted only when it is this old and nothing was added since it was read to the end.
 SETTLE_SECONDS = 2.0
 POLL_SECONDS = 1.0
 
@@ -117,6 +117,9 @@ class Loader:
                 self.run_once()
             except DatabaseError as error:
                 self.log(f"database error, retrying in {poll:g} s: {one_line(str(error))}")
+                # Django drops a connection whose rollback failed, not one that broke outside a transaction: the
+                # next round starts on a fresh one either way.
+                connections.close_all()
             deadline = time.monotonic() + poll
             while not self.stopping and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -168,15 +171,10 @@ class Loader:
         return counts
 
     def finished(self, stream, path: Path, renamed_at: float) -> bool:
-        """At the end of the file: true when it is settled, no writer holds it, and nothing was added."""
+        """At the end of the file: true when it is settled and nothing was added since it was read."""
         wait = renamed_at + self.settle - time.time()
         if wait > 0:
             time.sleep(min(wait, 0.2))
-            return False
-        try:
-            fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            time.sleep(0.01)
             return False
         return os.fstat(stream.fileno()).st_size == stream.tell()
 
