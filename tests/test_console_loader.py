@@ -55,18 +55,21 @@ def test_every_field_of_a_record_reaches_its_column(console):
 def test_bad_lines_go_to_rejected_and_the_rest_loads(console):
     lines = [record_line(make_record(1)), b"{not json\n", record_line({"v": 2, "id": "x", "time": 1.0}),
              record_line(make_record(2, outcome="vanished")), record_line(make_record(3, recipients="one@x")),
-             b"\xff\xfe binary\n", record_line(make_record(4, time="yesterday")), b"\n", record_line(make_record(5))]
+             b"\xff\xfe binary\n", record_line(make_record(4, time="yesterday")), b"\n", record_line(make_record(5)),
+             record_line(make_record(6, time=1e20)), record_line(make_record(7, size=2**64)),
+             b'{"v": 1, "id": "deep", "skipped": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"]
     (console.records / "ready").mkdir(exist_ok=True)
     name = ready_name()
     (console.records / "ready" / name).write_bytes(b"".join(lines))
     done = console.run("load", "--once", *QUICK)
     assert loaded_ids(console) == sorted([make_record(1)["id"], make_record(5)["id"]])
     rejected = (console.records / "rejected" / name).read_bytes().splitlines(keepends=True)
-    assert rejected == [lines[1], lines[2], lines[3], lines[4], lines[5], lines[6]]
+    assert rejected == [lines[1], lines[2], lines[3], lines[4], lines[5], lines[6], lines[9], lines[10], lines[11]]
     for number, reason in ((2, "not JSON"), (3, "version 2 is not 1"), (4, "outcome is not one of"),
-                           (5, "recipients is not a list"), (6, "not JSON"), (7, "time is not a unix time")):
+                           (5, "recipients is not a list"), (6, "not JSON"), (7, "time is not a unix time"),
+                           (10, "time is not a unix time"), (11, "size is not a byte count"), (12, "not JSON")):
         assert f"{name} line {number} rejected ({reason}" in done.stderr.replace("'", ""), done.stderr
-    assert f"{name}: 2 loaded, 0 already there, 6 rejected" in done.stderr
+    assert f"{name}: 2 loaded, 0 already there, 9 rejected" in done.stderr
     assert not (console.records / "ready" / name).exists()
 
 
@@ -189,3 +192,18 @@ def test_a_database_restart_is_waited_out_and_nothing_is_lost(console, postgres_
     assert code == 0, stderr
     assert "database error, retrying" in stderr
     assert loaded_ids(console) == sorted(make_record(number)["id"] for number in range(200))
+
+
+@pytest.mark.parametrize("database_kind", ["postgresql"])
+def test_a_record_the_database_refuses_is_rejected_alone(console):
+    """A row the database will not take (here a site's CHECK constraint) costs that record, not its batch."""
+    console.database.cluster.psql("ALTER TABLE console_message ADD CONSTRAINT site_rule "
+                                  "CHECK (subject <> 'refused here')", database=console.database.name)
+    for number in range(10):
+        append_record(console.records, make_record(number, subject="refused here" if number == 4 else "fine"))
+    done = console.run("load", "--once", *QUICK)
+    assert loaded_ids(console) == sorted(make_record(number)["id"] for number in range(10) if number != 4)
+    [rejected] = (console.records / "rejected").iterdir()
+    assert rejected.read_bytes() == record_line(make_record(4, subject="refused here"))
+    assert "line 5 rejected (refused by the database: " in done.stderr
+    assert ": 9 loaded, 0 already there, 1 rejected" in done.stderr

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from django.db import DatabaseError, connection, connections, transaction
+from django.db import DatabaseError, DataError, IntegrityError, connection, connections, transaction
 
 from qsconsole.console.models import Message, Recipient
 from qsconsole.record_format import RecordError, Row, parse_line
@@ -135,7 +135,7 @@ class Loader:
         with open(path, "rb") as stream:
             line_number = 0
             while not self.stopping:
-                rows: list[Row] = []
+                rows: list[tuple[Row, int, bytes]] = []
                 rejects: list[tuple[int, bytes, str]] = []
                 at_end = False
                 while len(rows) < self.batch:
@@ -152,14 +152,16 @@ class Loader:
                     line_number += 1
                     if not line.strip():
                         continue
+                    whole = line if line.endswith(b"\n") else line + b"\n"
                     try:
-                        rows.append(parse_line(line))
+                        rows.append((parse_line(line), line_number, whole))
                     except RecordError as error:
-                        rejects.append((line_number, line if line.endswith(b"\n") else line + b"\n", str(error)))
+                        rejects.append((line_number, whole, str(error)))
                 if rows:
-                    loaded = self.store(rows)
+                    refused_before = len(rejects)
+                    loaded = self.store_or_sort_out(rows, rejects)
                     counts.loaded += loaded
-                    counts.present += len(rows) - loaded
+                    counts.present += len(rows) - loaded - (len(rejects) - refused_before)
                 if rejects:
                     self.reject(path, rejects)
                     counts.rejected += len(rejects)
@@ -177,6 +179,24 @@ class Loader:
             time.sleep(min(wait, 0.2))
             return False
         return os.fstat(stream.fileno()).st_size == stream.tell()
+
+    def store_or_sort_out(self, rows: list[tuple[Row, int, bytes]], rejects: list[tuple[int, bytes, str]]) -> int:
+        """Store a batch; when the database refuses its data, store row by row and reject the rows it refuses.
+
+        A record the database cannot take (a value out of a column's range, text it will not store) must not stop
+        every record behind it: the loader would retry that batch for ever.
+        """
+        try:
+            return self.store([row for row, _, _ in rows])
+        except (DataError, IntegrityError):
+            pass
+        loaded = 0
+        for row, line_number, line in rows:
+            try:
+                loaded += self.store([row])
+            except (DataError, IntegrityError) as error:
+                rejects.append((line_number, line, f"refused by the database: {one_line(str(error))[:200]}"))
+        return loaded
 
     def store(self, rows: list[Row]) -> int:
         """Insert the rows whose record id is new, with their recipients, in one transaction; how many were new."""

@@ -18,6 +18,8 @@ OUTCOMES = frozenset({"delivered", "quarantined", "rejected", "dropped", "tempfa
 WIDTHS = {"host": 255, "queue_id": 255, "client_ip": 64, "helo": 255, "auth_user": 255, "sender": 512,
           "rule": 255, "kind": 16, "quarantine_id": 255, "quarantine_dir": 16}
 RECORD_ID_LENGTH = 512
+LAST_TIME = 253402300799.0  # 9999-12-31T23:59:59Z: a later time is no date a database (or Python) stores
+SIZE_LIMIT = 2**63  # a BIGINT
 ADDRESS_LENGTH = 512
 DOMAIN_LENGTH = 255
 
@@ -40,8 +42,16 @@ def parse_line(line: bytes) -> Row:
     """One line of a records file as a Row, or RecordError."""
     try:
         record = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
         raise RecordError(f"not JSON ({type(error).__name__})") from None
+    try:
+        return checked(record)
+    except RecursionError:
+        raise RecordError("nested too deeply") from None
+
+
+def checked(record) -> Row:
+    """A parsed record as a Row, or RecordError."""
     if not isinstance(record, dict):
         raise RecordError("not a JSON object")
     if record.get("v") != VERSION:
@@ -52,7 +62,8 @@ def parse_line(line: bytes) -> Row:
     if len(record_id) > RECORD_ID_LENGTH:
         raise RecordError(f"id longer than {RECORD_ID_LENGTH} characters")
     when = record.get("time")
-    if isinstance(when, bool) or not isinstance(when, (int, float)) or not math.isfinite(when) or when < 0:
+    if isinstance(when, bool) or not isinstance(when, (int, float)) or not math.isfinite(when) \
+            or not 0 <= when <= LAST_TIME:
         raise RecordError("time is not a unix time")
     columns: dict = {}
     for key in TEXT_KEYS:
@@ -78,8 +89,8 @@ def parse_line(line: bytes) -> Row:
     size = record.get("size")
     if size is None:
         size = 0
-    if isinstance(size, bool) or not isinstance(size, int):
-        raise RecordError("size is not an integer")
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < SIZE_LIMIT:
+        raise RecordError("size is not a byte count")
     columns["size"] = size
     score = record.get("spam_score")
     if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))

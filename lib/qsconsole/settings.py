@@ -31,7 +31,15 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 ROOT_URLCONF = "qsconsole.urls"
-TEMPLATES: list[dict] = []
+# The pages' templates (console/templates/): autoescaping on, as Django's default; mail text is never marked safe.
+TEMPLATES: list[dict] = [{
+    "BACKEND": "django.template.backends.django.DjangoTemplates",
+    "APP_DIRS": True,
+    "OPTIONS": {"context_processors": ["django.template.context_processors.request",
+                                       "django.contrib.auth.context_processors.auth"]},
+}]
+LOGIN_URL = "/login"
+LOGIN_REDIRECT_URL = "/"
 
 USE_TZ = True
 TIME_ZONE = "UTC"

@@ -1,8 +1,8 @@
-"""The console's URLs: the JSON API under /api/."""
+"""The console's URLs: the pages, and the JSON API under /api/."""
 
 from django.urls import path
 
-from qsconsole.console import api
+from qsconsole.console import api, views
 
 urlpatterns = [
     path("api/login", api.login_view),
@@ -11,4 +11,11 @@ urlpatterns = [
     path("api/messages", api.message_list),
     path("api/messages/<int:pk>", api.message_detail),
     path("api/messages/<int:pk>/release", api.message_release),
+    path("", views.message_list),
+    path("login", views.login_page),
+    path("logout", views.logout_page),
+    path("messages/<int:pk>", views.message_page),
+    path("messages/<int:pk>/release", views.release_page),
+    path("console.js", views.script),
+    path("console.css", views.style),
 ]

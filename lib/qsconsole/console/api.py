@@ -124,28 +124,34 @@ def message_detail(request: HttpRequest, profile: Profile, pk: int) -> JsonRespo
 @authenticated
 def message_release(request: HttpRequest, profile: Profile, pk: int) -> JsonResponse:
     """Release a quarantined message to its original recipients (administrators); recorded in the audit log."""
+    status, answer = release_message(request, profile, pk)
+    return JsonResponse(answer, status=status)
+
+
+def release_message(request: HttpRequest, profile: Profile, pk: int) -> tuple[int, dict]:
+    """The release the API and the pages share: the HTTP status and its JSON answer; every attempt audited."""
     if profile.role != Profile.ADMIN:
-        return error(403, "only an administrator releases")
+        return 403, {"error": "only an administrator releases"}
     message = Message.objects.filter(pk=pk).first()
     if message is None:
-        return error(404, "no such message")
+        return 404, {"error": "no such message"}
     audit = AuditLog(user=request.user.get_username(), action="release", message=message,
                      record_id=message.record_id, client_ip=request.META.get("REMOTE_ADDR", ""))
     if message.outcome != "quarantined" or not message.quarantine_id:
         audit.result, audit.detail = "refused", "not in quarantine"
         audit.save()
-        return error(409, "this message is not in quarantine")
+        return 409, {"error": "this message is not in quarantine"}
     try:
         done = release(message.host, message.quarantine_id)
     except NotReleasable as refusal:
         audit.result, audit.detail = "refused", str(refusal)
         audit.save()
-        return error(refusal.status, str(refusal))
+        return refusal.status, {"error": str(refusal)}
     audit.result, audit.detail = ("ok" if done.ok else "failed"), done.detail
     audit.save()
     if not done.ok:
-        return JsonResponse({"error": "the release failed", "detail": done.detail}, status=502)
-    return JsonResponse({"released": True, "detail": done.detail})
+        return 502, {"error": "the release failed", "detail": done.detail}
+    return 200, {"released": True, "detail": done.detail}
 
 
 def visible(profile: Profile) -> QuerySet:
