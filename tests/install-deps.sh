@@ -12,7 +12,7 @@ make groff-base ucspi-tcp ripmime
 libarchive13 libarchive-tools 7zip xorriso gcab zstd xz-utils bzip2
 libmime-tools-perl maildir-utils libconvert-binhex-perl uudeview prometheus-node-exporter
 man-db daemontools runit rsyslog
-python3-django python3-psycopg2 python3-waitress postgresql-15 postgresql-client-15"
+python3-django python3-psycopg2 python3-waitress postgresql-15 postgresql-client-15 chromium-driver python3-selenium"
 
 debian() {
     missing=""

@@ -1,0 +1,213 @@
+"""The console's pages: log in and out, recent messages with search, a message's page with its release button.
+
+Server-rendered with Django templates, autoescaping on: every string from mail (subjects, addresses, file names,
+scanner answers, the trace) goes through it, none is marked safe. The queries and the release are the API's
+(api.visible, api.search, api.release_message), so a page shows exactly what the API would answer.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from functools import wraps
+from urllib.parse import urlencode
+
+from django.contrib.auth import logout
+from django.contrib.auth.views import LoginView, redirect_to_login
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.views.decorators.http import require_GET, require_POST
+
+from qsconsole.console.api import BadQuery, release_message, search, visible
+from qsconsole.console.models import OUTCOMES, AuditLog, Profile
+
+PAGE = 50
+REFRESH_SECONDS = 10
+MIN_REFRESH_SECONDS = 2
+SEARCH_FIELDS = ("sender", "recipient", "q", "client_ip", "outcome", "host", "since", "until")
+# Scripts only from this server (console.js), no inline script or handler, no plugins, no framing: a string from mail
+# that escaped the templates would still not run.
+CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; "
+                           "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+SCRIPT = """\
+// Recent messages, updating: on the first page, fetch the same page again every few seconds and swap in its rows
+// (parsed by DOMParser, which runs no script; the server escaped every string in them).
+(function () {
+  var table = document.getElementById("messages");
+  if (!table || table.dataset.refresh === "0") { return; }
+  var seconds = Math.max(2, parseInt(table.dataset.refresh, 10) || 10);
+  function update() {
+    fetch(window.location.href, {credentials: "same-origin", headers: {"Accept": "text/html"}})
+      .then(function (answer) { return answer.ok ? answer.text() : null; })
+      .then(function (text) {
+        if (text === null) { return; }
+        var page = new DOMParser().parseFromString(text, "text/html");
+        var rows = page.getElementById("messages");
+        var count = page.getElementById("count");
+        if (rows) { table.replaceChildren.apply(table, Array.from(rows.childNodes)); }
+        if (count) { document.getElementById("count").textContent = count.textContent; }
+        document.getElementById("updated").textContent = new Date().toISOString().slice(11, 19) + " UTC";
+      })
+      .catch(function () {});
+  }
+  window.setInterval(update, seconds * 1000);
+})();
+"""
+STYLE = """\
+body { font: 14px sans-serif; margin: 1em 2em; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: 3px 6px; border-bottom: 1px solid #ddd; vertical-align: top; }
+td.subject, td.wrap { word-break: break-all; }
+header { display: flex; justify-content: space-between; align-items: center; }
+form.search input, form.search select { margin-right: .5em; }
+.outcome-quarantined { color: #a60; } .outcome-rejected { color: #a00; } .outcome-delivered { color: #060; }
+pre { white-space: pre-wrap; word-break: break-all; background: #f6f6f6; padding: .5em; }
+.notice { background: #eef; padding: .5em; }
+"""
+
+
+def protected(response: HttpResponse) -> HttpResponse:
+    """The headers every page carries: the content security policy, and no caching of mail data."""
+    response["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def page(view):
+    """Pages need a session (else the login page, then back) and a console role (else 403)."""
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        try:
+            profile = request.user.profile
+        except Profile.DoesNotExist:
+            return protected(HttpResponse("This account has no console role.", status=403, content_type="text/plain"))
+        return protected(view(request, profile, *args, **kwargs))
+    return wrapper
+
+
+class ConsoleLogin(LoginView):
+    """Django's login view; each attempt goes to the audit log as the API's do."""
+
+    template_name = "console/login.html"
+    redirect_authenticated_user = True
+
+    def form_valid(self, form):
+        AuditLog.objects.create(user=form.get_user().get_username(), action="login", result="ok",
+                                client_ip=self.request.META.get("REMOTE_ADDR", ""))
+        return super().form_valid(form)
+
+    def form_invalid(self, form):
+        AuditLog.objects.create(user=self.request.POST.get("username", "")[:150], action="login", result="refused",
+                                client_ip=self.request.META.get("REMOTE_ADDR", ""))
+        return super().form_invalid(form)
+
+    def render_to_response(self, context, **kwargs):
+        return protected(super().render_to_response(context, **kwargs))
+
+
+login_page = ConsoleLogin.as_view()
+
+
+@require_POST
+def logout_page(request: HttpRequest) -> HttpResponse:
+    """End the session (a POST with the CSRF token: a link elsewhere cannot log anyone out)."""
+    logout(request)
+    return HttpResponseRedirect("/login")
+
+
+@require_GET
+def script(request: HttpRequest) -> HttpResponse:
+    """The pages' only script (served from here so the policy can forbid inline script)."""
+    response = HttpResponse(SCRIPT, content_type="text/javascript; charset=utf-8")
+    response["Cache-Control"] = "max-age=300"
+    return response
+
+
+@require_GET
+def style(request: HttpRequest) -> HttpResponse:
+    """The pages' style sheet."""
+    response = HttpResponse(STYLE, content_type="text/css; charset=utf-8")
+    response["Cache-Control"] = "max-age=300"
+    return response
+
+
+@require_GET
+@page
+def message_list(request: HttpRequest, profile: Profile) -> HttpResponse:
+    """Recent messages newest first, a page at a time, filtered by the search form."""
+    query = {name: request.GET.get(name, "").strip() for name in SEARCH_FIELDS}
+    number = positive_int(request.GET.get("page"), 1)
+    refresh = positive_int(request.GET.get("refresh"), REFRESH_SECONDS)
+    problem = ""
+    rows: list = []
+    try:
+        messages = search(visible(profile), api_query(query)).order_by("-time", "-id")
+        rows = list(messages[(number - 1) * PAGE:number * PAGE + 1])
+    except BadQuery as refusal:
+        problem = str(refusal)
+    more = len(rows) > PAGE
+    rows = rows[:PAGE]
+    shown = {name: value for name, value in query.items() if value}
+    context = {
+        "profile": profile, "messages": rows, "query": query, "outcomes": OUTCOMES, "problem": problem,
+        "page": number, "first": (number - 1) * PAGE + 1, "last": (number - 1) * PAGE + len(rows),
+        "previous": urlencode({**shown, "page": number - 1}) if number > 1 else "",
+        "next": urlencode({**shown, "page": number + 1}) if more else "",
+        # Updating only on the first page: a later page would shift under the reader.
+        "refresh": max(MIN_REFRESH_SECONDS, refresh) if number == 1 else 0,
+    }
+    return render(request, "console/messages.html", context, status=400 if problem else 200)
+
+
+@require_GET
+@page
+def message_page(request: HttpRequest, profile: Profile, pk: int) -> HttpResponse:
+    """One message's record; 404 when it does not exist or is not this user's to see."""
+    message = visible(profile).filter(pk=pk).first()
+    if message is None:
+        raise Http404("no such message")
+    admin = profile.role == Profile.ADMIN
+    audit = list(AuditLog.objects.filter(message=message).order_by("time", "id")) if admin else []
+    released = next((line for line in audit if line.action == "release" and line.result == "ok"), None)
+    context = {
+        "profile": profile, "message": message, "admin": admin, "audit": audit, "released": released,
+        "can_release": admin and released is None and message.outcome == "quarantined" and bool(message.quarantine_id),
+        "notice": request.session.pop(f"notice-{pk}", ""),
+    }
+    return render(request, "console/message.html", context)
+
+
+@require_POST
+@page
+def release_page(request: HttpRequest, profile: Profile, pk: int) -> HttpResponse:
+    """The Release button: the API's release, then back to the message's page with what came of it."""
+    status, answer = release_message(request, profile, pk)
+    if status == 404 or (status == 403 and not visible(profile).filter(pk=pk).exists()):
+        raise Http404("no such message")
+    if status == 200:
+        request.session[f"notice-{pk}"] = f"Released: {answer['detail']}"
+    else:
+        request.session[f"notice-{pk}"] = f"Not released: {answer['error']} {answer.get('detail', '')}".strip()
+    return HttpResponseRedirect(f"/messages/{pk}")
+
+
+def api_query(query: dict[str, str]) -> dict[str, str]:
+    """The form's fields as the API's search takes them; an "until" date includes that whole day."""
+    wanted = {name: value for name, value in query.items() if value}
+    until = wanted.get("until", "")
+    if len(until) == 10:
+        try:
+            wanted["until"] = (date.fromisoformat(until) + timedelta(days=1)).isoformat()
+        except ValueError:
+            pass  # search() says what is wrong with it
+    return wanted
+
+
+def positive_int(text: str | None, default: int) -> int:
+    """A page number or a number of seconds: the default when absent or not a positive number."""
+    try:
+        return max(1, int(text)) if text else default
+    except ValueError:
+        return default
+
