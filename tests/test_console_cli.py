@@ -103,3 +103,17 @@ def test_an_upgrade_keeps_the_data_and_indexes_it(console):
     if console.database is None:
         assert len(console.query("SELECT rowid FROM console_subject_search WHERE console_subject_search MATCH "
                                  "'\"arrival\"'")) == 1
+
+
+def test_the_committed_migrations_match_the_models(tmp_path):
+    """A model changed without `makemigrations` would leave databases behind the code: Django's own check."""
+    console_ready()
+    console = Console(data_dir=tmp_path / "console", spooldir=tmp_path / "spool")
+    console.run("migrate")
+    code = ("import django; from django.core.management import call_command; django.setup(); "
+            "call_command('makemigrations', 'console', '--check', '--dry-run')")
+    environment = dict(os.environ, QS_CONSOLE_DIR=str(console.data_dir), DJANGO_SETTINGS_MODULE="qsconsole.settings",
+                       PYTHONPATH=str(QS_CONSOLE.parent.parent / "lib"))
+    done = subprocess.run([SYSTEM_PYTHON, "-c", code], env=environment, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "No changes detected" in done.stdout

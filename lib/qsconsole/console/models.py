@@ -5,11 +5,11 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-# Column widths: longer values from a record are cut (loader.py), never refused, except the record id.
-RECORD_ID_LENGTH = 512
-ADDRESS_LENGTH = 512
-NAME_LENGTH = 255
-OUTCOMES = ("delivered", "quarantined", "rejected", "dropped", "tempfail")
+# Column widths: record_format.py cuts longer values from a record to these, and refuses a longer record id.
+from qsconsole.record_format import ADDRESS_LENGTH, DOMAIN_LENGTH, RECORD_ID_LENGTH
+
+NAME_LENGTH = DOMAIN_LENGTH
+OUTCOMES = ("delivered", "quarantined", "rejected", "dropped", "tempfail")  # in the order a person reads them
 
 
 class Message(models.Model):
