@@ -22,7 +22,9 @@ would cost every clean message a few milliseconds of start-up (tests/test_startu
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import time
 
 from .spool import RECORDS_DIR
@@ -45,7 +47,9 @@ SUBJECT_LIMIT = 998  # RFC 5322's line length; the record is for finding the mes
 NAME_LIMIT = 255
 KIND_OF_QUARANTINE = {"viruses": "virus", "policy": "policy", "spam": "spam"}
 QUARANTINE_DIRS = ("viruses", "policy", "spam")
-FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW  # O_CREAT added when it is missing
+# O_NONBLOCK: the console's account may add names to records/ (its loader renames current.jsonl away), so a
+# FIFO planted as current.jsonl must not hang the open; the fd is made blocking again once it is a plain file.
+FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK  # O_CREAT added when it is missing
 
 # JSON string escapes: the quote, the backslash and the C0 controls (DEL and the rest are valid as they are).
 _ESCAPES = {ord('"'): '\\"', ord("\\"): "\\\\", 8: "\\b", 9: "\\t", 10: "\\n", 12: "\\f", 13: "\\r"}
@@ -116,14 +120,24 @@ def append(settings: Settings, line: bytes) -> None:
 def _open_current(path: str) -> int:
     """current.jsonl for appending; made 0640 whatever the umask (the engine's is 077) when this process creates it."""
     try:
-        return os.open(path, FLAGS)
+        return _plain_file(os.open(path, FLAGS))
     except FileNotFoundError:
         pass
     try:
         fd = os.open(path, FLAGS | os.O_CREAT | os.O_EXCL, 0o640)
     except FileExistsError:  # another process made it just now
-        return os.open(path, FLAGS)
+        return _plain_file(os.open(path, FLAGS))
     os.fchmod(fd, 0o640)
+    return _plain_file(fd)
+
+
+def _plain_file(fd: int) -> int:
+    """fd made blocking, if it is a plain file with one name; else closed and refused (a FIFO, a device, a link)."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a plain file with one name (planted there?): not written")
+    os.set_blocking(fd, True)
     return fd
 
 
