@@ -1,4 +1,4 @@
-"""qs-console: migrate, createuser, load, serve (the console's command line; run by contrib/qs-console)."""
+"""qs-console: migrate, createuser, load, serve, digest (the console's command line; run by contrib/qs-console)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,10 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     serve = commands.add_parser("serve", help="serve the console's API (waitress)")
     serve.add_argument("--listen", required=True, metavar="HOST:PORT")
     serve.add_argument("--threads", type=int, default=8)
+    digest = commands.add_parser("digest", help="mail each recipient account's addresses their quarantined mail, "
+                                                "with release links (base_url etc. in console.json)")
+    digest.add_argument("--since", type=float, default=24, metavar="HOURS", help="the window (default 24 hours)")
+    digest.add_argument("--dry-run", action="store_true", help="print the mails instead of sending them")
     return parser.parse_args(argv)
 
 
@@ -153,7 +157,15 @@ def serve(arguments: argparse.Namespace, data_dir: Path) -> int:
     return 0
 
 
-COMMANDS = {"migrate": migrate, "createuser": createuser, "load": load, "serve": serve}
+def digest(arguments: argparse.Namespace, data_dir: Path) -> int:
+    """Send (or print) the digests of the last --since hours."""
+    setup(data_dir)
+    from qsconsole import digest as digests
+
+    return digests.run(max(0.0, arguments.since), arguments.dry_run)
+
+
+COMMANDS = {"migrate": migrate, "createuser": createuser, "load": load, "serve": serve, "digest": digest}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,9 @@ DATA_DIR_VARIABLE = "QS_CONSOLE_DIR"
 CONFIG_NAME = "console.json"
 SECRET_KEY_NAME = "secret_key"
 SQLITE_NAME = "console.sqlite3"
-KNOWN_KEYS = frozenset({"db", "spooldir", "allowed_hosts", "secure_cookies", "host", "release_tool"})
+KNOWN_KEYS = frozenset({"db", "spooldir", "allowed_hosts", "secure_cookies", "host", "release_tool", "base_url",
+                        "qmail_inject", "digest_sender", "release_link_days"})
+DEFAULT_QMAIL_INJECT = "/var/qmail/bin/qmail-inject"
 
 
 class ConfigError(Exception):
@@ -36,6 +38,12 @@ class ConsoleConfig:
     host: str = ""
     # The installed qs-quarantine that releases from that quarantine through the host's qmail-queue; "" is none.
     release_tool: str = ""
+    # The digest (digest.py): the console's address as recipients reach it (https://console.example.org), the
+    # qmail-inject that sends it, its envelope sender ("" is postmaster@ this host), how long its release links work.
+    base_url: str = ""
+    qmail_inject: str = DEFAULT_QMAIL_INJECT
+    digest_sender: str = ""
+    release_link_days: float = 7
 
 
 def data_dir() -> Path:
@@ -63,7 +71,9 @@ def load(directory: Path) -> ConsoleConfig:
 def save(config: ConsoleConfig) -> None:
     """Write console.json 0600 (a PostgreSQL URL holds a password), replacing it atomically."""
     values = {"db": config.db, "spooldir": config.spooldir, "allowed_hosts": config.allowed_hosts,
-              "secure_cookies": config.secure_cookies, "host": config.host, "release_tool": config.release_tool}
+              "secure_cookies": config.secure_cookies, "host": config.host, "release_tool": config.release_tool,
+              "base_url": config.base_url, "qmail_inject": config.qmail_inject, "digest_sender": config.digest_sender,
+              "release_link_days": config.release_link_days}
     path = config.data_dir / CONFIG_NAME
     temporary = path.with_name(f".{CONFIG_NAME}.{os.getpid()}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from qsconsole.console import api, views
+from qsconsole.console import api, release_links, views
 
 urlpatterns = [
     path("api/login", api.login_view),
@@ -18,4 +18,5 @@ urlpatterns = [
     path("messages/<int:pk>/release", views.release_page),
     path("console.js", views.script),
     path("console.css", views.style),
+    path("r/<str:token>", release_links.release_link),
 ]
