@@ -145,3 +145,23 @@ def _gid(name: str) -> int:
     import grp
 
     return grp.getgrnam(name).gr_gid
+
+
+def test_a_configure_rerun_keeps_the_console_s_access_to_records(base):
+    """configure --install lays the spool out again: it must not take records/ back from the console's loader."""
+    from qsconfigure.install import Installer, install_spool
+
+    spool = base / "spool"
+    installer = Installer("", "qscand", "qscand", may_chown=True)
+    install_spool(installer, str(spool))
+    assert stat.S_IMODE((spool / "records").stat().st_mode) == 0o750  # before the console: the scanner's alone
+    # What `qs-console install` sets up:
+    spool.chmod(0o751)
+    os.chown(spool / "records", _uid("qscand"), _gid("nogroup"))  # the console's group; any group shows it
+    (spool / "records").chmod(0o2770)
+    install_spool(installer, str(spool))
+    records = (spool / "records").stat()
+    assert (records.st_uid, records.st_gid, stat.S_IMODE(records.st_mode)) == (
+        _uid("qscand"), _gid("nogroup"), 0o2770)
+    assert stat.S_IMODE(spool.stat().st_mode) == 0o751
+    assert stat.S_IMODE((spool / "quarantine").stat().st_mode) == 0o700  # everything else as configure lays it out

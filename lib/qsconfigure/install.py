@@ -18,6 +18,7 @@ import json
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import sys
 
@@ -223,8 +224,11 @@ def install_spool(installer: Installer, spooldir: str, etcdir: str = "", logdir:
     The log files go to logdir and the policy file to etcdir when the site named them (st patch).
     """
     etcdir, logdir = etcdir or spooldir, logdir or spooldir
+    # `qs-console install` lets its loader through to records/: the spool o+x (no listing) and
+    # records/ qscand:qsconsole 2770. A re-run of configure keeps what it set up.
+    console_bits = _mode_now(installer.path(spooldir)) & stat.S_IXOTH
     for directory in dict.fromkeys((spooldir, etcdir, logdir)):
-        installer.directory(directory, 0o750)
+        installer.directory(directory, 0o750 | (console_bits if directory == spooldir else 0))
     for relative in SPOOL_DIRS:
         for part in _prefixes(relative):
             installer.directory(os.path.join(spooldir, part), 0o700)
@@ -236,7 +240,8 @@ def install_spool(installer: Installer, spooldir: str, etcdir: str = "", logdir:
     # The message records for qs-console: the program appends, the console's loader moves them on.
     from qmail_scanner.spool import RECORDS_DIR
 
-    installer.directory(os.path.join(spooldir, RECORDS_DIR), 0o750)
+    records = os.path.join(spooldir, RECORDS_DIR)
+    installer.directory(records, 0o750, owned=not _mode_now(installer.path(records)) & stat.S_ISGID)
     for name in LOG_FILES:
         path = installer.path(os.path.join(logdir, name))
         installer.create_file(path, 0o640)
@@ -247,6 +252,15 @@ def install_spool(installer: Installer, spooldir: str, etcdir: str = "", logdir:
     with open(shipped, "rb") as template:
         if not installer.create_file(policy, 0o640, template.read()):
             print(f"kept the site's {policy}")
+
+
+def _mode_now(path: str) -> int:
+    """The mode of an existing directory (never through a link), 0 when there is none."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return 0
+    return info.st_mode if stat.S_ISDIR(info.st_mode) else 0
 
 
 def _prefixes(relative: str) -> list[str]:
