@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -177,6 +178,7 @@ def main() -> int:
             good &= report_searches(kind, arguments.search, time_searches(console, arguments.search))
     finally:
         cluster.stop()
+        shutil.rmtree(work, ignore_errors=True)
     print("\nall within target" if good else "\nSOME OVER TARGET")
     return 0 if good else 1
 
