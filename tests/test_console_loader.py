@@ -146,6 +146,25 @@ def test_a_writer_that_opened_before_the_rename_writes_into_the_loaded_file(cons
     assert loaded_ids(console) == sorted([make_record(1)["id"], make_record(2)["id"]])
 
 
+def test_a_writer_stalled_past_the_settle_time_between_open_and_write_loses_nothing(console):
+    """The scanner's writer holds a shared lock from open to close: the loader never deletes a file it still writes."""
+    from qmail_scanner.message_record import _open_locked
+
+    append_record(console.records, make_record(1))
+    fd = _open_locked(str(console.records / "current.jsonl"))  # opened (and locked) as the program opens it
+    try:
+        loader = console.start("load", "--once", *QUICK)
+        wait_for(lambda: not (console.records / "current.jsonl").exists(), 30, "the loader's rename")
+        time.sleep(1.5)  # a writer paused far past the settle time (0.2 s) before its write
+        os.write(fd, record_line(make_record(2)))
+    finally:
+        os.close(fd)
+    _, stderr = loader.communicate(timeout=60)
+    assert loader.returncode == 0, stderr
+    assert loaded_ids(console) == sorted([make_record(1)["id"], make_record(2)["id"]])
+    assert list((console.records / "ready").iterdir()) == []
+
+
 def test_a_second_loader_on_the_same_spool_is_refused(console):
     holder = console.start("load", "--poll", "5")
     try:

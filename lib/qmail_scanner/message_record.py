@@ -100,7 +100,7 @@ def append(settings: Settings, line: bytes) -> None:
     """One os.write of the whole line, on current.jsonl opened by name now (the loader renames it away)."""
     path = records_path(settings)
     try:
-        fd = _open_current(path)
+        fd = _open_locked(path)
     except OSError as error:
         _complain(settings, error.strerror or str(error))
         return
@@ -115,6 +115,25 @@ def append(settings: Settings, line: bytes) -> None:
         _complain(settings, error.strerror or str(error))
     finally:
         os.close(fd)
+
+
+def _open_locked(path: str) -> int:
+    """current.jsonl opened and share-locked for one write, never a file the loader has already deleted.
+
+    The loader renames current.jsonl away, and deletes the renamed file only under an exclusive
+    lock once it read everything: a writer that opened the name before the rename either holds
+    its shared lock first (the loader waits, then reads this line too) or gets it after the
+    deletion and finds no name left (st_nlink 0): it opens current.jsonl again.
+    """
+    import fcntl
+
+    for _attempt in range(3):
+        fd = _open_current(path)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        if os.fstat(fd).st_nlink:
+            return fd  # the lock goes with the close after the write
+        os.close(fd)
+    raise OSError(errno.EAGAIN, "the record file was taken away three times in a row")
 
 
 def _open_current(path: str) -> int:

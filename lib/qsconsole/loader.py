@@ -166,6 +166,16 @@ class Loader:
                     self.reject(path, rejects)
                     counts.rejected += len(rejects)
                 if at_end and self.finished(stream, path, renamed_at):
+                    # Writers hold a shared lock for their one write; under the exclusive one nobody is
+                    # inside a write, and one that opened the old name finds it deleted and opens the new.
+                    try:
+                        fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:  # a writer is inside its write (never wait on a stopped one)
+                        time.sleep(0.05)
+                        continue
+                    if os.fstat(stream.fileno()).st_size != stream.tell():
+                        fcntl.flock(stream.fileno(), fcntl.LOCK_UN)  # a line came in: read it first
+                        continue
                     path.unlink()
                     self.log(f"{path.name}: {counts.loaded} loaded, {counts.present} already there, "
                              f"{counts.rejected} rejected")
