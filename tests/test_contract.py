@@ -226,3 +226,24 @@ def test_cleanup_removes_only_stale_work_files(installation):
     assert cleanup.returncode == 0, cleanup.stderr
     assert not stale.exists()
     assert fresh.exists()
+
+
+def test_daily_cleanup_bounds_records_no_console_loader_takes(installation):
+    """Without qs-console nothing takes current.jsonl away: -z keeps it to two files, never more."""
+    records = installation.spool / "records"
+    records.mkdir(exist_ok=True)
+    current = records / "current.jsonl"
+    with open(current, "wb") as handle:
+        handle.truncate(65 << 20)  # past the 64 MB bound (sparse: no real disk used)
+    (records / "current.jsonl.old").write_bytes(b"the older generation\n")
+    cleanup = subprocess.run([str(installation.program), "-z"], capture_output=True, text=True, check=False)
+    assert cleanup.returncode == 0, cleanup.stderr
+    assert "no console loader takes the message records" in cleanup.stdout
+    assert not current.exists() and (records / "current.jsonl.old").stat().st_size == 65 << 20
+    # Where a loader runs (it keeps records/loader.lock), the records are its to move: -z leaves them.
+    with open(current, "wb") as handle:
+        handle.truncate(65 << 20)
+    (records / "loader.lock").write_bytes(b"")
+    cleanup = subprocess.run([str(installation.program), "-z"], capture_output=True, text=True, check=False)
+    assert cleanup.returncode == 0, cleanup.stderr
+    assert current.stat().st_size == 65 << 20 and "console loader" not in cleanup.stdout

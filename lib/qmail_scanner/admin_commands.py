@@ -47,6 +47,11 @@ def clean_spool(settings: Settings) -> int:
 
     removed = remove_stale_work(settings.spooldir)
     print(f"removed {len(removed)} stale work file(s) from {settings.spooldir}")
+    from .message_record import bound_unread_records
+
+    bounded = bound_unread_records(settings.spooldir)
+    if bounded:
+        print(bounded)
     try:
         from .scanners import refresh_versions
     except ImportError:

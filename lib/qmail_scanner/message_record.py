@@ -414,3 +414,26 @@ def trace_value(settings: Settings, message: Message | None, verdict: Verdict | 
     header = trace_header(settings, message.envelope, verdict, message.environ, message.seconds())
     text = header.decode("utf-8", "surrogateescape")
     return text.partition(": ")[2].replace("\n", "").strip()
+
+
+# Without a console loader nothing takes current.jsonl away; -z (daily) bounds what waits for one.
+UNREAD_RECORDS_LIMIT = 64 << 20
+
+
+def bound_unread_records(spooldir: str, limit: int = UNREAD_RECORDS_LIMIT) -> str:
+    """-z: on a spool no loader has ever served, keep at most two files of records (current and one .old).
+
+    A loader leaves records/loader.lock; where there is none, a current.jsonl over the limit is renamed
+    to current.jsonl.old (the older .old goes): about 1 KB per message would otherwise grow without end.
+    Returns what was done, for -z's output ("" for nothing).
+    """
+    records = os.path.join(spooldir, RECORDS_DIR)
+    current = os.path.join(records, "current.jsonl")
+    try:
+        if os.path.lexists(os.path.join(records, "loader.lock")) or os.lstat(current).st_size <= limit:
+            return ""
+        os.rename(current, current + ".old")
+    except FileNotFoundError:
+        return ""
+    return f"no console loader takes the message records: {current} moved to .old (the older .old removed)"
+
