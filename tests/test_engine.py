@@ -319,17 +319,30 @@ def test_other_accounts_cannot_connect_at_all(engine):
 
 
 def open_fds(pid: int) -> list[str]:
+    """The targets of pid's fds; one it closes between the listing and the readlink is left out."""
     directory = Path(f"/proc/{pid}/fd")
-    return sorted(os.readlink(directory / name) for name in os.listdir(directory))
+    targets = []
+    for name in os.listdir(directory):
+        try:
+            targets.append(os.readlink(directory / name))
+        except FileNotFoundError:
+            continue
+    return sorted(targets)
 
 
 def idle_fds(engine: Engine) -> dict[int, list[str]]:
-    """Each worker's fds once it has closed its last connection (it answers first, then closes)."""
+    """Each worker's fds once it has closed its last connection (it answers first, then closes and records).
+
+    Two snapshots alike in a row: a worker still finishing its message's record is not idle yet.
+    """
     limit = time.monotonic() + 10
+    previous = None
     while True:
         snapshot = {pid: open_fds(pid) for pid in engine.workers()}
-        if all(sum(fd.startswith("socket:") for fd in fds) == 1 for fds in snapshot.values()):
+        idle = all(sum(fd.startswith("socket:") for fd in fds) == 1 for fds in snapshot.values())
+        if idle and snapshot == previous:
             return snapshot
+        previous = snapshot
         if time.monotonic() > limit:
             return snapshot
         time.sleep(0.05)
