@@ -39,19 +39,24 @@ def this_host() -> str:
     return settings.CONSOLE.host or socket.gethostname()
 
 
-def release(host: str, quarantine_id: str) -> Released:
-    """Run `<release_tool> release -- ID`; NotReleasable when it is another host's, unset up, or a strange id."""
+def release(host: str, quarantine_id: str, to: str = "") -> Released:
+    """Run `<release_tool> release [--to ADDR] -- ID`; NotReleasable: another host's, not set up, a strange id.
+
+    `--to ADDR` and the id as separate words: the form the root-owned qs-console-release helper accepts.
+    """
     if host != this_host():
         raise NotReleasable(409, f"held on {host}: this console releases from {this_host()}'s quarantine only")
     if not settings.CONSOLE.release_tool:
         raise NotReleasable(501, "release is not set up (qs-console migrate --release-tool PATH-OF-qs-quarantine)")
     if not QUARANTINE_ID.fullmatch(quarantine_id):
         raise NotReleasable(409, "the record's quarantine id is not a maildir file name")
+    tool = settings.CONSOLE.release_tool
+    argv = [tool, "release", *(["--to", to] if to else []), "--", quarantine_id]
     try:
-        done = subprocess.run([settings.CONSOLE.release_tool, "release", "--", quarantine_id], capture_output=True,
-                              text=True, errors="replace", timeout=RELEASE_SECONDS, stdin=subprocess.DEVNULL)
+        done = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=RELEASE_SECONDS,
+                              stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as error:
-        return Released(ok=False, detail=one_line(f"{settings.CONSOLE.release_tool}: {error}"))
+        return Released(ok=False, detail=one_line(f"{tool}: {error}"))
     output = (done.stdout + done.stderr).strip()
     if done.returncode != 0:
         output = f"exit {done.returncode}: {output}"

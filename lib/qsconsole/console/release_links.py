@@ -10,8 +10,6 @@ of another digest's link for the same pair, is refused.
 
 from __future__ import annotations
 
-import subprocess
-
 from django.conf import settings
 from django.core import signing
 from django.db import transaction
@@ -21,7 +19,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
 from qsconsole.console.models import AuditLog, Message
-from qsconsole.release import QUARANTINE_ID, RELEASE_SECONDS, NotReleasable, Released, one_line, this_host
+from qsconsole.release import NotReleasable, Released, release
 
 SALT = "qsconsole.release-link"
 ACTION = "release-link"
@@ -95,26 +93,6 @@ def claimed(message: Message, address: str) -> bool:
                                    result__in=STANDING).exists()
 
 
-def release_to(host: str, quarantine_id: str, address: str) -> Released:
-    """Run `<release_tool> release --to=ADDRESS -- ID` (the one-address variant of release.release)."""
-    if host != this_host():
-        raise NotReleasable(409, f"held on {host}: this console releases from {this_host()}'s quarantine only")
-    if not settings.CONSOLE.release_tool:
-        raise NotReleasable(501, "release is not set up on this console")
-    if not QUARANTINE_ID.fullmatch(quarantine_id):
-        raise NotReleasable(409, "the record's quarantine id is not a maildir file name")
-    tool = settings.CONSOLE.release_tool
-    try:
-        done = subprocess.run([tool, "release", f"--to={address}", "--", quarantine_id], capture_output=True,
-                              text=True, errors="replace", timeout=RELEASE_SECONDS, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return Released(ok=False, detail=one_line(f"{tool}: {error}"))
-    output = (done.stdout + done.stderr).strip()
-    if done.returncode != 0:
-        output = f"exit {done.returncode}: {output}"
-    return Released(ok=done.returncode == 0, detail=one_line(output))
-
-
 def page(request: HttpRequest, context: dict, status: int = 200) -> HttpResponse:
     """The link page, with the console's headers: its content security policy, no caching, no referrer."""
     from qsconsole.console.views import protected
@@ -144,7 +122,7 @@ def release_link(request: HttpRequest, token: str) -> HttpResponse:
                                         record_id=message.record_id, detail=f"to {address}\n", result="claimed",
                                         client_ip=client_ip)
     try:
-        done = release_to(message.host, message.quarantine_id, address)
+        done = release(message.host, message.quarantine_id, to=address)
     except NotReleasable as refusal:
         done = Released(ok=False, detail=str(refusal))
     AuditLog.objects.filter(pk=audit.pk).update(result="ok" if done.ok else "failed",
