@@ -25,7 +25,7 @@ import sys
 from .as_account import scanner_account
 from .engine_files import RUN_FILE_NAME, UNIT_NAME, print_engine_advice, reload_running_engine, run_file, systemd_unit
 from .install_check import check_staged
-from .nofollow import open_directory, open_entry
+from .nofollow import open_directory, open_entry, write_all
 from .probes import ConfigureError, find_program
 from .tools_install import install_tools_and_pages
 from .transaction import MAX_BACKUPS, Transaction
@@ -86,9 +86,7 @@ class Installer:
             return False
         try:
             if content is not None:
-                view = memoryview(content)
-                while view:
-                    view = view[os.write(fd, view) :]
+                write_all(fd, content)
             self._own_fd(fd, mode)
         finally:
             os.close(fd)

@@ -93,3 +93,10 @@ def open_entry(path: str, flags: int, mode: int = 0o600) -> int:
             "remove it (after finding out who planted it) and re-run",
         )
     return fd
+
+
+def write_all(fd: int, content: bytes) -> None:
+    """os.write until every byte is written (a write may take less)."""
+    view = memoryview(content)
+    while view:
+        view = view[os.write(fd, view) :]

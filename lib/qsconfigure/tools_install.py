@@ -67,25 +67,6 @@ def render_tool(source: str, interpreter: str, flags: str, paths: dict[str, str]
     return "".join(lines)
 
 
-def write_root_file(path: str, content: bytes, mode: int) -> str:
-    """Write content to path through a staged name and a rename: root's, the mode given, never half-written."""
-    staging = path + ".new"
-    if os.path.lexists(staging):
-        os.unlink(staging)
-    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(content)
-        while view:
-            view = view[os.write(fd, view) :]
-        if os.geteuid() == 0:
-            os.fchown(fd, 0, 0)
-        os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
-    os.rename(staging, path)
-    return path
-
-
 def tool_files(directory: str, interpreter: str, paths: dict[str, str]) -> list[tuple[str, bytes, int]]:
     """(target, content, mode) of every tool, to go into directory (the program's)."""
     files = []
@@ -128,15 +109,17 @@ def mandir(args) -> str:
 
 
 def install_tools_and_pages(
-    installer, args, settings: dict, program: str, final_program: str = "", stage=None
+    installer, args, settings: dict, program: str, final_program: str, stage
 ) -> list[str]:
     """The hook install.py calls: tools beside the program, pages under the man directory. Returns every path.
 
-    stage, when given, is a transaction's stage_file(target, content, mode) -> staged path: the
-    files are then built there, checked there, and swapped in with everything else.
+    stage is the install transaction's stage_file(target, content, mode) -> staged path: the
+    files are built there, checked there, and swapped in with everything else.
     """
-    put = stage or write_root_file
-    put_page = (lambda target, content, mode: stage(target, content, mode, keep_backup=False)) if stage else put
+    put = stage
+
+    def put_page(target: str, content: bytes, mode: int) -> str:
+        return stage(target, content, mode, keep_backup=False)
     interpreter = frozen_interpreter(program)
     paths = installed_paths(settings, final_program or program)
     man_directory = installer.directory(os.path.join(mandir(args), f"man{MAN_SECTION}"), 0o755, owned=False)

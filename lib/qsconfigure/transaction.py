@@ -20,6 +20,7 @@ import stat
 import time
 from dataclasses import dataclass
 
+from .nofollow import write_all
 from .probes import ConfigureError
 
 STAGING_NAME = ".qmail-scanner-staging"
@@ -86,9 +87,7 @@ class Transaction:
         self.entries[-1].keep_backup = keep_backup
         fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
-            view = memoryview(content)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, content)
             os.fchmod(fd, mode)
         finally:
             os.close(fd)
