@@ -204,20 +204,26 @@ def test_a_hostile_subject_sender_and_file_name_stay_one_line_of_valid_json(inst
     assert name.isprintable() and name.endswith("fake.pdf")
 
 
-def test_twenty_concurrent_messages_give_twenty_whole_lines(installation):
+def send_twenty_at_once(installation, subject: str) -> list:
+    """20 messages at once, each to 300 long addresses (records of ~17 KB): the results of the runs."""
     fresh(installation)
-    recipients = [f"recipient-{n:04d}-with-a-long-local-part@example.com" for n in range(300)]  # ~17 KB lines
+    recipients = [f"recipient-{n:04d}-with-a-long-local-part@example.com" for n in range(300)]
     raw_envelope = envelope("bulk@example.org", *recipients)
     results: list = []
 
     def send(number: int) -> None:
-        results.append(installation.run(headers(f"message {number}") + b"\r\nbody\r\n", raw_envelope))
+        results.append(installation.run(headers(f"{subject} {number}") + b"\r\nbody\r\n", raw_envelope))
 
     threads = [threading.Thread(target=send, args=(n,)) for n in range(20)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return results
+
+
+def test_twenty_concurrent_messages_give_twenty_whole_lines(installation):
+    results = send_twenty_at_once(installation, "message")
     assert [r.exit_code for r in results] == [0] * 20
     records = read_records(installation)
     assert len(records) == 20
@@ -307,19 +313,7 @@ def test_the_engine_writes_the_same_records(engine_with_clamd):
 
 def test_twenty_concurrent_messages_through_the_engine_give_twenty_whole_lines(engine_with_clamd):
     installation = engine_with_clamd.installation
-    fresh(installation)
-    recipients = [f"recipient-{n:04d}-with-a-long-local-part@example.com" for n in range(300)]
-    raw_envelope = envelope("bulk@example.org", *recipients)
-    results: list = []
-
-    def send(number: int) -> None:
-        results.append(installation.run(headers(f"engine {number}") + b"\r\nbody\r\n", raw_envelope))
-
-    threads = [threading.Thread(target=send, args=(n,)) for n in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = send_twenty_at_once(installation, "engine")
     assert [r.exit_code for r in results] == [0] * 20
     records = read_records(installation)
     assert sorted(record["subject"] for record in records) == sorted(f"engine {n}" for n in range(20))
