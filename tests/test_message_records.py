@@ -204,11 +204,13 @@ def test_a_hostile_subject_sender_and_file_name_stay_one_line_of_valid_json(inst
     assert name.isprintable() and name.endswith("fake.pdf")
 
 
+BULK_RECIPIENTS = [f"recipient-{n:04d}-with-a-long-local-part@example.com" for n in range(300)]
+
+
 def send_twenty_at_once(installation, subject: str) -> list:
     """20 messages at once, each to 300 long addresses (records of ~17 KB): the results of the runs."""
     fresh(installation)
-    recipients = [f"recipient-{n:04d}-with-a-long-local-part@example.com" for n in range(300)]
-    raw_envelope = envelope("bulk@example.org", *recipients)
+    raw_envelope = envelope("bulk@example.org", *BULK_RECIPIENTS)
     results: list = []
 
     def send(number: int) -> None:
@@ -229,7 +231,7 @@ def test_twenty_concurrent_messages_give_twenty_whole_lines(installation):
     assert len(records) == 20
     assert len({record["id"] for record in records}) == 20
     assert {record["subject"] for record in records} == {f"message {n}" for n in range(20)}
-    assert all(record["recipients"] == recipients for record in records)
+    assert all(record["recipients"] == BULK_RECIPIENTS for record in records)
 
 
 def test_a_record_over_64_kb_is_cut_to_fit_not_split(installation):
