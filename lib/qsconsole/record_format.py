@@ -12,7 +12,9 @@ from dataclasses import dataclass
 VERSION = 1
 TEXT_KEYS = ("host", "queue_id", "client_ip", "helo", "auth_user", "sender", "subject", "message_id", "outcome",
              "reason", "rule", "kind", "quarantine_id", "quarantine_dir", "trace")
-LIST_KEYS = ("recipients", "scanners", "attachments", "readings", "skipped")
+LIST_KEYS = ("recipients", "scanners", "attachments", "readings", "skipped", "parts")
+# Optional keys of later writers (a record without them is still version 1): "parts", the MIME tree as read, a list
+# of objects; "decision", what decided the outcome, an object {"part", "rule", "scanner", "reading"}.
 OUTCOMES = frozenset({"delivered", "quarantined", "rejected", "dropped", "tempfail"})
 # Cut to the column widths of models.py; a cut is visible as a trailing "…".
 WIDTHS = {"host": 255, "queue_id": 255, "client_ip": 64, "helo": 255, "auth_user": 255, "sender": 512,
@@ -86,6 +88,12 @@ def checked(record) -> Row:
         columns[key] = clean(value)
     if not all(isinstance(address, str) for address in columns["recipients"]):
         raise RecordError("a recipient is not a string")
+    decision = record.get("decision")
+    if decision is None:
+        decision = {}
+    if not isinstance(decision, dict):
+        raise RecordError("decision is not an object")
+    columns["decision"] = clean(decision)
     size = record.get("size")
     if size is None:
         size = 0

@@ -19,9 +19,9 @@ from django.middleware.csrf import get_token
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from qsconsole.actions import NotReleasable, release
 from qsconsole.console.models import AuditLog, Message, Profile, Recipient
 from qsconsole.record_format import address_key
-from qsconsole.release import NotReleasable, release
 
 PAGE = 50
 PAGE_LIMIT = 500

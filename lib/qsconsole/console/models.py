@@ -44,6 +44,12 @@ class Message(models.Model):
     readings = models.JSONField(default=list)
     skipped = models.JSONField(default=list)
     trace = models.TextField(blank=True)
+    # The MIME tree as the scanner read it (one item per part, in reading order) and what decided the outcome: the
+    # part, rule, scanner and reading (record keys "parts" and "decision"; older records have neither).
+    parts = models.JSONField(default=list)
+    decision = models.JSONField(default=dict)
+    # What became of the quarantined copy through the console: "" (held, or never quarantined), released, deleted.
+    state = models.CharField(max_length=16, blank=True)
     loaded = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -103,3 +109,50 @@ class AuditLog(models.Model):
     detail = models.TextField(blank=True)
     result = models.CharField(max_length=16)
     client_ip = models.CharField(max_length=64, blank=True)
+
+
+class SenderList(models.Model):
+    """An allow or block entry: a sender (address or @domain) for a recipient (address, @domain, or "" for all).
+
+    The spam verdict uses them: each host's loader writes the entries to records/sender-lists, which the scanner reads.
+    """
+
+    ALLOW = "allow"
+    BLOCK = "block"
+    kind = models.CharField(max_length=8, choices=[(ALLOW, "allow"), (BLOCK, "block")])
+    # Lower-cased; "user@domain" or "@domain".
+    sender = models.CharField(max_length=ADDRESS_LENGTH)
+    # Lower-cased; "user@domain", "@domain", or "" for every recipient (administrators only).
+    recipient = models.CharField(max_length=ADDRESS_LENGTH, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=150)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["sender", "recipient"], name="sender_list_once")]
+        indexes = [models.Index(fields=["recipient"], name="sender_list_recipient")]
+
+
+class ActionRequest(models.Model):
+    """An action on a quarantined copy that the console asked of the host holding it; that host's loader performs it.
+
+    The quarantined bytes stay on the host that quarantined them; only the request and its result cross the database.
+    """
+
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+    host = models.CharField(max_length=NAME_LENGTH)
+    verb = models.CharField(max_length=16)
+    quarantine_id = models.CharField(max_length=NAME_LENGTH)
+    to = models.CharField(max_length=ADDRESS_LENGTH, blank=True)
+    message = models.ForeignKey(Message, null=True, on_delete=models.SET_NULL, related_name="action_requests")
+    requested = models.DateTimeField(auto_now_add=True)
+    requested_by = models.CharField(max_length=150)
+    state = models.CharField(max_length=16, default=PENDING)
+    finished = models.DateTimeField(null=True)
+    detail = models.TextField(blank=True)
+    # A fetched message's bytes, for download or learning on the console's side (bounded by the performer).
+    data = models.BinaryField(null=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["host", "state"], name="action_request_host_state")]

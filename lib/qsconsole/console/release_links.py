@@ -18,8 +18,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
+from qsconsole.actions import NotReleasable, Released, release
 from qsconsole.console.models import AuditLog, Message
-from qsconsole.release import NotReleasable, Released, release
 
 SALT = "qsconsole.release-link"
 ACTION = "release-link"

@@ -1,7 +1,9 @@
-"""Release a quarantined message through the host's own qs-quarantine, which hands it to that host's qmail-queue.
+"""Actions on a quarantined copy (release, delete, fetch, learn) through the holding host's own qs-quarantine.
 
 The console does not read the quarantine or run qmail-queue itself: the installed qs-quarantine (its spool and
-qmail-queue frozen in by configure --install) does, with the original envelope, and marks the stored copy released.
+qmail-queue frozen in by configure --install) does, reached through the release tool (installed: the root-owned
+qs-console-release helper). A release hands the stored bytes to that host's qmail-queue with the original envelope
+and marks the stored copy released. `perform` is the one entry: this host's copies are acted on here.
 """
 
 from __future__ import annotations
@@ -27,11 +29,24 @@ class NotReleasable(Exception):
 
 
 @dataclass(frozen=True)
+class Request:
+    """One action on one quarantined copy: `verb` one of VERBS; `to` a single address for a release to one address."""
+
+    verb: str
+    quarantine_id: str
+    to: str = ""
+
+
+@dataclass(frozen=True)
 class Released:
-    """What the release tool did: ok or not, and its output on one line."""
+    """What the release tool did: ok or not, its output on one line, and the bytes a fetch returned."""
 
     ok: bool
     detail: str
+    data: bytes = b""
+
+
+VERBS = ("release",)
 
 
 def this_host() -> str:
@@ -40,12 +55,23 @@ def this_host() -> str:
 
 
 def release(host: str, quarantine_id: str, to: str = "") -> Released:
-    """Run `<release_tool> release [--to ADDR] -- ID`; NotReleasable: another host's, not set up, a strange id.
+    """Release to the original recipients, or to `to` alone."""
+    return perform(host, Request("release", quarantine_id, to))
+
+
+def perform(host: str, request: Request) -> Released:
+    """Do `request` on the copy `host` holds; NotReleasable: another host's, not set up, a strange id."""
+    if host != this_host():
+        raise NotReleasable(409, f"held on {host}: this console releases from {this_host()}'s quarantine only")
+    return run_local(request)
+
+
+def run_local(request: Request) -> Released:
+    """Run `<release_tool> release [--to ADDR] -- ID` on this host's quarantine.
 
     `--to ADDR` and the id as separate words: the form the root-owned qs-console-release helper accepts.
     """
-    if host != this_host():
-        raise NotReleasable(409, f"held on {host}: this console releases from {this_host()}'s quarantine only")
+    quarantine_id, to = request.quarantine_id, request.to
     if not settings.CONSOLE.release_tool:
         raise NotReleasable(501, "release is not set up (qs-console migrate --release-tool PATH-OF-qs-quarantine)")
     if not QUARANTINE_ID.fullmatch(quarantine_id):
