@@ -1,14 +1,19 @@
-/* qs-console-release: the console's one privileged step, releasing a quarantined message.
+/* qs-console-release: the console's one privileged step, acting on a quarantined message.
  *
  * The console runs as its own account (qsconsole), which cannot read the quarantine (the scanner
  * account's, 0700). This helper is installed root:qsconsole 04750 by `qs-console install`: only
  * root and the console's group can run it, and neither the console nor the scanner account can
  * rewrite it (a setuid binary owned by the account it becomes could be rewritten by that account).
  *
- * It accepts exactly `release -- ID` or `release --to ADDR -- ID` (the argument forms of
- * qs-quarantine that release.py gives the release tool). ADDR is one address: 1 to 320 bytes, no
- * space or control character, not starting with '-' (qs-quarantine then delivers only if it is one
- * of the message's original recipients). ID is a quarantine id: a letter or digit, then letters, digits, '.', '_', '-' (what qs-quarantine
+ * It accepts exactly these argument forms of qs-quarantine (those lib/qsconsole/actions.py gives
+ * the release tool), nothing else:
+ *     release -- ID              release to the original recipients
+ *     release --to ADDR -- ID    release to ADDR alone
+ *     delete -- ID               remove the stored copy
+ *     show --raw -- ID           write the stored bytes (the console's download and spam/ham learning)
+ * ADDR is one address: 1 to 320 bytes, no space or control character, not starting with '-'
+ * (qs-quarantine then delivers only if it is one of the message's original recipients). ID is a
+ * quarantine id: a letter or digit, then letters, digits, '.', '_', '-' (what qs-quarantine
  * accepts; no slash, no "..", no leading '-'). Anything else is refused before any privilege is
  * used. It then drops to the scanner account for good and execs the installed qs-quarantine with
  * fixed arguments and a fixed environment, after checking that the tool is root's and writable
@@ -66,11 +71,11 @@ static int valid_address(const char *address) {
 int main(int argc, char **argv) {
   struct stat tool;
   char *const environment[] = {"PATH=/usr/bin:/bin", "LC_ALL=C.UTF-8", NULL};
-  char *arguments[] = {QS_TOOL, "release", NULL, NULL, NULL, NULL, NULL};
+  char *arguments[] = {QS_TOOL, NULL, NULL, NULL, NULL, NULL, NULL};
   const char *id;
 
   if (argc == 4 && strcmp(argv[1], "release") == 0 && strcmp(argv[2], "--") == 0) {
-    id = argv[3];
+    arguments[1] = "release";
     arguments[2] = "--";
     arguments[3] = argv[3];
   } else if (argc == 6 && strcmp(argv[1], "release") == 0 && strcmp(argv[2], "--to") == 0 &&
@@ -79,15 +84,28 @@ int main(int argc, char **argv) {
       fprintf(stderr, "qs-console-release: refused: not one address\n");
       return USAGE_EXIT;
     }
-    id = argv[5];
+    arguments[1] = "release";
     arguments[2] = "--to";
     arguments[3] = argv[3];
     arguments[4] = "--";
     arguments[5] = argv[5];
+  } else if (argc == 4 && strcmp(argv[1], "delete") == 0 && strcmp(argv[2], "--") == 0) {
+    arguments[1] = "delete";
+    arguments[2] = "--";
+    arguments[3] = argv[3];
+  } else if (argc == 5 && strcmp(argv[1], "show") == 0 && strcmp(argv[2], "--raw") == 0 &&
+             strcmp(argv[3], "--") == 0) {
+    arguments[1] = "show";
+    arguments[2] = "--raw";
+    arguments[3] = "--";
+    arguments[4] = argv[4];
   } else {
-    fprintf(stderr, "qs-console-release: usage: qs-console-release release [--to ADDR] -- QUARANTINE-ID\n");
+    fprintf(stderr, "qs-console-release: usage: qs-console-release release [--to ADDR] -- QUARANTINE-ID\n"
+                    "       qs-console-release delete -- QUARANTINE-ID\n"
+                    "       qs-console-release show --raw -- QUARANTINE-ID\n");
     return USAGE_EXIT;
   }
+  id = argv[argc - 1];
   if (!valid_id(id)) {
     fprintf(stderr, "qs-console-release: refused: not a quarantine id\n");
     return USAGE_EXIT;

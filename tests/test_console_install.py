@@ -94,8 +94,12 @@ def test_install_then_release_as_the_console_account(base, standin):
     helper_path = str(base / "prefix" / "libexec" / "qs-console-release")
     for refused in (["release", "--", "../" + quarantine_id], ["release", "--", str(spool / "quarantine")],
                     ["release", "--", "-x"], ["release", quarantine_id], ["release", "--", quarantine_id, "extra"],
-                    ["release", "--spooldir", "/tmp", "--", quarantine_id], ["delete", "--", quarantine_id],
-                    ["release", "--to", "a b@example.org", "--", quarantine_id]):
+                    ["release", "--spooldir", "/tmp", "--", quarantine_id], ["delete", quarantine_id],
+                    ["release", "--to", "a b@example.org", "--", quarantine_id], ["delete", "--", "../x"],
+                    ["delete", "--", quarantine_id, "extra"], ["delete", "--", "-x"], ["show", "--", quarantine_id],
+                    ["show", "--raw", quarantine_id], ["show", "--headers", "--", quarantine_id],
+                    ["show", "--raw", "--", "../" + quarantine_id], ["show", "--raw", "--raw", "--", quarantine_id],
+                    ["list"], ["purge", "--days", "0"], ["delete", "--to", "bob@example.org", "--", quarantine_id]):
         answer = as_console(helper_path, *refused)
         assert answer.returncode == 64, (refused, answer.stderr)
     assert not queued(queue)
@@ -106,6 +110,14 @@ def test_install_then_release_as_the_console_account(base, standin):
     assert envelope == envelope_bytes("a@example.net", ["bob@example.org"])
     assert released.endswith(ORIGINAL) and released.startswith(b"X-Qmail-Scanner-Released: ")
     assert not list((spool / "quarantine" / "policy" / "new").iterdir())
+    # The console's download and learning read the stored bytes; its delete removes the copy.
+    [stored] = (spool / "quarantine" / "policy" / "cur").iterdir()
+    shown = subprocess.run(["setpriv", "--reuid=qsconsole", "--regid=qsconsole", "--init-groups", helper_path,
+                            "show", "--raw", "--", quarantine_id], capture_output=True, timeout=120, cwd="/")
+    assert shown.returncode == 0 and shown.stdout == stored.read_bytes(), shown.stderr
+    answer = as_console(helper_path, "delete", "--", quarantine_id)
+    assert answer.returncode == 0 and answer.stdout == f"deleted {quarantine_id}\n", answer.stderr
+    assert not stored.exists()
 
     # The loader, as the console's account, takes what the scanner account wrote (group-readable by setgid).
     subprocess.run(["setpriv", "--reuid=qscand", "--regid=qscand", "--clear-groups", "sh", "-c",

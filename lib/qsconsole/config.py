@@ -17,7 +17,7 @@ CONFIG_NAME = "console.json"
 SECRET_KEY_NAME = "secret_key"
 SQLITE_NAME = "console.sqlite3"
 KNOWN_KEYS = frozenset({"db", "spooldir", "allowed_hosts", "secure_cookies", "host", "release_tool", "base_url",
-                        "qmail_inject", "digest_sender", "release_link_days"})
+                        "qmail_inject", "digest_sender", "release_link_days", "spamc"})
 DEFAULT_QMAIL_INJECT = "/var/qmail/bin/qmail-inject"
 
 
@@ -44,6 +44,9 @@ class ConsoleConfig:
     qmail_inject: str = DEFAULT_QMAIL_INJECT
     digest_sender: str = ""
     release_link_days: float = 7
+    # How the console reaches spamd to learn a quarantined message as spam or ham (`spamc -L`; spamd needs
+    # --allow-tell): the command and its options, e.g. ["spamc", "-U", "/run/spamd.sock"].
+    spamc: list[str] = field(default_factory=lambda: ["spamc"])
 
 
 def data_dir() -> Path:
@@ -73,7 +76,7 @@ def save(config: ConsoleConfig) -> None:
     values = {"db": config.db, "spooldir": config.spooldir, "allowed_hosts": config.allowed_hosts,
               "secure_cookies": config.secure_cookies, "host": config.host, "release_tool": config.release_tool,
               "base_url": config.base_url, "qmail_inject": config.qmail_inject, "digest_sender": config.digest_sender,
-              "release_link_days": config.release_link_days}
+              "release_link_days": config.release_link_days, "spamc": config.spamc}
     path = config.data_dir / CONFIG_NAME
     temporary = path.with_name(f".{CONFIG_NAME}.{os.getpid()}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
