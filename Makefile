@@ -3,12 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: all demo test deps venv lint bench bench-compare bench-engine bench-console corpus differential load load-engine soak site-run clean help
+.PHONY: all demo demo-stop test deps venv lint bench bench-compare bench-engine bench-console corpus differential load load-engine soak site-run clean help
 
 all: help
 
 help:
-	@echo "make demo    configure, install into ./demo, run sample messages, show what happened"
+	@echo "make demo    configure, install into ./demo, run sample messages, show what happened; start the console"
+	@echo "make demo-stop  stop the console make demo left running"
 	@echo "make test    install what the tests need (Debian packages as root, a venv), run every test"
 	@echo "make bench   per-message cost and unpacking speed, as ratios against a baseline"
 	@echo "make bench-compare [BASE=rev]  this tree against another revision, installed side by side, interleaved"
@@ -32,6 +33,9 @@ venv:
 demo: venv
 	sh tests/install-deps.sh debian
 	$(PY) contrib/demo.py
+
+demo-stop:
+	$(PYTHON) contrib/demo.py --stop
 
 test: deps
 	$(PY) -m ruff check lib tests configure.py contrib benchmarks contrib/qs-quarantine contrib/qs-report

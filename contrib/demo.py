@@ -7,11 +7,14 @@ When clamd and spamd are installed, private instances are started for the demo o
 sockets, clamd with a test signature database (EICAR), and stopped at the end. The demo keeps
 the defaults a new install gets (alerts to the admin only; spam tagged, not quarantined) and
 says for each sample what those defaults do with it; a sample that ends otherwise fails the demo.
+Then the postmaster's console is set up over the demo's records and left running on loopback
+(contrib/demo_console.py); `make demo-stop` (demo.py --stop) stops it.
 """
 
 from __future__ import annotations
 
 import argparse
+import email.parser
 import shutil
 import subprocess
 import sys
@@ -19,6 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+
+import demo_console  # noqa: E402
 
 from harness import build_standin, envelope, install, smtp_reply  # noqa: E402
 
@@ -110,8 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="configure, install and run the sample messages")
     parser.add_argument("--dir", type=Path, default=DEMO, help="where to install the demo (default ./demo)")
     parser.add_argument("--no-daemons", action="store_true", help="do not start clamd and spamd: internal checks only")
+    parser.add_argument("--port", type=int, default=demo_console.DEFAULT_PORT,
+                        help=f"the console's loopback port (default {demo_console.DEFAULT_PORT}, another when taken)")
+    parser.add_argument("--stop", action="store_true", help="stop the demo's console (make demo-stop) and exit")
     options = parser.parse_args(argv)
     demo = options.dir.resolve()
+    if options.stop:
+        print(demo_console.stop(demo))
+        return 0
+    demo_console.stop(demo)  # a console left by the last demo serves from the directory removed next
     if demo.exists():
         shutil.rmtree(demo)
     (demo / "bin").mkdir(parents=True)
@@ -166,10 +178,44 @@ def main(argv: list[str] | None = None) -> int:
         for name, code, reply, got, meant in outcomes:
             mark = "" if got == meant else f"   <- said: {meant}"
             print(f"   {name:28} exit {code:3}  {reply[:24]:24}  {got}{mark}")
+        print()
+        console_agrees = show_console(demo, installation, {name: got for name, _, _, got, _ in outcomes}, options.port)
     finally:
         for handle in handles:
             handle.remove()
-    return 0 if all(got == meant for *_, got, meant in outcomes) else 1
+    return 0 if console_agrees and all(got == meant for *_, got, meant in outcomes) else 1
+
+
+def show_console(demo: Path, installation, outcomes: dict[str, str], port: int) -> bool:
+    """Start the console over the demo's records; print its address, login and each sample as it shows it."""
+    missing = demo_console.available()
+    if missing:
+        print(f"== console not started: {missing}")
+        return True
+    parser = email.parser.BytesHeaderParser()
+    samples = {str(parser.parsebytes(path.read_bytes())["Message-ID"]): path.name for path in SAMPLES.glob("*.eml")}
+    try:
+        console = demo_console.start(demo, installation.spool, installation.prefix / "bin" / "qs-quarantine",
+                                     samples, port)
+    except (demo_console.ConsoleProblem, OSError, ValueError) as problem:
+        print(f"== console not started: {problem}")
+        return False
+    home = demo_console.directory(demo)
+    print(f"== console: {console.url}  (qs-console serve, pid {console.pid}; data in {shown(home / 'data')}, "
+          f"log {shown(home / 'serve.log')})")
+    print(f"   user: {console.user}  password: {console.password}  (generated for this demo, shown only here)")
+    print("   stop it with: make demo-stop")
+    print("   the demo's messages as the console shows them (read back through its API):")
+    agree = len(console.messages) == len(outcomes)
+    for message in console.messages:
+        mark = ""
+        if outcomes.get(message.sample) != message.outcome:
+            mark, agree = f"   <- the demo saw: {outcomes.get(message.sample, 'no such sample')}", False
+        reason = f" ({message.reason})" if message.reason else ""
+        print(f"   {message.sample:28} message {message.console_id:<3} {message.outcome}{reason}{mark}")
+    if len(console.messages) != len(outcomes):
+        print(f"   THE CONSOLE HAS {len(console.messages)} MESSAGES, the demo ran {len(outcomes)}")
+    return agree
 
 
 def write_inject_sink(path: Path, directory: Path) -> Path:
