@@ -73,6 +73,59 @@ def test_bad_lines_go_to_rejected_and_the_rest_loads(console):
     assert not (console.records / "ready" / name).exists()
 
 
+def process_state(pid: int) -> str:
+    """The one-letter state of a process in /proc (T: stopped)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        return stat.read().rpartition(")")[2].split()[0]
+
+
+def test_a_kill_between_keeping_the_rejected_lines_and_deleting_the_ready_file_keeps_them_once(console):
+    """SIGKILL after rejected/<name> is written and before the ready file is deleted: the re-run adds nothing to it.
+
+    The loader stops itself at that point (QS_CONSOLE_TEST_STOP, a test-only stop), so the kill lands exactly there.
+    """
+    lines = [record_line(make_record(1)), b"{not json\n", record_line(make_record(2)),
+             record_line(make_record(3, outcome="vanished")), record_line(make_record(4))]
+    (console.records / "ready").mkdir(exist_ok=True)
+    name = ready_name()
+    ready = console.records / "ready" / name
+    ready.write_bytes(b"".join(lines))
+    loader = console.start("load", "--once", *QUICK, env={"QS_CONSOLE_TEST_STOP": "rejected-kept"})
+    try:
+        wait_for(lambda: loader.poll() is not None or process_state(loader.pid) == "T", 60, "the loader's stop")
+    finally:
+        code, _ = stop(loader, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    kept = console.records / "rejected" / name
+    assert kept.read_bytes() == lines[1] + lines[3]
+    assert ready.exists()
+    done = console.run("load", "--once", *QUICK)
+    assert not ready.exists()
+    assert kept.read_bytes() == lines[1] + lines[3]
+    assert f"{name} line 2 rejected (not JSON" in done.stderr and "already kept in rejected/" in done.stderr
+    assert f"{name}: 0 loaded, 3 already there, 2 rejected" in done.stderr
+    assert loaded_ids(console) == sorted(make_record(number)["id"] for number in (1, 2, 4))
+    assert sorted(path.name for path in (console.records / "rejected").iterdir()) == [name]
+
+
+def test_a_loader_stopped_inside_a_file_gathers_its_rejected_lines_again_whole(console):
+    """A kill before the rejected lines are kept leaves only a partial file, which the re-run replaces: once each."""
+    lines = [b"{not json\n", *(record_line(make_record(number)) for number in range(1, 1001)), b"{again\n",
+             *(record_line(make_record(number)) for number in range(1001, 3001))]
+    (console.records / "ready").mkdir(exist_ok=True)
+    name = ready_name()
+    (console.records / "ready" / name).write_bytes(b"".join(lines))
+    loader = console.start("load", "--once", "--batch", "100", *QUICK)
+    wait_for(lambda: console.count() >= 1200 or loader.poll() is not None, 60, "a dozen batches committed")
+    stop(loader, signal.SIGKILL)
+    assert console.count() < 3000, "the kill came too late to test anything"
+    assert not (console.records / "rejected" / name).exists()
+    console.run("load", "--once", "--batch", "100", *QUICK)
+    assert (console.records / "rejected" / name).read_bytes() == b"{not json\n{again\n"
+    assert sorted(path.name for path in (console.records / "rejected").iterdir()) == [name]
+    assert console.count() == 3000
+
+
 def test_a_record_loaded_twice_is_stored_once(console):
     for number in range(5):
         append_record(console.records, make_record(number))

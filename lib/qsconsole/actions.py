@@ -68,10 +68,18 @@ def release(host: str, quarantine_id: str, to: str = "") -> Released:
     return perform(host, Request("release", quarantine_id, to))
 
 
-def perform(host: str, request: Request) -> Released:
-    """Do `request` on the copy `host` holds; NotReleasable: another host's, not set up, a strange id."""
+def perform(host: str, request: Request, requested_by: str = "") -> Released:
+    """Do `request` on the copy `host` holds: here, or through that host's loader (remote_actions.py).
+
+    NotReleasable: not set up, a strange id, another host's copy on SQLite (one host only), 504 a host not answering.
+    """
     if host != this_host():
-        raise NotReleasable(409, f"held on {host}: this console releases from {this_host()}'s quarantine only")
+        from qsconsole import remote_actions  # it imports this module
+
+        if not remote_actions.queues():
+            raise NotReleasable(409, f"held on {host}: a console on SQLite reaches {this_host()}'s quarantine only "
+                                     "(several hosts share a PostgreSQL database)")
+        return remote_actions.queue_and_wait(host, request, requested_by)
     return run_local(request)
 
 

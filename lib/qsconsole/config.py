@@ -17,7 +17,8 @@ CONFIG_NAME = "console.json"
 SECRET_KEY_NAME = "secret_key"
 SQLITE_NAME = "console.sqlite3"
 KNOWN_KEYS = frozenset({"db", "spooldir", "allowed_hosts", "secure_cookies", "host", "release_tool", "base_url",
-                        "qmail_inject", "digest_sender", "release_link_days", "spamc"})
+                        "qmail_inject", "digest_sender", "release_link_days", "spamc",
+                        "remote_answer_seconds"})
 DEFAULT_QMAIL_INJECT = "/var/qmail/bin/qmail-inject"
 
 
@@ -47,6 +48,8 @@ class ConsoleConfig:
     # How the console reaches spamd to learn a quarantined message as spam or ham (`spamc -L`; spamd needs
     # --allow-tell): the command and its options, e.g. ["spamc", "-U", "/run/spamd.sock"].
     spamc: list[str] = field(default_factory=lambda: ["spamc"])
+    # How long an action on another host's copy waits for that host's loader to take it (remote_actions.py).
+    remote_answer_seconds: float = 60
 
 
 def data_dir() -> Path:
@@ -76,7 +79,8 @@ def save(config: ConsoleConfig) -> None:
     values = {"db": config.db, "spooldir": config.spooldir, "allowed_hosts": config.allowed_hosts,
               "secure_cookies": config.secure_cookies, "host": config.host, "release_tool": config.release_tool,
               "base_url": config.base_url, "qmail_inject": config.qmail_inject, "digest_sender": config.digest_sender,
-              "release_link_days": config.release_link_days, "spamc": config.spamc}
+              "release_link_days": config.release_link_days, "spamc": config.spamc,
+              "remote_answer_seconds": config.remote_answer_seconds}
     path = config.data_dir / CONFIG_NAME
     temporary = path.with_name(f".{CONFIG_NAME}.{os.getpid()}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)

@@ -5,7 +5,12 @@ opening it by name each time. The loader renames current.jsonl to records/ready/
 next writer creates a new current.jsonl), loads ready files oldest first in batches, one transaction per batch,
 inserting a record only if its id is not there yet, and deletes a ready file only after all its rows are committed.
 A kill at any point loses nothing (the file is still there) and doubles nothing (ids are unique). A line that is not
-a version 1 record goes to records/rejected/<same name> with a log line, and loading goes on.
+a version 1 record goes to records/rejected/<same name> with a log line, and loading goes on: the rejected lines of a
+file are gathered in rejected/.<name>.partial and renamed to rejected/<name> just before the ready file is deleted,
+so a kill between the two leaves rejected/<name> whole, and the next run, finding it, does not write them again.
+
+The loader is also its host's agent for the console (remote_actions.py): between batches, and at least every
+second when idle, it performs the actions a console on any host queued for this host's quarantine.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from pathlib import Path
 
 from django.db import DatabaseError, DataError, IntegrityError, connection, connections, transaction
 
+from qsconsole import remote_actions
+from qsconsole.actions import this_host
 from qsconsole.console.models import Message, Recipient
 from qsconsole.record_format import RecordError, Row, parse_line
 
@@ -35,6 +42,8 @@ BATCH = 1000
 # deleted only when it is this old and nothing was added since it was read to the end.
 SETTLE_SECONDS = 2.0
 POLL_SECONDS = 1.0
+# How often queued actions for this host are looked for, whatever --poll says (a console waits for the answer).
+AGENT_SECONDS = 0.5
 
 
 class LoaderBusy(Exception):
@@ -63,6 +72,9 @@ class Loader:
         self.log = log or (lambda line: print(f"qs-console load: {line}", file=sys.stderr, flush=True))
         self.stopping = False
         self.lock_fd = -1
+        self.host = ""
+        self.next_agent_step = 0.0
+        self.abandoned_checked = False
 
     def lock(self) -> None:
         """Take records/loader.lock for the life of the process: one loader per spool."""
@@ -95,11 +107,13 @@ class Loader:
 
     def run_once(self) -> FileCounts:
         """Rotate, then load every ready file; the totals."""
-        self.rotate()
+        self.rotate()  # first: records move out of the writers' way even while the database is down
+        self.agent_step(force=True)
         total = FileCounts()
         for path in self.ready_files():
             if self.stopping:
                 break
+            self.agent_step()
             counts = self.load_file(path)
             total.loaded += counts.loaded
             total.present += counts.present
@@ -123,18 +137,47 @@ class Loader:
             deadline = time.monotonic() + poll
             while not self.stopping and time.monotonic() < deadline:
                 time.sleep(0.05)
+                try:
+                    self.agent_step()
+                except DatabaseError as error:
+                    self.log(f"database error serving the console's requests: {one_line(str(error))}")
+                    connections.close_all()
+                    break
 
     def stop(self, signum: int = 0, frame: object = None) -> None:
         """End after the current batch (a signal handler)."""
         self.stopping = True
 
+    def agent_step(self, force: bool = False) -> None:
+        """Perform the console's queued actions for this host (at most every AGENT_SECONDS unless forced).
+
+        Only on PostgreSQL: a console on SQLite serves one host and never queues. Requests an earlier loader claimed
+        and never finished are failed as unknown once, at the first step: they are never run again.
+        """
+        if self.stopping or (not force and time.monotonic() < self.next_agent_step) \
+                or not remote_actions.queues():
+            return
+        self.host = self.host or this_host()
+        if not self.abandoned_checked:
+            for _ in range(remote_actions.fail_abandoned(self.host)):
+                self.log("a request an earlier loader began and never finished is failed as unknown (see the "
+                         "console's audit log; check this host's quarantine)")
+            self.abandoned_checked = True
+        remote_actions.serve_requests(self.host, self.log)
+        self.next_agent_step = time.monotonic() + AGENT_SECONDS
+
     def load_file(self, path: Path) -> FileCounts:
         """Load one ready file in batches and delete it when every row is committed and no writer can add more."""
         counts = FileCounts()
         renamed_at = rename_time(path)
+        kept = self.rejected / path.name
+        partial = self.rejected / f".{path.name}.partial"
+        partial.unlink(missing_ok=True)  # a run stopped inside this file: its lines are gathered again
+        already_kept = kept.exists()  # an earlier run finished this file and was killed before deleting it
         with open(path, "rb") as stream:
             line_number = 0
             while not self.stopping:
+                self.agent_step()
                 rows: list[tuple[Row, int, bytes]] = []
                 rejects: list[tuple[int, bytes, str]] = []
                 at_end = False
@@ -163,7 +206,7 @@ class Loader:
                     counts.loaded += loaded
                     counts.present += len(rows) - loaded - (len(rejects) - refused_before)
                 if rejects:
-                    self.reject(path, rejects)
+                    self.reject(path, partial, rejects, already_kept)
                     counts.rejected += len(rejects)
                 if at_end and self.finished(stream, path, renamed_at):
                     # Writers hold a shared lock for their one write; under the exclusive one nobody is
@@ -176,6 +219,9 @@ class Loader:
                     if os.fstat(stream.fileno()).st_size != stream.tell():
                         fcntl.flock(stream.fileno(), fcntl.LOCK_UN)  # a line came in: read it first
                         continue
+                    if not already_kept and counts.rejected:
+                        os.rename(partial, kept)
+                    remote_actions.test_stop("rejected-kept")
                     path.unlink()
                     self.log(f"{path.name}: {counts.loaded} loaded, {counts.present} already there, "
                              f"{counts.rejected} rejected")
@@ -230,9 +276,13 @@ class Loader:
                 ignore_conflicts=True)
         return len(new)
 
-    def reject(self, path: Path, rejects: list[tuple[int, bytes, str]]) -> None:
-        """Append rejected lines to rejected/<name>, one write each, and say so in the log."""
-        fd = os.open(self.rejected / path.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o640)
+    def reject(self, path: Path, partial: Path, rejects: list[tuple[int, bytes, str]], already_kept: bool) -> None:
+        """Append rejected lines to the file's partial rejected file, one write each, and say so in the log."""
+        if already_kept:
+            for line_number, _, reason in rejects:
+                self.log(f"{path.name} line {line_number} rejected ({reason}): already kept in {REJECTED}/{path.name}")
+            return
+        fd = os.open(partial, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o640)
         try:
             for line_number, line, reason in rejects:
                 os.write(fd, line)
