@@ -11,7 +11,7 @@ spamassassin spamd spamc rspamd chromium logrotate perl
 make groff-base ucspi-tcp ripmime
 libarchive13 libarchive-tools 7zip xorriso gcab zstd xz-utils bzip2
 libmime-tools-perl maildir-utils libconvert-binhex-perl uudeview prometheus-node-exporter
-man-db daemontools runit rsyslog
+man-db daemontools runit rsyslog systemd
 python3-django python3-psycopg2 python3-waitress postgresql-15 postgresql-client-15 chromium-driver python3-selenium"
 
 debian() {

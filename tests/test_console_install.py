@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -177,3 +178,72 @@ def test_a_configure_rerun_keeps_the_console_s_access_to_records(base):
         _uid("qscand"), _gid("nogroup"), 0o2770)
     assert stat.S_IMODE(spool.stat().st_mode) == 0o751
     assert stat.S_IMODE((spool / "quarantine").stat().st_mode) == 0o700  # everything else as configure lays it out
+
+
+def test_one_command_installs_the_console_its_digest_timer_and_an_administrator_who_logs_in(base):
+    """`qs-console install --admin --listen --base-url --digest-sender --start`: the README's second command."""
+    from console_fixtures import ADMIN_PASSWORD, Client, api_answers, console_ready, free_port, stop, wait_for
+
+    console_ready()
+    spool = base / "spool"
+    (spool / "records").mkdir(parents=True)
+    subprocess.run(["chown", "-R", "qscand:qscand", str(spool)], check=True)
+    prefix, data, port = base / "prefix", base / "data", free_port()
+    install = [sys.executable, str(ROOT / "contrib" / "qs-console"), "install", "--prefix", str(prefix), "--data-dir",
+               str(data), "--spooldir", str(spool), "--listen", f"127.0.0.1:{port}",
+               "--base-url", f"http://console.example.net:{port}", "--digest-sender", "digest@example.net", "--start"]
+    done = subprocess.run([*install, "--admin", "admin"], input=ADMIN_PASSWORD + "\n", capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "administrator admin: created with the password given on standard input" in done.stdout
+    assert ADMIN_PASSWORD not in done.stdout
+    launcher = f"/usr/bin/python3 {prefix}/bin/qs-console --data-dir {data}"
+    units = {name: (prefix / "systemd" / name).read_text() for name in (
+        "qs-console.service", "qs-console-load.service", "qs-console-digest.service", "qs-console-digest.timer")}
+    assert f"\nExecStart={launcher} serve --listen 127.0.0.1:{port}\n" in units["qs-console.service"]
+    assert f"\nExecStart={launcher} load\n" in units["qs-console-load.service"]
+    assert "\nNice=10\n" in units["qs-console-load.service"] and "Nice=" not in units["qs-console.service"]
+    assert f"\nExecStart={launcher} digest\n" in units["qs-console-digest.service"]
+    assert "\nType=oneshot\n" in units["qs-console-digest.service"]
+    assert "\nOnCalendar=*-*-* 07:00:00\n" in units["qs-console-digest.timer"]
+    assert "exec nice -n 10 setpriv" in (prefix / "service" / "qs-console-load" / "run").read_text()
+    verified = subprocess.run(["systemd-analyze", "verify", "--man=no", *(str(prefix / "systemd" / name)
+                                                                          for name in units)],
+                              capture_output=True, text=True, timeout=120)
+    assert verified.returncode == 0 and "Unknown" not in verified.stderr, verified.stderr
+    if not os.path.isdir("/run/systemd/system"):  # here: no systemd, so --start says how instead
+        assert "no systemd here" in done.stdout and f"ln -s {prefix}/service/qs-console " in done.stdout
+        assert f"0 7 * * * qsconsole {launcher} digest" in done.stdout
+    saved = (data / "console.json").read_text()
+    assert f'"base_url": "http://console.example.net:{port}"' in saved and '"digest@example.net"' in saved
+    assert '"console.example.net"' in saved  # the pages answer the address the digest's links name
+
+    # A second run (an upgrade) keeps the administrator; a new one without a password on stdin gets one printed.
+    again = subprocess.run([*install, "--admin", "admin"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           timeout=300)
+    assert "administrator admin: exists, its password unchanged" in again.stdout, again.stdout + again.stderr
+    second = subprocess.run([*install, "--admin", "deputy"], stdin=subprocess.DEVNULL, capture_output=True,
+                            text=True, timeout=300)
+    generated = re.search(r"administrator deputy: created, password (\S+) \(shown this once", second.stdout)
+    assert second.returncode == 0 and generated, second.stdout + second.stderr
+
+    # serve started as the installed unit runs it: its User= and its ExecStart= line, word for word.
+    unit = units["qs-console.service"]
+    user = re.search(r"^User=(\S+)$", unit, re.M).group(1)
+    command = re.search(r"^ExecStart=(.+)$", unit, re.M).group(1).split()
+    server = subprocess.Popen(["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *command],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/",
+                              env={"PATH": "/usr/bin:/bin"})
+    try:
+        wait_for(lambda: api_answers(port) or server.poll() is not None, 60, "the installed serve")
+        assert server.poll() is None, server.communicate()
+        for name, password in (("admin", ADMIN_PASSWORD), ("deputy", generated.group(1))):
+            client = Client(port)
+            status, answer, _ = client.login(name, password)
+            assert (status, answer.get("role")) == (200, "admin"), answer
+            assert client.get("/api/messages")[0] == 200
+        assert Client(port).login("admin", "not the password")[0] == 401
+        status, _, _ = Client(port).request("GET", "/login", headers={"Host": f"console.example.net:{port}"})
+        assert status == 200  # the base URL's host is allowed
+    finally:
+        stop(server)

@@ -7,6 +7,7 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from qsconsole import config
 
@@ -27,6 +28,9 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     migrate.add_argument("--host", help="the host name the records of this spool carry (saved; default this machine's)")
     migrate.add_argument("--release-tool", metavar="PATH",
                          help="the installed qs-quarantine that releases from this host's quarantine (saved)")
+    migrate.add_argument("--base-url", metavar="URL", help="the console's address as recipients reach it, for the "
+                                                           "digest's links (saved; its host joins allowed_hosts)")
+    migrate.add_argument("--digest-sender", metavar="ADDR", help="the digest's sender (saved; default postmaster@host)")
     createuser = commands.add_parser("createuser", help="add a user; the password is read from standard input")
     createuser.add_argument("name")
     role = createuser.add_mutually_exclusive_group(required=True)
@@ -67,7 +71,10 @@ def migrate(arguments: argparse.Namespace, data_dir: Path) -> int:
     wanted = replace(saved, db=saved.db if arguments.db is None else arguments.db,
                      spooldir=arguments.spooldir or saved.spooldir,
                      host=saved.host if arguments.host is None else arguments.host,
-                     release_tool=saved.release_tool if arguments.release_tool is None else arguments.release_tool)
+                     release_tool=saved.release_tool if arguments.release_tool is None else arguments.release_tool,
+                     base_url=saved.base_url if arguments.base_url is None else arguments.base_url,
+                     digest_sender=saved.digest_sender if arguments.digest_sender is None else arguments.digest_sender)
+    wanted = replace(wanted, allowed_hosts=with_base_url_host(wanted.allowed_hosts, wanted.base_url))
     config.database_settings(wanted.db, data_dir)  # a wrong URL is refused before anything is written
     if wanted != saved or not (data_dir / config.CONFIG_NAME).exists():
         config.save(wanted)
@@ -76,6 +83,17 @@ def migrate(arguments: argparse.Namespace, data_dir: Path) -> int:
 
     call_command("migrate", interactive=False, verbosity=1)
     return 0
+
+
+def with_base_url_host(allowed_hosts: list[str], base_url: str) -> list[str]:
+    """allowed_hosts with the base URL's host added: the pages answer the address the digest's links name."""
+    if not base_url:
+        return allowed_hosts
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise config.ConfigError(f"--base-url {base_url!r}: give http(s)://HOST[:PORT]")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return allowed_hosts if host in allowed_hosts else [*allowed_hosts, host]
 
 
 def createuser(arguments: argparse.Namespace, data_dir: Path) -> int:

@@ -13,6 +13,7 @@ import argparse
 import grp
 import os
 import pwd
+import secrets
 import shutil
 import stat
 import subprocess
@@ -22,13 +23,18 @@ from pathlib import Path
 from qsconfigure.nofollow import open_directory, open_entry
 from qsconfigure.probes import ConfigureError
 from qsconfigure.wrapper import CFLAGS, c_string, wrapper_compiler
+from qsconsole import config
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent.parent
 HELPER_SOURCE = SOURCE_ROOT / "contrib" / "qs-console-release.c"
 HELPER_NAME = "qs-console-release"
 HELPER_MODE = 0o4750  # setuid root, runnable by root and the console's group only; it drops to the scanner account
 RECORDS_MODE = 0o2770
-SERVICES = {"qs-console": "serve --listen {listen}", "qs-console-load": "load"}
+# name -> (command, niceness). The loader yields the CPU to mail: at the scanner's priority on 2 cores it slows the
+# engine's messages (README, "Measured"); a backlog it loads later costs nothing.
+SERVICES = {"qs-console": ("serve --listen {listen}", 0), "qs-console-load": ("load", 10)}
+DIGEST = "qs-console-digest"
+DIGEST_TIME = "07:00"  # daily, after the night's mail, before the working day
 
 
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
@@ -43,6 +49,13 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--listen", default="127.0.0.1:8025", help="HOST:PORT for serve")
     parser.add_argument("--db", help="postgresql://... (default SQLite in the data dir)")
     parser.add_argument("--python", default="/usr/bin/python3", help="the interpreter with Debian's Django")
+    parser.add_argument("--admin", metavar="NAME", help="create this administrator (password: the first line of "
+                                                        "standard input, or generated and printed once)")
+    parser.add_argument("--base-url", metavar="URL", help="the console's address as recipients reach it "
+                                                          "(http://HOST:PORT; the digest's links)")
+    parser.add_argument("--digest-sender", metavar="ADDR", help="the digest's sender (default postmaster@ this host)")
+    parser.add_argument("--start", action="store_true", help="enable and start the units (systemd), or print the "
+                                                             "daemontools/runit commands")
     return parser.parse_args(argv)
 
 
@@ -159,15 +172,17 @@ def build_helper(prefix: Path, tool: str, scanner_uid: int, scanner_gid: int, co
     return helper
 
 
-def run_file(python: str, launcher: Path, data_dir: str, user: str, command: str) -> str:
+def run_file(python: str, launcher: Path, data_dir: str, user: str, command: str, niceness: int = 0) -> str:
     """A daemontools / runit run script: started as root, the command runs as the console's account."""
+    nice = f"nice -n {niceness} " if niceness else ""
     return ("#!/bin/sh\n"
             "exec 2>&1\n"
-            f"exec setpriv --reuid={user} --regid={user} --init-groups {python} {launcher} --data-dir {data_dir} "
+            f"exec {nice}setpriv --reuid={user} --regid={user} --init-groups {python} {launcher} --data-dir {data_dir} "
             f"{command}\n")
 
 
-def systemd_unit(name: str, python: str, launcher: Path, data_dir: str, user: str, command: str) -> str:
+def systemd_unit(name: str, python: str, launcher: Path, data_dir: str, user: str, command: str,
+                 niceness: int = 0) -> str:
     """A unit running the command as the console's account (no NoNewPrivileges: release runs the setuid helper)."""
     return ("[Unit]\n"
             f"Description=qmail-scanner console ({name})\n"
@@ -175,9 +190,65 @@ def systemd_unit(name: str, python: str, launcher: Path, data_dir: str, user: st
             "[Service]\n"
             f"User={user}\nGroup={user}\n"
             f"ExecStart={python} {launcher} --data-dir {data_dir} {command}\n"
-            "UMask=0077\nRestart=always\nRestartSec=2\n"
+            + (f"Nice={niceness}\n" if niceness else "")
+            + "UMask=0077\nRestart=always\nRestartSec=2\n"
             "ProtectSystem=full\nPrivateTmp=true\n\n"
             "[Install]\nWantedBy=multi-user.target\n")
+
+
+def digest_units(python: str, launcher: Path, data_dir: str, user: str) -> dict[str, str]:
+    """The daily digest: a oneshot service and the timer that starts it (a missed run is made up at boot)."""
+    service = ("[Unit]\n"
+               "Description=qmail-scanner console: the daily digest of quarantined mail\n"
+               "After=network.target postgresql.service\n\n"
+               "[Service]\nType=oneshot\n"
+               f"User={user}\nGroup={user}\n"
+               f"ExecStart={python} {launcher} --data-dir {data_dir} digest\n"
+               "UMask=0077\nProtectSystem=full\nPrivateTmp=true\n")
+    timer = ("[Unit]\n"
+             "Description=qmail-scanner console: the daily digest\n\n"
+             "[Timer]\n"
+             f"OnCalendar=*-*-* {DIGEST_TIME}:00\nPersistent=true\nRandomizedDelaySec=300\n\n"
+             "[Install]\nWantedBy=timers.target\n")
+    return {f"{DIGEST}.service": service, f"{DIGEST}.timer": timer}
+
+
+def cron_line(python: str, launcher: Path, data_dir: str, user: str) -> str:
+    """The digest for a host without systemd: a line for /etc/cron.d (which names the account)."""
+    hour, minute = DIGEST_TIME.split(":")
+    return f"{int(minute)} {int(hour)} * * * {user} {python} {launcher} --data-dir {data_dir} digest"
+
+
+def add_admin(name: str, as_console: list[str]) -> str:
+    """Create the administrator: the password from standard input's first line, else generated; what to print."""
+    given = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.readline().rstrip("\r\n")
+    password = given or secrets.token_urlsafe(15)
+    done = subprocess.run([*as_console, "createuser", name, "--admin"], input=password + "\n", capture_output=True,
+                          text=True, check=False, cwd="/")
+    if done.returncode != 0 and done.stderr.strip().endswith(f"{name} exists"):
+        return f"administrator {name}: exists, its password unchanged"
+    if done.returncode != 0:
+        raise ConfigureError(f"qs-console createuser {name}: {done.stderr.strip()}", "give another password on stdin")
+    if given:
+        return f"administrator {name}: created with the password given on standard input"
+    return f"administrator {name}: created, password {password} (shown this once: keep it)"
+
+
+def systemd_runs() -> bool:
+    """True when systemd is the init system here (sd_booted's test)."""
+    return os.path.isdir("/run/systemd/system")
+
+
+def start_units(prefix: Path, with_digest: bool) -> str:
+    """Link, enable and start the units (systemd); what was done."""
+    units = [prefix / "systemd" / f"{name}.service" for name in SERVICES]
+    names = [f"{name}.service" for name in SERVICES]
+    if with_digest:
+        units += [prefix / "systemd" / f"{DIGEST}.service", prefix / "systemd" / f"{DIGEST}.timer"]
+        names.append(f"{DIGEST}.timer")
+    for argv in (["systemctl", "link", *map(str, units)], ["systemctl", "enable", "--now", *names]):
+        _run(argv)
+    return "started: " + " ".join(names)
 
 
 def install(options: argparse.Namespace) -> int:
@@ -202,31 +273,55 @@ def install(options: argparse.Namespace) -> int:
     helper = ""
     if options.release_tool:
         helper = str(build_helper(prefix, options.release_tool, scanner.pw_uid, scanner.pw_gid, console_gid))
-    for name, command in SERVICES.items():
+    for name, (command, niceness) in SERVICES.items():
         command = command.format(listen=options.listen)
         service = prefix / "service" / name
         root_directory(service)
         write_root_file(service / "run", run_file(options.python, launcher, str(data_dir), options.user,
-                                                  command).encode(), 0o755)
+                                                  command, niceness).encode(), 0o755)
         write_root_file(prefix / "systemd" / f"{name}.service", systemd_unit(
-            name, options.python, launcher, str(data_dir), options.user, command).encode(), 0o644)
-    migrate = ["setpriv", f"--reuid={options.user}", f"--regid={options.user}", "--init-groups", options.python,
-               str(launcher), "--data-dir", str(data_dir), "migrate", "--spooldir", options.spooldir,
-               "--release-tool", helper] + (["--db", options.db] if options.db else [])
+            name, options.python, launcher, str(data_dir), options.user, command, niceness).encode(), 0o644)
+    for name, text in digest_units(options.python, launcher, str(data_dir), options.user).items():
+        write_root_file(prefix / "systemd" / name, text.encode(), 0o644)
+    as_console = ["setpriv", f"--reuid={options.user}", f"--regid={options.user}", "--init-groups", options.python,
+                  str(launcher), "--data-dir", str(data_dir)]
+    migrate = [*as_console, "migrate", "--spooldir", options.spooldir, "--release-tool", helper]
+    for flag, value in (("--db", options.db), ("--base-url", options.base_url),
+                        ("--digest-sender", options.digest_sender)):
+        migrate += [flag, value] if value is not None else []
     done = subprocess.run(migrate, check=False, cwd="/")
     if done.returncode != 0:
         raise ConfigureError(f"qs-console migrate as {options.user} exited {done.returncode}", "see above")
-    print(f"qs-console installed in {prefix} (data {data_dir}, account {options.user}); start it with\n"
-          f"  systemctl link {prefix}/systemd/qs-console.service {prefix}/systemd/qs-console-load.service\n"
-          f"  systemctl enable --now qs-console qs-console-load\n"
-          f"or link {prefix}/service/qs-console and qs-console-load into /service (daemontools, runit).")
+    print(f"qs-console installed in {prefix} (data {data_dir}, account {options.user}, serving {options.listen})")
+    if options.admin:
+        print(add_admin(options.admin, as_console))
+    print(instructions(prefix, options, launcher, str(data_dir)))
     return 0
+
+
+def instructions(prefix: Path, options: argparse.Namespace, launcher: Path, data_dir: str) -> str:
+    """Start the units (--start under systemd), or say how; and how the digest runs daily."""
+    with_digest = bool(config.load(Path(data_dir)).base_url)  # this run's --base-url, or an earlier run's
+    cron = f"  {cron_line(options.python, launcher, data_dir, options.user)}"
+    digest = "" if with_digest else " (give --base-url first: the digest's links need it)"
+    if options.start and systemd_runs():
+        return start_units(prefix, with_digest) + ("" if with_digest else f"; not the digest timer{digest}")
+    units = " ".join(f"{prefix}/systemd/{name}" for name in (*(f"{s}.service" for s in SERVICES),
+                                                               f"{DIGEST}.service", f"{DIGEST}.timer"))
+    services = " ".join(f"{prefix}/service/{name}" for name in SERVICES)
+    said = "" if not options.start else "no systemd here (/run/systemd/system): start it with daemontools or runit\n"
+    return (f"{said}systemd: systemctl link {units}\n"
+            f"         systemctl enable --now qs-console.service qs-console-load.service {DIGEST}.timer\n"
+            f"daemontools: ln -s {services} /service/\n"
+            f"runit:       ln -s {services} /etc/service/\n"
+            f"the daily digest without systemd{digest}, a line for /etc/cron.d/{DIGEST}:\n{cron}")
+
 
 
 def main(argv: list[str]) -> int:
     """`qs-console install ...`: one line on a problem, exit 1."""
     try:
         return install(parse_arguments(argv))
-    except (ConfigureError, KeyError, OSError) as problem:
+    except (ConfigureError, config.ConfigError, KeyError, OSError) as problem:
         print(f"qs-console install: {problem}", file=sys.stderr)
         return 1
