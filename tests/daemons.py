@@ -173,10 +173,14 @@ class SpamdServer(PrivateDaemon):
 
     program = "spamd"
 
-    def __init__(self, name: str = "spamd", timeout: int = 0) -> None:
-        """timeout: spamd's --timeout-tcp, how long it waits for a client's request, in seconds (0: its default)."""
+    def __init__(self, name: str = "spamd", timeout: int = 0, allow_tell: bool = False) -> None:
+        """timeout: spamd's --timeout-tcp, how long it waits for a client's request, in seconds (0: its default).
+
+        allow_tell: spamd --allow-tell, learning (`spamc -L`) into a Bayes database of its own in the private dir.
+        """
         self.name = name
         self.timeout = timeout
+        self.allow_tell = allow_tell
         self.directory = _private_dir(f"qs-{name}-")
         self.socket_path = str(self.directory / "spamd.sock")
         self.log_path = self.directory / "spamd.log"
@@ -191,6 +195,11 @@ class SpamdServer(PrivateDaemon):
         ]
         if self.timeout:
             argv.append(f"--timeout-tcp={self.timeout}")
+        if self.allow_tell:
+            # The children run as nobody, whose home (for the default ~/.spamassassin/bayes) does not exist.
+            (self.directory / "bayes").mkdir()
+            shutil.chown(self.directory / "bayes", "nobody")
+            argv += ["--allow-tell", f"--cf=bayes_path {self.directory / 'bayes' / 'bayes'}"]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         self.startup_seconds = _wait(self.name, self.answers, self.process, 60, self.log_path)

@@ -19,7 +19,6 @@ from django.middleware.csrf import get_token
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from qsconsole.actions import NotReleasable, release
 from qsconsole.console.models import AuditLog, Message, Profile, Recipient
 from qsconsole.record_format import address_key
 
@@ -118,40 +117,6 @@ def message_detail(request: HttpRequest, profile: Profile, pk: int) -> JsonRespo
                  "spam_tagged", "attachments", "quarantine_dir", "readings", "skipped", "trace"):
         record[name] = getattr(message, name)
     return JsonResponse(record)
-
-
-@require_POST
-@authenticated
-def message_release(request: HttpRequest, profile: Profile, pk: int) -> JsonResponse:
-    """Release a quarantined message to its original recipients (administrators); recorded in the audit log."""
-    status, answer = release_message(request, profile, pk)
-    return JsonResponse(answer, status=status)
-
-
-def release_message(request: HttpRequest, profile: Profile, pk: int) -> tuple[int, dict]:
-    """The release the API and the pages share: the HTTP status and its JSON answer; every attempt audited."""
-    if profile.role != Profile.ADMIN:
-        return 403, {"error": "only an administrator releases"}
-    message = Message.objects.filter(pk=pk).first()
-    if message is None:
-        return 404, {"error": "no such message"}
-    audit = AuditLog(user=request.user.get_username(), action="release", message=message,
-                     record_id=message.record_id, client_ip=request.META.get("REMOTE_ADDR", ""))
-    if message.outcome != "quarantined" or not message.quarantine_id:
-        audit.result, audit.detail = "refused", "not in quarantine"
-        audit.save()
-        return 409, {"error": "this message is not in quarantine"}
-    try:
-        done = release(message.host, message.quarantine_id)
-    except NotReleasable as refusal:
-        audit.result, audit.detail = "refused", str(refusal)
-        audit.save()
-        return refusal.status, {"error": str(refusal)}
-    audit.result, audit.detail = ("ok" if done.ok else "failed"), done.detail
-    audit.save()
-    if not done.ok:
-        return 502, {"error": "the release failed", "detail": done.detail}
-    return 200, {"released": True, "detail": done.detail}
 
 
 def visible(profile: Profile) -> QuerySet:

@@ -1,12 +1,13 @@
-"""The console's pages: log in and out, recent messages with search, a message's page with its release button.
+"""The console's pages: log in and out, recent messages with search, a message's page with its MIME tree and actions.
 
 Server-rendered with Django templates, autoescaping on: every string from mail (subjects, addresses, file names,
 scanner answers, the trace) goes through it, none is marked safe. The queries and the release are the API's
-(api.visible, api.search, api.release_message), so a page shows exactly what the API would answer.
+(api.visible, api.search, actions_api.act), so a page shows exactly what the API would answer.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import wraps
 from urllib.parse import urlencode
@@ -17,10 +18,14 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
-from qsconsole.console.api import BadQuery, release_message, search, visible
+from qsconsole.console.actions_api import DELETED, act
+from qsconsole.console.api import BadQuery, search, visible
 from qsconsole.console.models import OUTCOMES, AuditLog, Profile
 
 PAGE = 50
+# The tree's indentation stops here (console.css has a rule per depth); its texts are cut to this length.
+MAX_TREE_DEPTH = 8
+MAX_TREE_TEXT = 300
 REFRESH_SECONDS = 10
 MIN_REFRESH_SECONDS = 2
 SEARCH_FIELDS = ("sender", "recipient", "q", "client_ip", "outcome", "host", "since", "until")
@@ -62,6 +67,16 @@ form.search input, form.search select { margin-right: .5em; }
 .outcome-quarantined { color: #a60; } .outcome-rejected { color: #a00; } .outcome-delivered { color: #060; }
 pre { white-space: pre-wrap; word-break: break-all; background: #f6f6f6; padding: .5em; }
 .notice { background: #eef; padding: .5em; }
+.actions form { display: inline-block; margin: .3em 1em .3em 0; }
+tr.decided td { background: #fdd; font-weight: bold; }
+tr.depth-1 td.path { padding-left: 1.5em; }
+tr.depth-2 td.path { padding-left: 2.7em; }
+tr.depth-3 td.path { padding-left: 3.9em; }
+tr.depth-4 td.path { padding-left: 5.1em; }
+tr.depth-5 td.path { padding-left: 6.3em; }
+tr.depth-6 td.path { padding-left: 7.5em; }
+tr.depth-7 td.path { padding-left: 8.7em; }
+tr.depth-8 td.path { padding-left: 9.9em; }
 """
 
 
@@ -163,16 +178,18 @@ def message_list(request: HttpRequest, profile: Profile) -> HttpResponse:
 @require_GET
 @page
 def message_page(request: HttpRequest, profile: Profile, pk: int) -> HttpResponse:
-    """One message's record; 404 when it does not exist or is not this user's to see."""
+    """One message's record and MIME tree; 404 when it does not exist or is not this user's to see."""
     message = visible(profile).filter(pk=pk).first()
     if message is None:
         raise Http404("no such message")
     admin = profile.role == Profile.ADMIN
     audit = list(AuditLog.objects.filter(message=message).order_by("time", "id")) if admin else []
     released = next((line for line in audit if line.action == "release" and line.result == "ok"), None)
+    held = admin and message.outcome == "quarantined" and bool(message.quarantine_id) and message.state != DELETED
     context = {
         "profile": profile, "message": message, "admin": admin, "audit": audit, "released": released,
-        "can_release": admin and released is None and message.outcome == "quarantined" and bool(message.quarantine_id),
+        "deleted": message.state == DELETED, "can_act": held, "can_release": held and released is None,
+        "tree": mime_tree(message.parts, message.decision), "decided_by": decided_by(message.decision),
         "notice": request.session.pop(f"notice-{pk}", ""),
     }
     return render(request, "console/message.html", context)
@@ -181,15 +198,106 @@ def message_page(request: HttpRequest, profile: Profile, pk: int) -> HttpRespons
 @require_POST
 @page
 def release_page(request: HttpRequest, profile: Profile, pk: int) -> HttpResponse:
-    """The Release button: the API's release, then back to the message's page with what came of it."""
-    status, answer = release_message(request, profile, pk)
-    if status == 404 or (status == 403 and not visible(profile).filter(pk=pk).exists()):
+    """The Release buttons: to the original recipients, or with the form's `to` to that one of them."""
+    if "to" in request.POST and not request.POST["to"].strip():
+        return noticed(request, profile, pk, "Not released: give one of the message's recipients' addresses.")
+    acted = act(request, profile, pk, "release", request.POST.get("to", "").strip())
+    return after_action(request, profile, pk, acted, "Released", "Not released")
+
+
+@require_POST
+@page
+def delete_page(request: HttpRequest, profile: Profile, pk: int) -> HttpResponse:
+    """The Delete button: only with its confirmation box ticked (the policy forbids the inline script of a dialog)."""
+    if request.POST.get("confirm") != "yes":
+        return noticed(request, profile, pk, "Not deleted: tick “yes, delete the stored copy” first.")
+    return after_action(request, profile, pk, act(request, profile, pk, "delete"), "Deleted", "Not deleted")
+
+
+@require_POST
+@page
+def learn_page(request: HttpRequest, profile: Profile, pk: int) -> HttpResponse:
+    """The Learn as spam / Learn as ham buttons."""
+    kind = request.POST.get("as")
+    if kind not in ("spam", "ham"):
+        return noticed(request, profile, pk, "Not learned: choose spam or ham.")
+    return after_action(request, profile, pk, act(request, profile, pk, f"learn-{kind}"), f"Learned as {kind}",
+                        "Not learned")
+
+
+def after_action(request: HttpRequest, profile: Profile, pk: int, acted, done: str, not_done: str) -> HttpResponse:
+    """Back to the message's page with what came of an action (404 for a message this user may not see)."""
+    if acted.status == 200:
+        return noticed(request, profile, pk, f"{done}: {acted.answer['detail']}")
+    return noticed(request, profile, pk, f"{not_done}: {acted.answer['error']} {acted.answer.get('detail', '')}")
+
+
+def noticed(request: HttpRequest, profile: Profile, pk: int, notice: str) -> HttpResponse:
+    """The message's page again, saying `notice` once; 404 when the message is not this user's to see."""
+    if not visible(profile).filter(pk=pk).exists():
         raise Http404("no such message")
-    if status == 200:
-        request.session[f"notice-{pk}"] = f"Released: {answer['detail']}"
-    else:
-        request.session[f"notice-{pk}"] = f"Not released: {answer['error']} {answer.get('detail', '')}".strip()
+    request.session[f"notice-{pk}"] = notice.strip()
     return HttpResponseRedirect(f"/messages/{pk}")
+
+
+@dataclass(frozen=True)
+class TreeRow:
+    """One part of the MIME tree as the page shows it."""
+
+    path: str
+    depth: int
+    type: str
+    real_type: str
+    name: str
+    size: str
+    encoding: str
+    container: str
+    readings: str
+    finding: str
+    decided: bool
+
+
+def mime_tree(parts: list, decision: dict) -> list[TreeRow]:
+    """The record's parts as rows, the one that decided the outcome marked; items that are not objects are skipped."""
+    decided_part = decision.get("part") if isinstance(decision, dict) and decided_by(decision) else None
+    rows = []
+    for part in parts if isinstance(parts, list) else []:
+        if not isinstance(part, dict):
+            continue
+        depth = part.get("depth")
+        depth = depth if isinstance(depth, int) and not isinstance(depth, bool) else 0
+        readings = part.get("readings")
+        path = text_of(part.get("path"))
+        rows.append(TreeRow(
+            path=path, depth=min(max(depth, 0), MAX_TREE_DEPTH), type=text_of(part.get("type")),
+            real_type=text_of(part.get("real_type")), name=text_of(part.get("name")), size=text_of(part.get("size")),
+            encoding=text_of(part.get("encoding")), container=text_of(part.get("container")),
+            readings=", ".join(text_of(item) for item in readings) if isinstance(readings, list) else "",
+            finding=text_of(part.get("finding")), decided=decided_part is not None and path == text_of(decided_part),
+        ))
+    return rows
+
+
+def decided_by(decision: dict) -> str:
+    """The decision line: "part 1.2, rule X, scanner clamd, reading Y" and its one-line why; "" for none."""
+    if not isinstance(decision, dict):
+        return ""
+    pieces = [f"{label} {text_of(decision[key])}" for key, label in (("rule", "rule"), ("scanner", "scanner"),
+                                                                     ("reading", "reading")) if decision.get(key)]
+    if not pieces and not decision.get("text"):
+        return ""
+    if "part" in decision:
+        pieces.insert(0, f"part {text_of(decision['part'])}" if decision["part"] else "the message as a whole")
+    line = ", ".join(pieces)
+    if decision.get("text"):
+        line += f" ({text_of(decision['text'])})" if line else text_of(decision["text"])
+    return line
+
+
+def text_of(value) -> str:
+    """A value of the record as page text, bounded (the template escapes it)."""
+    text = value if isinstance(value, str) else "" if value is None else str(value)
+    return text if len(text) <= MAX_TREE_TEXT else text[:MAX_TREE_TEXT - 1] + "…"
 
 
 def api_query(query: dict[str, str]) -> dict[str, str]:
