@@ -18,7 +18,8 @@ help:
 	@echo "make differential [N=3000]  crafted messages: what real mail parsers extract that the unpacker misses"
 	@echo "make lint    ruff"
 	@echo "make bench-engine  the resident engine's workers over 10,000 messages: RSS and fds (root)"
-	@echo "make bench-console  qs-console: the loader's rate, and each API search at 1,000,000 records (SQLite, PostgreSQL)"
+	@echo "make bench-console  qs-console: the loader's rate, each API search at 1,000,000 records (SQLite, PostgreSQL),"
+	@echo "                    and the engine's time per message with the loader busy beside it (root)"
 	@echo "make load    concurrent senders through the program with faults, then an accounting"
 	@echo "make load-engine  the same through the resident engine and the setuid wrapper (root)"
 	@echo "make soak    a long fuzzing run with a summary"
@@ -56,7 +57,9 @@ bench-engine: deps
 	$(PY) benchmarks/engine.py soak
 
 bench-console: deps
-	$(PY) benchmarks/console.py --postgresql-search
+	status=0; $(PY) benchmarks/console.py --postgresql-search || status=1; \
+	if [ "$$(id -u)" = 0 ]; then $(PY) benchmarks/console_engine.py || status=1; \
+	else echo "the engine beside the loader: needs root"; fi; exit $$status
 
 corpus: venv
 	$(PY) benchmarks/corpus.py
@@ -83,5 +86,6 @@ site-run: deps
 	$(PY) benchmarks/site_run.py --duration $(DURATION) --rounds $(ROUNDS)
 
 clean:
+	-$(PYTHON) contrib/demo.py --stop
 	rm -rf demo build .pytest_cache .hypothesis .ruff_cache qmail-scanner-queue.py soak-summary.json
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
