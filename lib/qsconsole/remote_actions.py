@@ -26,7 +26,16 @@ from django.db import connection, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, Value
 from django.db.models.functions import Now
 
-from qsconsole.actions import RELEASE_SECONDS, VERBS, NotReleasable, Released, Request, one_line, run_local
+from qsconsole.actions import (
+    MAX_FETCH_BYTES,
+    RELEASE_SECONDS,
+    VERBS,
+    NotReleasable,
+    Released,
+    Request,
+    one_line,
+    run_local,
+)
 from qsconsole.console.models import ActionRequest, Message
 
 # Claimed by a loader, being done: not a state a console writes (pending, done, failed are the model's others).
@@ -35,7 +44,7 @@ POLL_SECONDS = 0.1
 # Past the helper's own timeout, a row still running means its loader died inside the action.
 RUN_GRACE_SECONDS = 30
 # A fetch's bytes cross the database: a larger copy is refused (download it on its host with qs-quarantine).
-MAX_DATA_BYTES = 64 * 1024 * 1024
+MAX_DATA_BYTES = MAX_FETCH_BYTES  # the same bound as a local fetch
 UNKNOWN = "unknown: the host's loader stopped while doing it; check the host's quarantine"
 # A test-only stop (environment QS_CONSOLE_TEST_STOP=<point>): the process stops itself there, so a test can kill it
 # at exactly that point with a real SIGKILL. Never set in a service's environment.
