@@ -34,7 +34,7 @@ from testbed.qmail import unique_marker, wait_for_delivery
 RECORD_KEYS = [
     "v", "id", "time", "host", "queue_id", "client_ip", "helo", "auth_user", "sender", "recipients", "subject",
     "message_id", "size", "outcome", "reason", "rule", "kind", "scanners", "spam_score", "spam_tagged",
-    "attachments", "quarantine_id", "quarantine_dir", "readings", "skipped", "trace",
+    "attachments", "quarantine_id", "quarantine_dir", "readings", "skipped", "trace", "parts", "decision",
 ]  # fmt: skip
 NOT_WRITTEN = "message record not written to "
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"

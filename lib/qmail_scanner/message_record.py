@@ -10,7 +10,12 @@ for mail. Format version 1 (README, "Message records"):
      "sender", "recipients", "subject", "message_id", "size", "outcome", "reason", "rule", "kind",
      "scanners":[{"name","answer","seconds"}], "spam_score", "spam_tagged",
      "attachments":[{"name","type","size"}], "quarantine_id", "quarantine_dir", "readings",
-     "skipped", "trace"}
+     "skipped", "trace",
+     "parts":[{"path","depth","type","real_type","name","size","encoding","container","readings","finding"}],
+     "decision":{"part","rule","scanner","reading","text"}}
+
+"parts" is the MIME tree as the unpacker read it (archive members too), "decision" what decided
+the outcome ({} for a clean delivery).
 
 Each record is one os.write on a file opened by name with O_APPEND: concurrent processes never
 interleave, and after the loader's rename the next record starts a new current.jsonl. A record
@@ -41,12 +46,18 @@ CURRENT_FILE = "current.jsonl"
 RECORD_LIMIT = 65536  # bytes of one line, newline included: a bigger record is cut, never split
 ATTACHMENTS_KEPT = 200
 ATTACHMENTS_CUT = 20  # what a record over RECORD_LIMIT keeps
+PARTS_KEPT = 500
+PARTS_CUT = 50  # an oversized record keeps the start of its tree, then none of it, before anything else goes
+TYPE_LIMIT = 100  # a content type, a transfer encoding, an archive format
+READINGS_KEPT = 10  # ambiguities named at one part
+PATH_LIMIT = 255  # a dotted path 200 levels deep is longer; its start says enough
 RECIPIENTS_CUT = 40  # the last resort of an oversized record, with strings cut to TEXT_CUT
 TEXT_CUT = 1000
 SUBJECT_LIMIT = 998  # RFC 5322's line length; the record is for finding the message, not reading it
 NAME_LIMIT = 255
 KIND_OF_QUARANTINE = {"viruses": "virus", "policy": "policy", "spam": "spam"}
 QUARANTINE_DIRS = ("viruses", "policy", "spam")
+KIND_WEIGHT = {"virus": 0, "policy": 1, "spam": 2}  # which finding a part shows first, as verdict.decide weighs them
 # O_NONBLOCK: the console's account may add names to records/ (its loader renames current.jsonl away), so a
 # FIFO planted as current.jsonl must not hang the open; the fd is made blocking again once it is a plain file.
 FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK  # O_CREAT added when it is missing
@@ -175,6 +186,12 @@ def encode_line(record: dict) -> bytes:
     if len(line) <= RECORD_LIMIT:
         return line
     record = dict(record)
+    for kept in (PARTS_CUT, 0):  # the tree goes first: it is the biggest key and the console has the rest
+        if len(record["parts"]) > kept:
+            record["parts"] = record["parts"][:kept]
+            line = (_object(record) + "\n").encode("utf-8")
+            if len(line) <= RECORD_LIMIT:
+                return line
     record["attachments"] = record["attachments"][:ATTACHMENTS_CUT]
     record["trace"] = ""
     record["readings"] = []
@@ -188,6 +205,7 @@ def encode_line(record: dict) -> bytes:
     for key, value in record.items():
         if isinstance(value, str):
             record[key] = value[:TEXT_CUT]
+    record["decision"] = {key: value[:TEXT_CUT] for key, value in record["decision"].items()}
     return (_object(record) + "\n").encode("utf-8")
 
 
@@ -245,13 +263,15 @@ def build(
     failure: str = "",
 ) -> dict:
     """The record from what the program knows; a message refused early knows less (no envelope, no parts)."""
-    outcome, reason, kind, rule, quarantine_dir = _fate(verdict, code, permanent, failure, message)
+    outcome, reason, kind, rule, quarantine_dir, finding = _fate(verdict, code, permanent, failure, message)
     envelope = message.envelope if message is not None else None
     unpacked = message.unpacked if message is not None else None
     results = verdict.scan_results if verdict is not None else (message.scan_results if message else [])
     spam_score = next((r.spam_score for r in results if r.spam_score is not None), None)
     findings = verdict.findings if verdict is not None else (message.findings if message else [])
     client_ip, helo = client(environ, area.header_bytes)
+    paths = part_paths(unpacked)
+    decided = decided_part(unpacked, finding)
     return {
         "v": VERSION,
         "id": f"{settings.hostname}:{area.message_id}",
@@ -279,20 +299,22 @@ def build(
         "readings": [a.text for a in getattr(unpacked, "ambiguities", ())],
         "skipped": list(verdict.skipped if verdict is not None else (message.skipped if message else [])),
         "trace": trace_value(settings, message, verdict),
+        "parts": parts_tree(unpacked, paths, findings, decided, finding),
+        "decision": decision(unpacked, paths, results, finding, decided, outcome, code, reason),
     }
 
 
 def _fate(
     verdict: Verdict | None, code: int, permanent: bool, failure: str, message: Message | None
-) -> tuple[str, str, str, str, str]:
-    """(outcome, reason, kind, rule, quarantine_dir) of the message."""
+) -> tuple[str, str, str, str, str, Finding | None]:
+    """(outcome, reason, kind, rule, quarantine_dir, the deciding finding) of the message."""
     if verdict is None:
         # Refused or failed: a virus or spam refusal still names its finding (--virus-reject, --sa-reject).
         finding = _refusing_finding(message.findings + _result_findings(message.scan_results)) if message else None
         outcome = "rejected" if permanent else "tempfail"
         if finding is None:
-            return outcome, failure, "", "", ""
-        return outcome, failure, finding.kind, finding.rule, ""
+            return outcome, failure, "", "", "", None
+        return outcome, failure, finding.kind, finding.rule, "", finding
     from .logs import deciding_finding
 
     finding = deciding_finding(verdict)
@@ -302,16 +324,16 @@ def _fate(
     rule = finding.rule if finding is not None else ""
     if verdict.action == "deliver":
         if code == 0:
-            return "delivered", verdict.reason, kind, rule, ""
+            return "delivered", verdict.reason, kind, rule, "", finding
         # qmail-queue itself refused it: codes 11 to 40 are permanent (qmail-queue(8)).
         outcome = "rejected" if 11 <= code <= 40 else "tempfail"
-        return outcome, f"qmail-queue exited {code}", kind, rule, ""
+        return outcome, f"qmail-queue exited {code}", kind, rule, "", finding
     if verdict.action == "quarantine":
         directory = verdict.quarantine_kind if verdict.quarantine_kind in QUARANTINE_DIRS else "policy"
-        return "quarantined", verdict.reason, kind, rule, directory
+        return "quarantined", verdict.reason, kind, rule, directory, finding
     if verdict.action == "failed":  # --failed-action store: accepted and kept in failed/ unscanned
-        return "quarantined", verdict.reason, "", "", "failed"
-    return "dropped", verdict.reason, kind, rule, ""
+        return "quarantined", verdict.reason, "", "", "failed", None
+    return "dropped", verdict.reason, kind, rule, "", finding
 
 
 def _result_findings(results: list[ScanResult]) -> list[Finding]:
@@ -386,6 +408,139 @@ def attachments(unpacked: object) -> list[dict]:
     return found
 
 
+def part_paths(unpacked: object) -> list[str]:
+    """Each part's dotted position in the tree, by walk order: "" the message, "2.1" the first part inside the second.
+
+    The walk records parts in document order with their depth (archive members one level below
+    their archive), so a part's parent is the nearest earlier part less deep. A later reading of
+    an ambiguous message walks it again from the top: its parts are numbered afresh.
+    """
+    paths = []
+    held: list[list] = []  # the open ancestors: [depth, path, children numbered so far]
+    for part in getattr(unpacked, "parts", ()) or ():
+        depth = part.depth
+        while held and held[-1][0] >= depth:
+            held.pop()
+        if not held:
+            path = ""
+        else:
+            parent = held[-1]
+            parent[2] += 1
+            path = f"{parent[1]}.{parent[2]}" if parent[1] else str(parent[2])
+        held.append([depth, path, 0])
+        paths.append(path)
+    return paths
+
+
+def parts_tree(
+    unpacked: object, paths: list[str], findings: list[Finding], decided: int = -1, deciding: Finding | None = None
+) -> list[dict]:
+    """The first 500 parts as read: where, declared and real type, name, size, encoding, archive, readings, finding."""
+    parts = getattr(unpacked, "parts", None)
+    if not parts:
+        return []
+    from .message_headers import header_safe
+
+    found = _findings_at(parts, findings)
+    if deciding is not None and decided >= 0:
+        found[decided] = deciding
+    named = [a for a in getattr(unpacked, "ambiguities", ()) if a.part_name]
+    tree = []
+    for part, path in zip(parts[:PARTS_KEPT], paths):
+        readings = [part.reading] if part.reading else []
+        if named and part.filenames:
+            readings += [a.text for a in named if a.part_name in part.filenames and a.text not in readings]
+        tree.append(
+            {
+                "path": path[:PATH_LIMIT],
+                "depth": part.depth,
+                "type": header_safe(part.declared_type, TYPE_LIMIT),
+                "real_type": header_safe(part.magic_type, TYPE_LIMIT),
+                "name": header_safe(part.filenames[0], NAME_LIMIT) if part.filenames else "",
+                "size": part.size,
+                "encoding": header_safe(part.transfer_encoding, TYPE_LIMIT),
+                "container": part.archive or ("archive" if part.container else ""),
+                "readings": [header_safe(text, TEXT_CUT) for text in readings[:READINGS_KEPT]],
+                "finding": header_safe(found[part.index].rule, NAME_LIMIT) if part.index in found else "",
+            }
+        )
+    return tree
+
+
+def _findings_at(parts: list, findings: list[Finding]) -> dict[int, Finding]:
+    """Part index -> the finding made at it that weighs most, in verdict.decide's order (blocking before
+    monitored, virus, policy, spam): by the index the finding carries, or by the name it gives."""
+    at: dict[int, Finding] = {}
+    names: dict[str, int] | None = None
+    for finding in sorted(findings, key=lambda f: (f.monitor_only, KIND_WEIGHT.get(f.kind, 3))):
+        index = finding.part
+        if index < 0 and finding.part_name:
+            if names is None:
+                names = {}
+                for part in parts:
+                    for name in part.filenames:
+                        names.setdefault(f"{part.container}/{name}" if part.container else name, part.index)
+            index = names.get(finding.part_name, -1)
+        if index >= 0:
+            at.setdefault(index, finding)
+    return at
+
+
+def decided_part(unpacked: object, finding: Finding | None) -> int:
+    """Index of the part the deciding finding was made at, or -1.
+
+    A finding only another reading shows (its reason names that reading) is placed at the part
+    of that reading which carries its name, not at a part of the first reading with the same name.
+    """
+    if finding is None:
+        return -1
+    from .unpack.readings import READING_NOTE
+
+    parts = getattr(unpacked, "parts", None) or []
+    index = next(iter(_findings_at(parts, [finding])), -1)
+    reading = finding.reason.partition(READING_NOTE)[2]
+    if reading and 0 <= index < len(parts) and not parts[index].reading:
+        name = parts[index].filenames[0] if parts[index].filenames else None
+        for part in parts:
+            if part.reading and part.reading in reading and (name is None or name in part.filenames):
+                return part.index
+    return index
+
+
+def decision(
+    unpacked: object,
+    paths: list[str],
+    results: list[ScanResult],
+    finding: Finding | None,
+    index: int,
+    outcome: str,
+    code: int,
+    reason: str,
+) -> dict:
+    """What decided the outcome: the finding's part, rule, scanner and reading, and why; {} for a clean delivery."""
+    from .message_headers import header_safe
+
+    if finding is None:
+        if outcome == "delivered" and code == 0:
+            return {}
+        failed = ", ".join(r.scanner for r in results if r.failed and not r.unchecked)
+        return {"part": "", "rule": "", "scanner": failed, "reading": "", "text": header_safe(reason, TEXT_CUT)}
+    from .unpack.readings import READING_NOTE
+
+    parts = getattr(unpacked, "parts", None) or []
+    reading = finding.reason.partition(READING_NOTE)[2]
+    if not reading and 0 <= index < len(parts):
+        reading = parts[index].reading
+    scanner = next((r.scanner for r in results if finding in r.findings), "")
+    return {
+        "part": paths[index][:PATH_LIMIT] if 0 <= index < len(paths) else "",
+        "rule": header_safe(finding.rule, NAME_LIMIT),
+        "scanner": scanner,
+        "reading": header_safe(reading, TEXT_CUT),
+        "text": header_safe(reason or finding.reason, TEXT_CUT),
+    }
+
+
 def scanner_answers(results: list[ScanResult], seconds: dict) -> list[dict]:
     """Each scanner's answer in a word or a few: clean, the virus or spam rule found, its score, or its failure."""
     answers = []
@@ -436,4 +591,3 @@ def bound_unread_records(spooldir: str, limit: int = UNREAD_RECORDS_LIMIT) -> st
     except FileNotFoundError:
         return ""
     return f"no console loader takes the message records: {current} moved to .old (the older .old removed)"
-

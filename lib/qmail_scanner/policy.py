@@ -389,7 +389,7 @@ def evaluate(message: Message, rules: list[Rule]) -> list[Finding]:
             for part in parts:
                 name = next((n for n in part.filenames if _name_matches(value, n)), None)
                 if name is not None and (parameter == -1 or part.size == parameter):
-                    findings.append(_found(message, rule, _shown(part, name)))
+                    findings.append(_found(message, rule, _shown(part, name), part.index))
                     break
         elif kind == "type":
             for part in parts:
@@ -397,7 +397,7 @@ def evaluate(message: Message, rules: list[Rule]) -> list[Finding]:
                     continue
                 if parameter and not any(_name_matches(parameter, n) for n in part.filenames):
                     continue
-                findings.append(_found(message, rule, _shown(part, part.display_name)))
+                findings.append(_found(message, rule, _shown(part, part.display_name), part.index))
                 break
         elif _header_matches(value, _header_values(message, parameter, cache)):
             findings.append(_found(message, rule, ""))
@@ -409,7 +409,7 @@ def _shown(part: object, name: str) -> str:
     return f"{container}/{name}" if container else name
 
 
-def _found(message: Message, rule: Rule, part_name: str) -> Finding:
+def _found(message: Message, rule: Rule, part_name: str, part: int = -1) -> Finding:
     _number, kind, value, parameter, _ = rule
     reason = _describe(rule)
     monitor = False
@@ -424,7 +424,7 @@ def _found(message: Message, rule: Rule, part_name: str) -> Finding:
             monitor = False
     if kind == "header":
         value = parameter if parameter.isupper() else f"{parameter.title()}:"
-    return Finding("policy", value, reason, part_name, monitor_only=monitor)
+    return Finding("policy", value, reason, part_name, monitor_only=monitor, part=part)
 
 
 def check(message: Message) -> list[Finding]:

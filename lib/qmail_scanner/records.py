@@ -27,6 +27,7 @@ class Part:
     magic_type: str = ""  # real type by content, e.g. "application/x-dosexec"
     decoded_path: str | None = None  # file in the work dir holding the decoded body
     container: str = ""  # "" for MIME parts; archive path for members, e.g. "a.zip/b.zip"
+    archive: str = ""  # members: the format of the archive they came from ("zip", "tar", "tnef"...)
     encrypted: bool = False  # password-protected archive member
     transfer_encoding: str = ""
     reading: str = ""  # the ambiguity under which only one reading of the message shows this part or its names
@@ -50,6 +51,7 @@ class Finding:
     reason: str  # human text for logs, alerts and SMTP replies
     part_name: str = ""  # the attachment it concerns, if any
     monitor_only: bool = False  # --dlp-monitor: log and head, do not block
+    part: int = -1  # Part.index of the part it was found in, when known (the message record's tree names it)
 
 
 @record(frozen=True)

@@ -26,12 +26,14 @@ if TYPE_CHECKING:
     from ..message import Message
     from ..settings import ScannerConfig
 
+
 class StreamTooLong(ScannerFailure):
     """clamd refused the stream as longer than its StreamMaxLength."""
 
 
 END_OF_STREAM = b"\0\0\0\0"
 MAX_REPLY_BYTES = 4096
+LOCATE_PARTS = 50  # decoded parts streamed again at most to find the one holding a virus the message showed
 # clamd closes the socket when a stream passes StreamMaxLength; the writer then sees one of these.
 HANGUP_ERRNOS = (errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED)
 
@@ -40,39 +42,73 @@ def scan(config: ScannerConfig, message: Message) -> ScanResult:
     """Stream the message (and, when asked, each decoded part) to clamd; name the viruses found."""
     deadline = scan_deadline(config, message)
     findings: list[Finding] = []
-    for label, fd in _streams(message):
+    for label, fd, index in _streams(message):
         try:
             name = scan_fd_with_failover(config, fd, deadline)
         except StreamTooLong as failure:
             if fd == message.message_fd:
                 raise  # the message itself: the failure policy decides (temporary failure by default)
             # A decoded part clamd cannot find in the message and will not read: past a limit, never clean.
-            findings.append(Finding("policy", "av-size-limit", _too_long_reason(label, failure), part_name=label))
+            findings.append(
+                Finding("policy", "av-size-limit", _too_long_reason(label, failure), part_name=label, part=index)
+            )
             continue
         finally:
             if fd != message.message_fd:
                 os.close(fd)
         if name:
-            findings.append(Finding("virus", name, f"Virus found: {name}", part_name=label))
+            if index < 0:  # found in the message: the finding still says so, only the record learns the part
+                index = _infected_part(config, message, name, deadline)
+            findings.append(Finding("virus", name, f"Virus found: {name}", part_name=label, part=index))
             break  # the first virus decides; scanning the rest would only cost time
     return ScanResult(config.name, findings=tuple(findings))
 
 
 def _streams(message: Message):
-    """The spooled message; then the decoded parts clamd cannot find in it, or every one with --av-scan-parts."""
-    yield "", message.message_fd
+    """(label, fd, part index) of the spooled message (index -1); then the decoded parts clamd cannot find in it,
+    or every one with --av-scan-parts."""
+    yield "", message.message_fd, -1
     if message.unpacked is None:
         return
     every_part = message.settings.av_scan_parts
     for part in message.unpacked.parts:
-        path = part.decoded_path
-        if not path or not (every_part or part.scan_alone):
+        if not part.decoded_path or not (every_part or part.scan_alone):
+            continue
+        fd = _open_decoded(part)
+        if fd >= 0:
+            yield part.display_name, fd, part.index
+
+
+def _open_decoded(part: object) -> int:
+    """A part's work file for reading, or -1 when the unpacker removed or never finished it."""
+    try:
+        return os.open(part.decoded_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)  # type: ignore[attr-defined]
+    except OSError:
+        return -1
+
+
+def _infected_part(config: ScannerConfig, message: Message, virus: str, deadline: Deadline) -> int:
+    """Index of the decoded part that holds the virus clamd found in the whole message; -1 if none does alone.
+
+    Only an infected message pays for this: its decoded parts are streamed again, the deepest
+    first (a part comes after the parts holding it), until one gives the same answer, so the
+    record can name the part. At most LOCATE_PARTS streams, within the scan's own deadline.
+    """
+    unpacked = message.unpacked
+    decoded = [part for part in (unpacked.parts if unpacked is not None else ()) if part.decoded_path]
+    for part in reversed(decoded[-LOCATE_PARTS:]):
+        fd = _open_decoded(part)
+        if fd < 0:
             continue
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            continue  # the unpacker removed or never finished it: the whole message was scanned
-        yield part.display_name, fd
+            found = scan_fd_with_failover(config, fd, deadline)
+        except ScannerFailure:  # its deadline too: the message's answer stands, only where it lies is not known
+            break
+        finally:
+            os.close(fd)
+        if found == virus:
+            return part.index
+    return -1
 
 
 def _too_long_reason(label: str, failure: ScannerFailure) -> str:

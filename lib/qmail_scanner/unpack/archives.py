@@ -141,9 +141,18 @@ def _bomb(sink: PartSink, reason: str, name: str = "") -> None:
 
 
 def member_part(
-    sink: PartSink, name: str, size: int, container: str, depth: int, encrypted: bool, kind: str = "ZIP"
+    sink: PartSink,
+    name: str,
+    size: int,
+    container: str,
+    depth: int,
+    encrypted: bool,
+    kind: str = "ZIP",
+    archive: str = "",
 ) -> Part | None:
-    part = sink.new_part(depth, "", b"", filenames=(name,) if name else (), size=size, container=container)
+    part = sink.new_part(
+        depth, "", b"", filenames=(name,) if name else (), size=size, container=container, archive=archive
+    )
     if part is not None and encrypted:
         part.encrypted = True
         sink.result.add_crypto(f"{kind}(encrypted)")
@@ -188,7 +197,7 @@ class _Walk:
         if self.members > sink.settings.max_parts:
             self.too_many(self.members)
             return False
-        part = member_part(sink, name, max(size, 0), self.container, self.depth, encrypted, self.crypto_tag)
+        part = member_part(sink, name, max(size, 0), self.container, self.depth, encrypted, self.crypto_tag, self.kind)
         if part is None:
             return False
         if names:
@@ -566,7 +575,7 @@ def _read_libarchive(walk: _Walk, path: str, head: bytes, part: Part) -> None:
 def _archive_error(walk: _Walk, error: str) -> None:
     """An encrypted archive is a crypto tag, as zip's encrypted members; anything else is unreadable."""
     if "encrypt" in error.lower() or "passphrase" in error.lower():
-        member_part(walk.sink, "", 0, walk.container, walk.depth, True, walk.crypto_tag)
+        member_part(walk.sink, "", 0, walk.container, walk.depth, True, walk.crypto_tag, walk.kind)
         return
     raise Unreadable(error)
 
@@ -683,7 +692,7 @@ def _list_rar(walk: _Walk, path: str) -> None:
             members = [info for info in archive.infolist() if not info.is_dir()]
             listing = [(info.filename, info.file_size, info.needs_password()) for info in members]
     except rarfile.PasswordRequired:  # type: ignore[attr-defined]
-        member_part(walk.sink, "", 0, walk.container, walk.depth, True, "RAR")
+        member_part(walk.sink, "", 0, walk.container, walk.depth, True, "RAR", walk.kind)
         return
     except LIBRARY_PASSES:
         raise
@@ -704,7 +713,7 @@ def _list_7z(walk: _Walk, path: str) -> None:
             members = [info for info in archive.list() if not info.is_directory]
             listing = [(info.filename, info.uncompressed or 0, encrypted) for info in members]
     except py7zr.PasswordRequired:  # type: ignore[attr-defined]
-        member_part(walk.sink, "", 0, walk.container, walk.depth, True, "7Z")
+        member_part(walk.sink, "", 0, walk.container, walk.depth, True, "7Z", walk.kind)
         return
     except LIBRARY_PASSES:
         raise

@@ -141,7 +141,7 @@ def note_readings(findings: list[Finding], unpacked: Unpacked, first_reading: li
             texts = [p.reading for p in firsts if _disagrees(p, finding.part_name)]
         if texts and READING_NOTE not in finding.reason:
             reason = finding.reason + READING_NOTE + "; ".join(dict.fromkeys(texts))
-            finding = Finding(finding.kind, finding.rule, reason, finding.part_name, finding.monitor_only)
+            finding = Finding(finding.kind, finding.rule, reason, finding.part_name, finding.monitor_only, finding.part)
         noted.append(finding)
     return noted
 

@@ -22,7 +22,7 @@ def _add_member(
     sink: PartSink, name: str, data_path: str | None, data: bytes | None, container: str, depth: int
 ) -> None:
     """One TNEF member: a work file of our own naming, its type, and a look inside."""
-    member = member_part(sink, name, 0, container, depth, False)
+    member = member_part(sink, name, 0, container, depth, False, archive="tnef")
     if member is None:
         return
     path = sink.work_file(member)
