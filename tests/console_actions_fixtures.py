@@ -82,9 +82,9 @@ class HeldSite:
 
 def start_held_site(installation: Installation, data_dir: Path, messages: dict[str, tuple[str, ...]],
                     record_extra: dict[str, dict] | None = None, clean: tuple[str, ...] = ()) -> HeldSite:
-    """Quarantine each subject's message to its recipients, load the records (with `record_extra` merged into the
-    record of that subject, as a later writer would add keys), and serve a console with users admin and bob
-    (bob@example.com)."""
+    """Quarantine each subject's message to its recipients (and deliver the `clean` ones to bob), load the records
+    (with `record_extra` set in the record of that subject, None taking a key out), and serve a console with users
+    admin and bob (bob@example.com)."""
     console_ready()
     SpamdServer.require()
     (installation.spool / "records" / "current.jsonl").unlink(missing_ok=True)  # the install check's own message
@@ -99,7 +99,11 @@ def start_held_site(installation: Installation, data_dir: Path, messages: dict[s
         lines = []
         for line in records.read_bytes().splitlines():
             record = json.loads(line)
-            record.update(record_extra.get(record.get("subject"), {}))
+            for key, value in record_extra.get(record.get("subject"), {}).items():
+                if value is None:
+                    record.pop(key, None)  # as an older writer's record, without the key
+                else:
+                    record[key] = value
             lines.append(json.dumps(record).encode() + b"\n")
         records.write_bytes(b"".join(lines))
     spamd = SpamdServer("spamd-tell", allow_tell=True).start()
