@@ -20,6 +20,10 @@ def inspect(message: Message) -> Verdict:
     findings: list[Finding] = list(unpacked.findings)
     results: list[ScanResult] = []
     wants_spam = any(s.kind == "spam" for s in settings.scanners)
+    listed, entry = _listed_sender(message) if wants_spam else ("", "")
+    if listed:
+        wants_spam = False  # the console's list decided: no spam scanner runs
+        message.skipped.append(f"spam scanners (sender {listed}ed)")
     early_spam = None
     try:
         if any(s.kind == "virus" for s in settings.scanners):
@@ -47,6 +51,10 @@ def inspect(message: Message) -> Verdict:
             from .scanners import run_spam_scanners
 
             results += run_spam_scanners(message)
+        if listed == "block" and not blocked:
+            from .sender_lists import blocked_result
+
+            results.append(blocked_result(settings, entry))
     finally:
         if early_spam is not None:
             early_spam.finish()  # after a failure too: no scan outlives its message
@@ -56,6 +64,21 @@ def inspect(message: Message) -> Verdict:
     if settings.fix_mime == 1:
         verdict.ambiguities = [a.text for a in unpacked.ambiguities]
     return verdict
+
+
+def _listed_sender(message: Message) -> tuple[str, str]:
+    """("allow" or "block", the entry) when the console's sender lists decide the spam verdict, else ("", "").
+
+    Only mail the spam scanners would look at (the RELAYCLIENT rule) is looked up.
+    """
+    from .scanners import spam_check_wanted
+
+    if not spam_check_wanted(message.environ):
+        return "", ""
+    from .sender_lists import current_lists, listed
+
+    lists = current_lists(message.settings.spooldir)
+    return listed(lists, message.envelope.sender, message.envelope.recipients) if lists else ("", "")
 
 
 def _name_the_readings(message: Message, findings: list[Finding]) -> list[Finding]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .outcomes import PermanentReject, TemporaryFailure
 from .records import Finding, ScanResult, Verdict
+from .sender_lists import BLOCK_RULE
 from .settings import Settings
 
 
@@ -18,6 +19,8 @@ def decide_spam(settings: Settings, verdict: Verdict, spam_findings: list[Findin
     first = spam_findings[0]
     verdict.reason = first.reason
     rules = {finding.rule for finding in spam_findings}
+    if BLOCK_RULE in rules:
+        return _blocked_sender(settings, verdict, _finding(spam_findings, BLOCK_RULE))
     if "rspamd-reject" in rules:
         text = _finding(spam_findings, "rspamd-reject").reason
         raise PermanentReject(f"5.7.1 message refused as spam ({text}) (#5.7.1)")
@@ -42,6 +45,19 @@ def decide_spam(settings: Settings, verdict: Verdict, spam_findings: list[Findin
         verdict.reason = f"spam quarantined: score {score:.1f} >= {required + settings.sa_quarantine:.1f}"
         return verdict
     return verdict
+
+
+def _blocked_sender(settings: Settings, verdict: Verdict, finding: Finding) -> Verdict:
+    """A sender the console blocked is spam past every threshold: the strongest spam action the site chose."""
+    verdict.reason = finding.reason  # the message record's rule (sender-block) is found by this reason
+    if settings.sa_reject:
+        raise PermanentReject(f"5.7.1 message refused as spam ({finding.reason}) (#5.7.1)")
+    if settings.sa_delete is not None:
+        verdict.action = "drop"
+    elif settings.sa_quarantine is not None:
+        verdict.action = "quarantine"
+        verdict.quarantine_kind = "spam"
+    return verdict  # no threshold configured: delivered tagged, like spam spamd found
 
 
 def _finding(findings: list[Finding], rule: str) -> Finding:
