@@ -9,7 +9,8 @@ import json
 import pytest
 
 from console_actions_fixtures import MALLORY, start_held_site
-from console_fixtures import Client
+from console_fixtures import Client, api_answers, stop, wait_for
+from daemons import spamd_server_fixture  # noqa: F401 - fixture
 from harness import envelope
 
 TWO = "for carol and dave"
@@ -136,3 +137,23 @@ def test_a_recipient_may_do_none_of_it(site):
     assert anonymous.get(f"/api/messages/{pk}/download")[0] == 401
     assert site.admin().request("POST", f"/api/messages/{pk}/delete")[0] == 403
     assert site.stored(site.held[LEARNT][1]) is not None
+
+
+def test_learning_fails_plainly_when_spamd_does_not_allow_tell(site, spamd_server):
+    """spamd without --allow-tell refuses TELL; spamc -L then prints nothing: the answer names its exit code."""
+    pk, _ = site.held[LEARNT]
+    config = site.console.data_dir / "console.json"
+    saved = config.read_text()
+    config.write_text(json.dumps({**json.loads(saved), "spamc": ["spamc", "-U", spamd_server.socket_path]}))
+    stop(site.server)
+    site.server = site.console.start("serve", "--listen", f"127.0.0.1:{site.port}",
+                                     env={"QQ_STANDIN_DIR": str(site.installation.sink)})
+    try:
+        wait_for(lambda: api_answers(site.port), 30, "qs-console serve")
+        status, answer, _ = post(site.admin(), f"/api/messages/{pk}/learn", {"as": "spam"})
+        assert status == 502 and answer["error"] == "the learn-spam failed"
+        assert answer["detail"] == (f"failed: spamc -U {spamd_server.socket_path} -L spam exited 74 (is spamd "
+                                    "reachable and run with --allow-tell?)")
+        assert audit(site, pk)[-1] == ("learn-spam", "failed", answer["detail"])
+    finally:
+        config.write_text(saved)
