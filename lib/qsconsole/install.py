@@ -30,6 +30,7 @@ HELPER_SOURCE = SOURCE_ROOT / "contrib" / "qs-console-release.c"
 HELPER_NAME = "qs-console-release"
 HELPER_MODE = 0o4750  # setuid root, runnable by root and the console's group only; it drops to the scanner account
 RECORDS_MODE = 0o2770
+DEFAULT_RELEASE_TOOL = "/var/qmail/bin/qs-quarantine"
 # name -> (command, niceness). The loader yields the CPU to mail: at the scanner's priority on 2 cores it slows the
 # engine's messages (README, "Measured"); a backlog it loads later costs nothing.
 SERVICES = {"qs-console": ("serve --listen {listen}", 0), "qs-console-load": ("load", 10)}
@@ -43,7 +44,9 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--prefix", default="/usr/local/qs-console", help="code, helper, run files, units")
     parser.add_argument("--data-dir", default="/var/lib/qs-console", help="the console's own directory (0700)")
     parser.add_argument("--spooldir", default="/var/spool/qscan", help="the scanner's spool (configure --install's)")
-    parser.add_argument("--release-tool", default="", help="the installed qs-quarantine (root's); none: no release")
+    parser.add_argument("--release-tool", default=None,
+                        help=f"the installed qs-quarantine (root's; default {DEFAULT_RELEASE_TOOL} when there); "
+                             f"'': no release")
     parser.add_argument("--user", default="qsconsole", help="the console's account (created when missing)")
     parser.add_argument("--scanner-user", default="qscand", help="the scanner's account")
     parser.add_argument("--listen", default="127.0.0.1:8025", help="HOST:PORT for serve")
@@ -271,6 +274,8 @@ def install(options: argparse.Namespace) -> int:
         os.close(fd)
     open_records(options.spooldir, scanner.pw_uid, console_gid, console_uid)
     helper = ""
+    if options.release_tool is None:  # configure --install puts qs-quarantine beside the program
+        options.release_tool = DEFAULT_RELEASE_TOOL if os.path.isfile(DEFAULT_RELEASE_TOOL) else ""
     if options.release_tool:
         helper = str(build_helper(prefix, options.release_tool, scanner.pw_uid, scanner.pw_gid, console_gid))
     for name, (command, niceness) in SERVICES.items():
