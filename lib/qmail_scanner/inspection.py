@@ -23,7 +23,7 @@ def inspect(message: Message) -> Verdict:
     listed, entry = _listed_sender(message) if wants_spam else ("", "")
     if listed:
         wants_spam = False  # the console's list decided: no spam scanner runs
-        message.skipped.append(f"spam scanners (sender {listed}ed)")
+        message.skipped.append(f"spam scanners (sender {'allowed' if listed == 'allow' else 'blocked'})")
     early_spam = None
     try:
         if any(s.kind == "virus" for s in settings.scanners):
