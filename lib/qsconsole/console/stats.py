@@ -1,8 +1,8 @@
 """Numbers for the charts: messages per day (or hour) per outcome, the top viruses, policy rules and spam sender
 domains, the spam score histogram, bytes per outcome and scanner times, over a time range, for what a user may see.
 
-Each number is one aggregate query over the range (the time index bounds it), except the scanner times, which are read
-from the newest SCANNER_SAMPLE records of the range (their JSON lists aggregate differently on each database).
+The numbers come from two aggregate queries over the range (the time index bounds it) and the scanner times from the
+newest SCANNER_SAMPLE records of the range (their JSON lists aggregate differently on each database).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from django.db import connection
-from django.db.models import Count, Q, Sum, TextField, Value
-from django.db.models.functions import Coalesce, NullIf, Substr, TruncDay, TruncHour
+from django.db.models import Case, Count, IntegerField, Sum, TextField, Value, When
+from django.db.models.functions import Cast, Coalesce, Floor, NullIf, Substr, TruncDay, TruncHour
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
@@ -102,8 +102,21 @@ def bucket_expression(unit: str):
     return (TruncHour if unit == "hour" else TruncDay)("time", tzinfo=timezone.utc)
 
 
+def score_bin():
+    """A row's spam score bin in SQL: -1 below 0, the whole points 0 to SCORE_TOP - 1, SCORE_TOP at or over it, NULL
+    without a score. SQLite's CAST truncates (floor, for the scores it is given); PostgreSQL's rounds: FLOOR there."""
+    whole = Cast("spam_score", IntegerField()) if connection.vendor == "sqlite" \
+        else Cast(Floor("spam_score"), IntegerField())
+    return Case(When(spam_score__lt=0, then=Value(-1)), When(spam_score__gte=SCORE_TOP, then=Value(SCORE_TOP)),
+                default=whole, output_field=IntegerField())
+
+
 def compute(profile: Profile, since: str = "", until: str = "", host: str = "") -> Stats:
-    """The numbers for the range and host (all hosts when empty) over the messages this user may see."""
+    """The numbers for the range and host (all hosts when empty) over the messages this user may see.
+
+    Two passes over the range's rows (the time index bounds them) and the scanner sample: counts and bytes per
+    bucket, outcome and score bin in one; the findings of every kind in the other.
+    """
     start, end = time_range(since, until)
     unit = "hour" if end - start <= HOURLY_UP_TO else "day"
     messages = visible(profile).filter(time__gte=start, time__lt=end)
@@ -114,8 +127,9 @@ def compute(profile: Profile, since: str = "", until: str = "", host: str = "") 
     series: dict[str, list[int]] = {}
     totals: dict[str, int] = {}
     sizes: dict[str, int] = {}
-    rows = (messages.order_by().annotate(bucket=bucket_expression(unit)).values("bucket", "outcome")
-            .annotate(count=Count("id"), size=Sum("size")))
+    scores = [0] * (SCORE_TOP + 2)  # below 0, 0 .. SCORE_TOP - 1, SCORE_TOP and over
+    rows = (messages.order_by().annotate(bucket=bucket_expression(unit), score=score_bin())
+            .values("bucket", "outcome", "score").annotate(count=Count("id"), size=Sum("size")))
     for row in rows:
         bucket = row["bucket"] if isinstance(row["bucket"], str) else bucket_name(row["bucket"], unit)
         counts = series.setdefault(row["outcome"], [0] * len(buckets))
@@ -123,34 +137,29 @@ def compute(profile: Profile, since: str = "", until: str = "", host: str = "") 
             counts[position[bucket]] += row["count"]
         totals[row["outcome"]] = totals.get(row["outcome"], 0) + row["count"]
         sizes[row["outcome"]] = sizes.get(row["outcome"], 0) + (row["size"] or 0)
+        if row["score"] is not None:
+            scores[min(max(row["score"], -1), SCORE_TOP) + 1] += row["count"]
     outcomes = [name for name in OUTCOMES if name in totals] + sorted(set(totals) - set(OUTCOMES))
+    names = ["below 0", *(str(low) for low in range(SCORE_TOP)), f"{SCORE_TOP}+"]
+    found = findings(messages)
     return Stats(since=start, until=end, unit=unit, host=host, outcomes=outcomes, buckets=buckets,
                  series={name: series[name] for name in outcomes}, totals={name: totals[name] for name in outcomes},
                  bytes={name: sizes[name] for name in outcomes},
-                 viruses=top(messages.filter(kind="virus"), RULE_OR_REASON),
-                 policy_rules=top(messages.filter(kind="policy"), RULE_OR_REASON),
-                 spam_domains=top(messages.filter(kind="spam"), "sender_domain"),
-                 spam_scores=score_histogram(messages),
+                 viruses=found["virus"], policy_rules=found["policy"], spam_domains=found["spam"],
+                 spam_scores=[Counted(name=name, count=count) for name, count in zip(names, scores)],
                  **scanner_times(messages))
 
 
-def top(messages, name) -> list[Counted]:
-    """The TOP most frequent values of `name` (a column or an expression), most frequent first."""
-    rows = (messages.order_by().annotate(label=name if not isinstance(name, str) else NullIf(name, Value("")))
-            .values("label").annotate(count=Count("id")).order_by("-count", "label")[:TOP])
-    return [Counted(name=row["label"] or "(none)", count=row["count"]) for row in rows]
-
-
-def score_histogram(messages) -> list[Counted]:
-    """Messages per spam score bin, in one pass: a conditional count per bin."""
-    bins = {"below 0": Q(spam_score__lt=0)}
-    for low in range(SCORE_TOP):
-        bins[str(low)] = Q(spam_score__gte=low, spam_score__lt=low + 1)
-    bins[f"{SCORE_TOP}+"] = Q(spam_score__gte=SCORE_TOP)
-    keys = {name: f"bin{number}" for number, name in enumerate(bins)}
-    counts = messages.order_by().aggregate(**{keys[name]: Count("id", filter=condition)
-                                              for name, condition in bins.items()})
-    return [Counted(name=name, count=counts[keys[name]] or 0) for name in bins]
+def findings(messages) -> dict[str, list[Counted]]:
+    """The TOP viruses and policy rules (by rule, else reason) and sender domains of spam, most frequent first."""
+    label = Case(When(kind="spam", then=NullIf("sender_domain", Value(""))), default=RULE_OR_REASON,
+                 output_field=TextField())
+    rows = (messages.filter(kind__in=["virus", "policy", "spam"]).order_by().annotate(label=label)
+            .values("kind", "label").annotate(count=Count("id")))
+    found: dict[str, list[Counted]] = {"virus": [], "policy": [], "spam": []}
+    for row in rows:
+        found[row["kind"]].append(Counted(name=row["label"] or "(none)", count=row["count"]))
+    return {kind: sorted(items, key=lambda item: (-item.count, item.name))[:TOP] for kind, items in found.items()}
 
 
 def scanner_times(messages) -> dict:
