@@ -27,7 +27,7 @@ from pathlib import Path
 
 from django.db import DatabaseError, DataError, IntegrityError, connection, connections, transaction
 
-from qsconsole import remote_actions
+from qsconsole import remote_actions, sender_lists
 from qsconsole.actions import this_host
 from qsconsole.console.models import Message, Recipient
 from qsconsole.record_format import RecordError, Row, parse_line
@@ -120,6 +120,12 @@ class Loader:
             total.rejected += counts.rejected
         if total.loaded:
             refresh_statistics()
+        # The scanner's copy of the sender lists follows the database on every host, whoever changed them.
+        try:
+            if sender_lists.export(self.records.parent):
+                self.log(f"{RECORDS}/{sender_lists.FILE_NAME} written from the database")
+        except OSError as error:
+            self.log(f"{RECORDS}/{sender_lists.FILE_NAME} not written: {one_line(str(error))}")
         return total
 
     def run_forever(self, poll: float = POLL_SECONDS) -> None:
