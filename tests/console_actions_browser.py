@@ -36,7 +36,7 @@ def main() -> int:
     base = f"http://127.0.0.1:{port}"
     seen: dict = {}
     driver = browser()
-    wait = WebDriverWait(driver, 30)
+    wait = WebDriverWait(driver, 60)  # a loaded CI machine, not a speed test
 
     def notice_after(button_id: str) -> str:
         """Click a button, wait for the page it leads back to, and read its notice."""

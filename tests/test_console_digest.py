@@ -179,6 +179,9 @@ def test_a_digest_per_recipient_with_links_that_release_once_to_that_address(mak
     assert code in (0, -15), stderr
     audit = console.query("SELECT action, user, result FROM console_auditlog WHERE action = 'release-link' ORDER BY id")
     assert audit == [("release-link", "bob@example.com", "ok"), ("release-link", "bob@example.com", "ok")]
+    # The copy for bob and carol is still held for carol; the one addressed to bob alone is released.
+    states = dict(console.query("SELECT subject, state FROM console_message"))
+    assert states["for bob and carol"] in ("", None) and states[SCANNED_SUBJECT] == "released"
 
 
 def token_made_for(token: str) -> int:

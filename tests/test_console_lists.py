@@ -20,8 +20,10 @@ from console_fixtures import (
     Client,
     Console,
     api_answers,
+    append_record,
     console_ready,
     free_port,
+    make_record,
     stop,
     wait_for,
 )
@@ -286,3 +288,19 @@ def test_write_if_changed_replaces_whole_files_whatever_the_umask(tmp_path):
     assert target.read_bytes() == b"second, longer\n"
     assert write_if_changed(target, b"second, longer\n") is False
     assert sorted(path.name for path in tmp_path.iterdir()) == ["sender-lists"]
+
+
+def test_a_message_page_links_to_the_lists_form_for_its_sender(served):
+    """The message page's allow/block links carry the sender, and for a recipient user their own address."""
+    console, port = served
+    record = make_record(7001, sender="Pest&Co@Spam.example", recipients=["Alice@Example.org", "carol@example.org"])
+    append_record(console.records, record)
+    console.run("load", "--once", "--settle", "0")
+    [(pk,)] = console.query(f"SELECT id FROM console_message WHERE record_id = '{record['id']}'")
+    sender = urllib.parse.quote("Pest&Co@Spam.example")
+    admin_page = logged_in(port, "admin").get(f"/messages/{pk}")[1]
+    assert f'href="/lists?kind=block&amp;sender={sender}&amp;recipient="'.encode() in admin_page
+    alice_page = logged_in(port, "alice").get(f"/messages/{pk}")[1]
+    assert f'href="/lists?kind=allow&amp;sender={sender}&amp;recipient=alice%40example.org"'.encode() in alice_page
+    prefilled = logged_in(port, "alice").get(f"/lists?kind=allow&sender={sender}&recipient=alice%40example.org")[1]
+    assert b'value="pest&amp;co@spam.example"' in prefilled.lower()

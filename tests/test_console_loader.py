@@ -279,3 +279,16 @@ def test_a_record_the_database_refuses_is_rejected_alone(console):
     assert rejected.read_bytes() == record_line(make_record(4, subject="refused here"))
     assert "line 5 rejected (refused by the database: " in done.stderr
     assert ": 9 loaded, 0 already there, 1 rejected" in done.stderr
+
+
+@pytest.mark.parametrize(("arguments", "policy"), [((), os.SCHED_IDLE), (("--cpu", "normal"), os.SCHED_OTHER)])
+def test_the_running_loader_yields_the_cpu_to_mail_unless_told_otherwise(console, arguments, policy):
+    """`load` runs in the idle scheduling class by default (make bench-console says why), and still loads."""
+    loader = console.start("load", "--settle", "0", "--poll", "0.2", *arguments)
+    try:
+        append_record(console.records, make_record(1))
+        wait_for(lambda: loader.poll() is not None or console.count() == 1, 60, "the record loaded")
+        assert loader.poll() is None
+        assert os.sched_getscheduler(loader.pid) == policy
+    finally:
+        stop(loader)

@@ -43,6 +43,9 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     load.add_argument("--poll", type=float, default=1.0, help="seconds between looks for new records (default 1)")
     load.add_argument("--settle", type=float, default=2.0,
                       help="seconds a renamed file stays open to a writer that opened it before the rename (default 2)")
+    load.add_argument("--cpu", choices=("idle", "normal"), default="idle",
+                      help="idle (default): run only when mail leaves a CPU free (SCHED_IDLE), so a busy loader never "
+                           "slows the scanner; normal: the priority it was started with")
     serve = commands.add_parser("serve", help="serve the console's API (waitress)")
     serve.add_argument("--listen", required=True, metavar="HOST:PORT")
     serve.add_argument("--threads", type=int, default=8)
@@ -145,6 +148,8 @@ def load(arguments: argparse.Namespace, data_dir: Path) -> int:
         print(f"qs-console load: {problem}", file=sys.stderr)
         return 1
     if not arguments.once:
+        if arguments.cpu == "idle":
+            yield_to_mail()
         loader.run_forever(poll=arguments.poll)
         return 0
     try:
@@ -153,6 +158,19 @@ def load(arguments: argparse.Namespace, data_dir: Path) -> int:
         print(f"qs-console load: database error: {problem}", file=sys.stderr)
         return 1
     return 0
+
+
+def yield_to_mail() -> None:
+    """SCHED_IDLE: the scheduler gives the loader a CPU only when no normal task (the scanner, qmail) wants it.
+
+    Records wait safely in the spool, so a loader that falls behind at a peak costs nothing; a loader at the scanner's
+    priority on a 2-core host took half a CPU from mail (make bench-console). Where the policy cannot be set, the loader
+    runs at its start priority and says so.
+    """
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError) as problem:
+        print(f"qs-console load: staying at normal CPU priority (SCHED_IDLE: {problem})", file=sys.stderr)
 
 
 def serve(arguments: argparse.Namespace, data_dir: Path) -> int:

@@ -18,7 +18,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
-from qsconsole.actions import NotReleasable, Released, release
+from qsconsole.actions import NotReleasable, Released, Request, perform
 from qsconsole.console.models import AuditLog, Message
 
 SALT = "qsconsole.release-link"
@@ -80,7 +80,7 @@ def link_target(token: str) -> tuple[Message, str]:
     """The message and address a token names, if the message is still there, quarantined and addressed to it."""
     pk, address = read_token(token)
     message = Message.objects.filter(pk=pk, outcome="quarantined", recipient_rows__address_key=address).first()
-    if message is None or not message.quarantine_id:
+    if message is None or not message.quarantine_id or message.state == "deleted":
         raise BadLink(410, "This message is no longer in quarantine.")
     if claimed(message, address):
         raise BadLink(410, "This release link has been used already.")
@@ -122,7 +122,7 @@ def release_link(request: HttpRequest, token: str) -> HttpResponse:
                                         record_id=message.record_id, detail=f"to {address}\n", result="claimed",
                                         client_ip=client_ip)
     try:
-        done = release(message.host, message.quarantine_id, to=address)
+        done = perform(message.host, Request("release", message.quarantine_id, address), requested_by=address)
     except NotReleasable as refusal:
         done = Released(ok=False, detail=str(refusal))
     AuditLog.objects.filter(pk=audit.pk).update(result="ok" if done.ok else "failed",
@@ -130,4 +130,9 @@ def release_link(request: HttpRequest, token: str) -> HttpResponse:
     if not done.ok:
         return page(request, {"problem": "The release failed; the link can be tried again later.",
                               "message": message, "address": address}, status=502)
+    from qsconsole.console.actions_api import new_state  # it imports the API, which the pages import first
+
+    state = new_state(message, "release", address)
+    if state:
+        Message.objects.filter(pk=message.pk).update(state=state)
     return page(request, {"released": True, "message": message, "address": address})

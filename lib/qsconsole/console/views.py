@@ -191,8 +191,18 @@ def message_page(request: HttpRequest, profile: Profile, pk: int) -> HttpRespons
         "deleted": message.state == DELETED, "can_act": held, "can_release": held and released is None,
         "tree": mime_tree(message.parts, message.decision), "decided_by": decided_by(message.decision),
         "notice": request.session.pop(f"notice-{pk}", ""),
+        "list_recipient": list_recipient(profile, message),
     }
     return render(request, "console/message.html", context)
+
+
+def list_recipient(profile: Profile, message) -> str:
+    """The recipient an allow/block entry made from this message is for: "" (all) for an administrator, else the
+    user's own address among the message's recipients (a recipient may list senders for their own addresses only)."""
+    if profile.role == Profile.ADMIN:
+        return ""
+    own = set(profile.address_list())
+    return next((address.lower() for address in message.recipients if address.lower() in own), "")
 
 
 @require_POST
