@@ -58,9 +58,23 @@ SPAMC_LEARNED = "Message successfully un/learned"
 SPAMC_ALREADY = "Message was already un/learned"
 
 
+QMAIL_ME = "/var/qmail/control/me"
+
+
 def this_host() -> str:
-    """The host name whose quarantine this console reaches."""
-    return settings.CONSOLE.host or socket.gethostname()
+    """The host name whose quarantine this console reaches: console.json's `host`, else the name the scanner writes
+    into its records, found as configure.py finds it (qmail's control/me, else the resolver's FQDN)."""
+    return settings.CONSOLE.host or mail_host_name()
+
+
+def mail_host_name(control_me: str = QMAIL_ME) -> str:
+    """qmail's own name for this host (control/me's first line), else the resolver's FQDN."""
+    try:
+        with open(control_me, encoding="ascii", errors="replace") as handle:
+            name = handle.readline().strip()
+    except OSError:
+        name = ""
+    return name or socket.getfqdn()
 
 
 def release(host: str, quarantine_id: str, to: str = "") -> Released:

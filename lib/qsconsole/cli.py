@@ -25,7 +25,8 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     migrate.add_argument("--db", help="postgresql://user:pass@host:port/db (saved in console.json); default SQLite")
     migrate.add_argument("--spooldir", help=f"the scanner's spool, whose records/ the loader reads "
                                             f"(saved; default {config.DEFAULT_SPOOLDIR})")
-    migrate.add_argument("--host", help="the host name the records of this spool carry (saved; default this machine's)")
+    migrate.add_argument("--host", help="the host name the records of this spool carry (saved; default the scanner's: "
+                              "/var/qmail/control/me, else this machine's FQDN)")
     migrate.add_argument("--release-tool", metavar="PATH",
                          help="the installed qs-quarantine that releases from this host's quarantine (saved)")
     migrate.add_argument("--base-url", metavar="URL", help="the console's address as recipients reach it, for the "

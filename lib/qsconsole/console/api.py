@@ -114,7 +114,8 @@ def message_detail(request: HttpRequest, profile: Profile, pk: int) -> JsonRespo
         return error(404, "no such message")
     record = summary(message)
     for name in ("client_ip", "helo", "auth_user", "message_id", "size", "rule", "kind", "scanners", "spam_score",
-                 "spam_tagged", "attachments", "quarantine_dir", "readings", "skipped", "trace"):
+                 "spam_tagged", "attachments", "quarantine_dir", "readings", "skipped", "trace", "parts", "decision",
+                 "state"):
         record[name] = getattr(message, name)
     return JsonResponse(record)
 
