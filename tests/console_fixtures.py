@@ -18,6 +18,8 @@ import subprocess
 import tempfile
 import time
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -240,16 +242,42 @@ def database_kind(request) -> str:
 @pytest.fixture
 def console(request, tmp_path, database_kind) -> Console:
     """A migrated console on the chosen database, its spool's records/ directory made as the mail path makes it."""
+    return migrated_console(request, tmp_path, database_kind)
+
+
+def migrated_console(request, base: Path, database_kind: str) -> Console:
+    """A migrated console under `base` on SQLite or on a new database of the session's PostgreSQL cluster."""
     console_ready()
-    spooldir = tmp_path / "spool"
+    spooldir = base / "spool"
     (spooldir / "records").mkdir(parents=True, mode=0o750)
-    made = Console(data_dir=tmp_path / "console", spooldir=spooldir)
+    made = Console(data_dir=base / "console", spooldir=spooldir)
     if database_kind == "postgresql":
         cluster = request.getfixturevalue("postgres_cluster")
         made.database = cluster.new_database(f"qsc_{len(cluster.databases)}_{os.getpid()}")
         made.db_url = made.database.url
     made.run("migrate", "--db", made.db_url, "--spooldir", str(spooldir))
     return made
+
+
+def create_users(console: Console, recipients: dict[str, list[str]]) -> None:
+    """`admin` (ADMIN_PASSWORD) and a recipient account per name with its addresses (USER_PASSWORD)."""
+    console.run("createuser", "admin", "--admin", stdin=ADMIN_PASSWORD + "\n")
+    for name, addresses in recipients.items():
+        options = [word for address in addresses for word in ("--recipient", address)]
+        console.run("createuser", name, *options, stdin=USER_PASSWORD + "\n")
+
+
+@contextmanager
+def serving(console: Console) -> Iterator[int]:
+    """`qs-console serve` on a free loopback port, until the block ends; its port."""
+    port = free_port()
+    server = console.start("serve", "--listen", f"127.0.0.1:{port}")
+    try:
+        wait_for(lambda: server.poll() is not None or api_answers(port), 30, "qs-console serve")
+        assert server.poll() is None, server.communicate()[1]
+        yield port
+    finally:
+        stop(server)
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):

@@ -12,13 +12,11 @@ from console_fixtures import (
     ADMIN_PASSWORD,
     USER_PASSWORD,
     Client,
-    Console,
     append_record,
-    console_ready,
-    free_port,
+    create_users,
     make_record,
-    stop,
-    wait_for,
+    migrated_console,
+    serving,
 )
 
 T0 = 1_733_000_000.0
@@ -37,43 +35,20 @@ MESSAGES = {
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def served(request, tmp_path_factory):
     """A console with users admin, alice, bob and the MESSAGES loaded, served on a loopback port."""
-    console_ready()
-    base = tmp_path_factory.mktemp(f"console-{request.param}")
-    console = Console(data_dir=base / "console", spooldir=base / "spool")
-    (console.records).mkdir(parents=True)
-    if request.param == "postgresql":
-        cluster = request.getfixturevalue("postgres_cluster")
-        console.database = cluster.new_database(f"qsc_api_{len(cluster.databases)}")
-        console.db_url = console.database.url
-    console.run("migrate", "--db", console.db_url, "--spooldir", str(console.spooldir))
+    console = migrated_console(request, tmp_path_factory.mktemp(f"console-{request.param}"), request.param)
     settings = json.loads((console.data_dir / "console.json").read_text())
     (console.data_dir / "console.json").write_text(json.dumps({**settings, "remote_answer_seconds": 1}))
-    console.run("createuser", "admin", "--admin", stdin=ADMIN_PASSWORD + "\n")
-    console.run("createuser", "alice", "--recipient", "alice@example.org", "--recipient", "ALICE@other.example",
-                stdin=USER_PASSWORD + "\n")
-    console.run("createuser", "bob", "--recipient", "bob@example.org", stdin=USER_PASSWORD + "\n")
+    create_users(console, {"alice": ["alice@example.org", "ALICE@other.example"], "bob": ["bob@example.org"]})
     for number, (sender, recipients, outcome, host, client_ip, subject) in MESSAGES.items():
         append_record(console.records, make_record(number, host=host, time=T0 + number, sender=sender,
                                                    recipients=recipients, outcome=outcome, client_ip=client_ip,
                                                    subject=subject, quarantine_id=QUARANTINED.get(number, "")))
     console.run("load", "--once", "--settle", "0")
-    port = free_port()
-    server = console.start("serve", "--listen", f"127.0.0.1:{port}")
-
-    def answers() -> bool:
-        if server.poll() is not None:
-            raise AssertionError(f"qs-console serve exited: {server.communicate()[1]}")
-        try:
-            return Client(port).get("/api/me")[0] == 401
-        except OSError:
-            return False
-
-    wait_for(answers, 30, "qs-console serve to answer")
     ids = {number: int(console.query(f"SELECT id FROM console_message WHERE record_id = "
                                      f"'{make_record(number, host=MESSAGES[number][3])['id']}'")[0][0])
            for number in MESSAGES}
-    yield console, port, ids
-    stop(server)
+    with serving(console) as port:
+        yield console, port, ids
 
 
 def numbers(answer, ids: dict[int, int]) -> list[int]:

@@ -11,14 +11,11 @@ from console_fixtures import (
     ADMIN_PASSWORD,
     USER_PASSWORD,
     Client,
-    Console,
-    api_answers,
     append_record,
-    console_ready,
-    free_port,
+    create_users,
     make_record,
-    stop,
-    wait_for,
+    migrated_console,
+    serving,
 )
 
 T = 1_733_011_200  # 2024-12-01 00:00:00 UTC
@@ -46,18 +43,8 @@ RANGE = {"since": str(T), "until": str(T + 72 * HOUR)}
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def served(request, tmp_path_factory):
     """RECORDS loaded into a console with admin, alice and bob, served on a loopback port."""
-    console_ready()
-    base = tmp_path_factory.mktemp(f"charts-{request.param}")
-    console = Console(data_dir=base / "console", spooldir=base / "spool")
-    console.records.mkdir(parents=True)
-    if request.param == "postgresql":
-        cluster = request.getfixturevalue("postgres_cluster")
-        console.database = cluster.new_database(f"qsc_charts_{len(cluster.databases)}")
-        console.db_url = console.database.url
-    console.run("migrate", "--db", console.db_url, "--spooldir", str(console.spooldir))
-    console.run("createuser", "admin", "--admin", stdin=ADMIN_PASSWORD + "\n")
-    console.run("createuser", "alice", "--recipient", ALICE, stdin=USER_PASSWORD + "\n")
-    console.run("createuser", "bob", "--recipient", BOB, stdin=USER_PASSWORD + "\n")
+    console = migrated_console(request, tmp_path_factory.mktemp(f"charts-{request.param}"), request.param)
+    create_users(console, {"alice": [ALICE], "bob": [BOB]})
     for number, (offset, outcome, kind, rule, sender, recipient, score, size, host, spamd) in RECORDS.items():
         scanners = [{"name": "clamd", "answer": "clean", "seconds": number * 0.01}]
         if spamd is not None:
@@ -68,14 +55,8 @@ def served(request, tmp_path_factory):
             reason=f"Virus found: {rule}" if kind == "virus" else ""))
     console.run("load", "--once", "--settle", "0")
     assert console.count() == len(RECORDS)
-    port = free_port()
-    server = console.start("serve", "--listen", f"127.0.0.1:{port}")
-    try:
-        wait_for(lambda: server.poll() is not None or api_answers(port), 30, "qs-console serve")
-        assert server.poll() is None, server.communicate()[1]
+    with serving(console) as port:
         yield port
-    finally:
-        stop(server)
 
 
 def stats(port: int, username: str, **query) -> dict:

@@ -19,13 +19,11 @@ from console_fixtures import (
     USER_PASSWORD,
     Client,
     Console,
-    api_answers,
     append_record,
-    console_ready,
-    free_port,
+    create_users,
     make_record,
-    stop,
-    wait_for,
+    migrated_console,
+    serving,
 )
 from qsconsole.sender_lists import HEADER, BadEntry, entry_address, file_text, write_if_changed
 
@@ -44,27 +42,10 @@ print(export(Path(sys.argv[2])))
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def served(request, tmp_path_factory):
     """A console with users admin, alice (two addresses) and bob, served on a loopback port."""
-    console_ready()
-    base = tmp_path_factory.mktemp(f"lists-{request.param}")
-    console = Console(data_dir=base / "console", spooldir=base / "spool")
-    console.records.mkdir(parents=True)
-    if request.param == "postgresql":
-        cluster = request.getfixturevalue("postgres_cluster")
-        console.database = cluster.new_database(f"qsc_lists_{len(cluster.databases)}")
-        console.db_url = console.database.url
-    console.run("migrate", "--db", console.db_url, "--spooldir", str(console.spooldir))
-    console.run("createuser", "admin", "--admin", stdin=ADMIN_PASSWORD + "\n")
-    console.run("createuser", "alice", "--recipient", "alice@example.org", "--recipient", "Alice@Other.example",
-                stdin=USER_PASSWORD + "\n")
-    console.run("createuser", "bob", "--recipient", "bob@example.org", stdin=USER_PASSWORD + "\n")
-    port = free_port()
-    server = console.start("serve", "--listen", f"127.0.0.1:{port}")
-    try:
-        wait_for(lambda: server.poll() is not None or api_answers(port), 30, "qs-console serve")
-        assert server.poll() is None, server.communicate()[1]
+    console = migrated_console(request, tmp_path_factory.mktemp(f"lists-{request.param}"), request.param)
+    create_users(console, {"alice": ["alice@example.org", "Alice@Other.example"], "bob": ["bob@example.org"]})
+    with serving(console) as port:
         yield console, port
-    finally:
-        stop(server)
 
 
 def logged_in(port: int, username: str) -> Client:
