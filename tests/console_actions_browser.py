@@ -7,14 +7,13 @@ Usage: console_actions_browser.py PORT USERNAME PASSWORD MESSAGE_ID OLD_MESSAGE_
 
 from __future__ import annotations
 
-import json
 import sys
 
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from console_browser import PWNED, browser
+from console_browser import PWNED, browser, reporting
 
 # The download link's bytes, fetched as the page's own script would (same origin, the session's cookie).
 DOWNLOAD = """
@@ -46,7 +45,7 @@ def main() -> int:
         wait.until(expected_conditions.presence_of_element_located((By.ID, "notice")))
         return driver.find_element(By.ID, "notice").text
 
-    try:
+    with reporting(driver, seen):
         driver.get(base + "/login")
         driver.find_element(By.ID, "id_username").send_keys(username)
         driver.find_element(By.ID, "id_password").send_keys(password)
@@ -83,14 +82,6 @@ def main() -> int:
         seen["audit"] = [[cell.text for cell in row.find_elements(By.TAG_NAME, "td")][1:4]
                          for row in driver.find_elements(By.CSS_SELECTOR, "#audit tr")[1:]]
         seen["pwned_at_end"] = driver.execute_script(PWNED)
-        seen["console_errors"] = [entry["message"] for entry in driver.get_log("browser")
-                                  if entry.get("level") == "SEVERE"]
-    except Exception as problem:  # reported to the test with what was seen so far
-        seen["error"] = f"{type(problem).__name__}: {problem}"
-        seen["page"] = driver.page_source[:3000]
-    finally:
-        driver.quit()
-    print(json.dumps(seen), flush=True)
     return 0
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
@@ -42,13 +44,29 @@ def browser() -> webdriver.Chrome:
         return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
 
 
+@contextmanager
+def reporting(driver: webdriver.Chrome, seen: dict) -> Iterator[None]:
+    """Around a script's steps: add the browser's severe console lines, or on a failed step its error and the page
+    so far; close the browser on every path; print what was seen as one JSON object (the test judges it)."""
+    try:
+        yield
+        seen["console_errors"] = [entry["message"] for entry in driver.get_log("browser")
+                                  if entry.get("level") == "SEVERE"]
+    except Exception as problem:  # reported to the test with what was seen so far
+        seen["error"] = f"{type(problem).__name__}: {problem}"
+        seen["page"] = driver.page_source[:3000]
+    finally:
+        driver.quit()
+        print(json.dumps(seen), flush=True)
+
+
 def main() -> int:
     port, username, password, sender, hostile = sys.argv[1:6]
     base = f"http://127.0.0.1:{port}"
     seen: dict = {}
     driver = browser()
     wait = WebDriverWait(driver, 60)  # a loaded CI machine, not a speed test
-    try:
+    with reporting(driver, seen):
         driver.get(base + "/")
         seen["anonymous_url"] = driver.current_url
         driver.find_element(By.ID, "id_username").send_keys(username)
@@ -106,14 +124,6 @@ def main() -> int:
         wait.until(expected_conditions.url_contains("/login"))
         driver.get(base + "/")
         seen["after_logout_url"] = driver.current_url
-        seen["console_errors"] = [entry["message"] for entry in driver.get_log("browser")
-                                  if entry.get("level") == "SEVERE"]
-    except Exception as problem:  # reported to the test with what was seen so far
-        seen["error"] = f"{type(problem).__name__}: {problem}"
-        seen["page"] = driver.page_source[:3000]
-    finally:
-        driver.quit()
-    print(json.dumps(seen), flush=True)
     return 0
 
 
