@@ -27,9 +27,7 @@ from django.db.models import DateTimeField, ExpressionWrapper, Value
 from django.db.models.functions import Now
 
 from qsconsole.actions import (
-    MAX_FETCH_BYTES,
     RELEASE_SECONDS,
-    VERBS,
     NotReleasable,
     Released,
     Request,
@@ -43,8 +41,6 @@ RUNNING = "running"
 POLL_SECONDS = 0.1
 # Past the helper's own timeout, a row still running means its loader died inside the action.
 RUN_GRACE_SECONDS = 30
-# A fetch's bytes cross the database: a larger copy is refused (download it on its host with qs-quarantine).
-MAX_DATA_BYTES = MAX_FETCH_BYTES  # the same bound as a local fetch
 UNKNOWN = "unknown: the host's loader stopped while doing it; check the host's quarantine"
 # A test-only stop (environment QS_CONSOLE_TEST_STOP=<point>): the process stops itself there, so a test can kill it
 # at exactly that point with a real SIGKILL. Never set in a service's environment.
@@ -154,31 +150,26 @@ def claim(host: str) -> ActionRequest | None:
     return row
 
 
-def perform_claimed(row: ActionRequest, run: Callable[[Request], Released] = run_local) -> Released:
-    """Do a claimed request on this host's quarantine and write its answer into the row."""
+def perform_claimed(row: ActionRequest) -> Released:
+    """Do a claimed request on this host's quarantine and write its answer into the row.
+
+    run_local refuses an unknown verb and a fetch over MAX_FETCH_BYTES, so the row never carries more than that.
+    """
     test_stop("request-claimed")
-    if row.verb not in VERBS:
-        done = Released(ok=False, detail=f"no such action: {one_line(row.verb)}")
-    else:
-        try:
-            done = run(Request(row.verb, row.quarantine_id, row.to))
-        except NotReleasable as refusal:
-            done = Released(ok=False, detail=f"refused ({refusal.status}): {refusal}")
-    data = done.data or None
-    if data is not None and len(data) > MAX_DATA_BYTES:
-        done = Released(ok=False, detail=f"{len(data)} bytes: more than a fetch carries between hosts "
-                                         f"({MAX_DATA_BYTES // (1024 * 1024)} MB); use qs-quarantine on {row.host}")
-        data = None
+    try:
+        done = run_local(Request(row.verb, row.quarantine_id, row.to))
+    except NotReleasable as refusal:
+        done = Released(ok=False, detail=f"refused ({refusal.status}): {refusal}")
     # Unconditional: should the console have given up meanwhile, the row still tells what was done.
-    finish(row.pk, ActionRequest.DONE if done.ok else ActionRequest.FAILED, done.detail, data)
+    finish(row.pk, ActionRequest.DONE if done.ok else ActionRequest.FAILED, done.detail, done.data or None)
     return done
 
 
-def serve_requests(host: str, log: Callable[[str], None], run: Callable[[Request], Released] = run_local) -> int:
+def serve_requests(host: str, log: Callable[[str], None]) -> int:
     """Claim and perform this host's awaited requests, oldest first; how many."""
     count = 0
     while (row := claim(host)) is not None:
-        done = perform_claimed(row, run)
+        done = perform_claimed(row)
         log(f"request {row.pk} by {one_line(row.requested_by) or 'the console'}: {row.verb} "
             f"{one_line(row.quarantine_id)}{' to ' + one_line(row.to) if row.to else ''}: "
             f"{'done' if done.ok else 'failed'}: {done.detail}")
